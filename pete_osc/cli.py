@@ -1,0 +1,274 @@
+"""pete-osc: the command line. stdout carries data (tokens or JSON lines); people read stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import PeteError
+
+log = logging.getLogger("pete_osc")
+
+# DIRECTOR.md of the current folder if there is one, else the one shipped beside the package.
+DEFAULT_DIRECTOR = (Path("DIRECTOR.md") if Path("DIRECTOR.md").is_file()
+                    else Path(__file__).resolve().parent.parent / "DIRECTOR.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pete-osc`` console script; returns the exit code."""
+    parser = _arguments()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="pete-osc: %(message)s", stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except PeteError as exc:
+        print(f"pete-osc: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`pete-osc run | head`): a normal end.
+        _silence_stdout()
+        return 0
+
+
+def _arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pete-osc",
+        description="Turn live video into music control: a vision-language model describes "
+                    "each frame in DIRECTOR lines; pete-osc turns them into events.")
+    parser.add_argument("--version", action="version", version=f"pete-osc {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more on stderr (-vv: every rejected line)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="describe a camera or video live; tokens to stdout")
+    run.add_argument("--source", default="0",
+                     help="camera number, video file, folder of images or URL (default 0)")
+    run.add_argument("--engine", default="auto", help="auto or mlx (default auto)")
+    run.add_argument("--model", default=None,
+                     help="Hugging Face id or local folder (default mlx-community/FastVLM-0.5B-bf16)")
+    run.add_argument("--size", type=int, default=128,
+                     help="model input size in pixels, a multiple of 64 up to 1024 "
+                          "(default 128; 64 for the lowest latency)")
+    run.add_argument("--fps", type=float, default=2.0,
+                     help="frames sent to the model per second (default 2; 0: as fast as it goes)")
+    run.add_argument("--max-tokens", type=int, default=50, help="tokens per frame (default 50)")
+    run.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    run.add_argument("--director", type=Path, default=DEFAULT_DIRECTOR,
+                     help="prompt and schema file (default DIRECTOR.md)")
+    run.add_argument("--capture-size", default="320x240", metavar="WxH",
+                     help="frames are scaled to fit this at capture (default 320x240)")
+    run.add_argument("--every-frame", action="store_true",
+                     help="video files: process every frame as fast as possible instead of "
+                          "playing in real time")
+    run.add_argument("--loop", action="store_true", help="video files: start again at the end")
+    run.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: never)")
+    run.add_argument("--json", action="store_true",
+                     help="write events as JSON lines to stdout instead of the token stream")
+    run.add_argument("--no-warmup", action="store_true",
+                     help="skip the warm-up frame at start (the first real frame is then slow)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")
+    run.set_defaults(func=cmd_run)
+
+    download = sub.add_parser("download", help="fetch a model into the Hugging Face cache")
+    download.add_argument("model", nargs="?", default=None,
+                          help="Hugging Face id (default mlx-community/FastVLM-0.5B-bf16)")
+    download.set_defaults(func=cmd_download)
+
+    parse = sub.add_parser("parse", help="DIRECTOR text (file or stdin) to events as JSON lines")
+    parse.add_argument("file", nargs="?", default="-", help="a file of model output (default stdin)")
+    parse.add_argument("--director", type=Path, default=DEFAULT_DIRECTOR)
+    parse.add_argument("--rejected", action="store_true",
+                       help="also write rejected lines to stdout as JSON (always on stderr)")
+    parse.set_defaults(func=cmd_parse)
+    return parser
+
+
+def cmd_download(args) -> int:
+    """``pete-osc download``: put a model in the Hugging Face cache for offline shows."""
+    from .engines.mlx_engine import DEFAULT_MODEL
+
+    model = args.model or DEFAULT_MODEL
+    try:
+        from huggingface_hub import snapshot_download
+
+        print(f"pete-osc: downloading {model} ...", file=sys.stderr)
+        path = snapshot_download(model)
+    except Exception as exc:  # offline, unknown id, disk full
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise PeteError(f"could not download {model} ({type(exc).__name__}: {reason}); "
+                        "check the network and retry: pete-osc download") from None
+    print(f"pete-osc: {model} is in {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_parse(args) -> int:
+    """``pete-osc parse``: check any model's output against DIRECTOR.md."""
+    from .director import load_director
+    from .events import Rejection
+    from .parser import parse_text_stream
+
+    director = load_director(args.director)
+    if args.file == "-":
+        stream, name = sys.stdin, "stdin"
+    else:
+        try:
+            stream, name = open(args.file, encoding="utf-8", errors="replace"), args.file
+        except OSError as exc:
+            raise PeteError(f"{args.file}: cannot read: {exc.strerror}") from None
+    with stream:
+        for record in parse_text_stream(director, stream, source=name):
+            if isinstance(record, Rejection):
+                print(f"pete-osc: {name} frame {record.frame_id} line {record.line}: "
+                      f"rejected {record.raw!r}: {record.reason}", file=sys.stderr)
+                if not args.rejected:
+                    continue
+            sys.stdout.write(json.dumps(record.to_dict()) + "\n")
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_run(args) -> int:
+    """``pete-osc run``: the live loop."""
+    from . import pipeline
+    from .capture import LatestFrame, every_frame, open_source
+    from .director import load_director
+    from .engines import GenerationSettings, check_size, open_engine
+    from .events import Event
+
+    size = check_size(args.size)
+    width, height = _capture_size(args.capture_size)
+    if args.max_tokens < 1:
+        raise PeteError(f"--max-tokens {args.max_tokens}: must be at least 1")
+    director = load_director(args.director)  # a bad schema is refused before anything opens
+    source = open_source(args.source, width, height)
+    stop = threading.Event()
+    out = TokenStream(sys.stdout)
+    grabber = None
+    engine = None
+    try:
+        settings = GenerationSettings(args.max_tokens, args.temperature, size)
+        print(f"pete-osc: loading {args.model or 'the default model'} ...", file=sys.stderr)
+        engine = open_engine(args.engine, args.model, director.prompt, director.instruction, settings)
+        print(f"pete-osc: {engine.name} engine, model {engine.model_id}, input {size} px",
+              file=sys.stderr)
+        if not args.no_warmup and hasattr(engine, "warm_up"):
+            print("pete-osc: warming up ...", file=sys.stderr)
+            print(f"pete-osc: warm-up took {engine.warm_up():.1f} s", file=sys.stderr)
+        _install_stop(stop)
+        if args.every_frame and not source.live:
+            frames, drops = every_frame(source), lambda: 0
+        else:
+            grabber = LatestFrame(source, loop=args.loop)
+            frames, drops = pipeline.paced(grabber, args.fps, stop), lambda: grabber.dropped
+        print(f"pete-osc: running on {source.name}; Ctrl-C to stop", file=sys.stderr)
+
+        def on_record(record):
+            if args.json and isinstance(record, Event):
+                out.json(record.to_dict())
+
+        def on_report(report):
+            if not args.quiet:
+                print(_status(report, drops()), file=sys.stderr)
+
+        summary = pipeline.run(
+            frames, engine, director, size,
+            on_text=(lambda text: None) if args.json else out.text,
+            on_record=on_record,
+            on_frame=(lambda frame: None) if args.json else out.frame,
+            on_report=on_report, stop=stop, max_frames=args.max_frames or None, drops=drops,
+        )
+        out.end()
+    finally:
+        if grabber is not None:
+            grabber.close()
+        else:
+            source.close()
+        if engine is not None:
+            engine.close()
+    print(f"pete-osc: stopped. {summary.line()}", file=sys.stderr)
+    return 0
+
+
+class TokenStream:
+    """The raw token stream on stdout, flushed per token, with a line between frames."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._at_line_start = True
+
+    def frame(self, frame) -> None:
+        self._write(("" if self._at_line_start else "\n") + f"--- frame {frame.id}\n")
+
+    def text(self, text: str) -> None:
+        self._write(text)
+
+    def json(self, record: dict) -> None:
+        self._write(json.dumps(record) + "\n")
+
+    def end(self) -> None:
+        if not self._at_line_start:
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+            self._at_line_start = text.endswith("\n")
+
+
+def _status(report, drops: int) -> str:
+    if report.error:
+        return f"pete-osc: frame {report.frame_id} failed: {report.error}"
+    tbt = (f"{sorted(report.tbt)[len(report.tbt) // 2] * 1000:.0f} ms" if report.tbt else "-")
+    ttft = f"{report.ttft * 1000:.0f} ms" if report.ttft is not None else "-"
+    cut = " (cut at token limit)" if report.truncated else ""
+    return (f"pete-osc: frame {report.frame_id}: TTFT {ttft}, TBT {tbt}, {report.tokens} tokens, "
+            f"{report.events} events, {report.rejected} rejected{cut}; {drops} frames dropped")
+
+
+def _capture_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+        if width < 16 or height < 16:
+            raise ValueError
+    except ValueError:
+        raise PeteError(f"--capture-size {text}: expected WIDTHxHEIGHT such as 320x240") from None
+    return width, height
+
+
+def _install_stop(stop: threading.Event) -> None:
+    """Ctrl-C and SIGTERM set ``stop``; the loop ends between two tokens. A second Ctrl-C
+    while stopping interrupts whatever is running."""
+
+    def handler(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"\npete-osc: {signal.Signals(signum).name} received, stopping ...", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""What every engine is: load once, stream tokens per frame with their times, close.
+
+The pipeline, the parser and the outputs only see :class:`Token` records, never which
+engine made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import cv2
+import numpy as np
+
+from ..errors import PeteError
+
+
+@dataclass(frozen=True)
+class Token:
+    """One streamed piece of text, as ``mlx_lm.stream_generate`` yields them.
+
+    ``at`` is ``time.perf_counter()`` when the engine produced it. The last record of a
+    frame has ``finish`` set ("stop": the model ended its answer; "length": the token
+    limit cut it) and may carry no text.
+    """
+
+    text: str
+    index: int
+    at: float
+    finish: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Per-frame generation settings shared by all engines."""
+
+    max_tokens: int = 50
+    temperature: float = 0.0
+    size: int = 128  # model input size in pixels, a multiple of 64
+
+
+@dataclass
+class FrameTimes:
+    """Filled in by an engine during one frame, for the metrics."""
+
+    started: float = 0.0  # perf_counter() when the engine began the frame
+    prompt_len: int | None = None  # prompt positions in the KV cache, image tokens included
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded model that turns one image into a stream of tokens."""
+
+    name: str
+    model_id: str
+
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+        """Tokens of the model's answer for a square RGB image of the input size."""
+        ...
+
+    def close(self) -> None:
+        """Free the model."""
+        ...
+
+
+def check_size(size: int) -> int:
+    """Model input sizes are multiples of 64 up to 1024.
+
+    FastViTHD downsamples by 64 in all, so each 64x64 patch becomes one image token:
+    (size/64)^2 tokens. Other sizes would be cropped or padded by the encoder.
+    """
+    if size % 64 or not 64 <= size <= 1024:
+        raise PeteError(f"--size {size}: the model input size must be a multiple of 64 "
+                        "from 64 to 1024 (64 for the lowest latency, 128 by default)")
+    return size
+
+
+def square_rgb(image_bgr: np.ndarray, size: int) -> np.ndarray:
+    """Pad a BGR frame to a square with black (as FastVLM's own processor does), scale it
+    to size x size, and return it as RGB."""
+    h, w = image_bgr.shape[:2]
+    side = max(h, w)
+    if h != w:
+        top, left = (side - h) // 2, (side - w) // 2
+        image_bgr = cv2.copyMakeBorder(image_bgr, top, side - h - top, left, side - w - left,
+                                       cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    if side != size:
+        image_bgr = cv2.resize(image_bgr, (size, size), interpolation=interp)
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)

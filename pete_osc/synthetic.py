@@ -1,0 +1,167 @@
+"""Build random-weight FastVLM checkpoints on disk, for tests and benchmarks.
+
+Model weights cannot be downloaded on CI machines, yet the engines must be exercised
+through the very loading code users run (``mlx_vlm.load`` on a folder). Latency depends
+on tensor shapes, not on weight values, so a random-weight model of the real
+architecture is an honest stand-in for timing, and a small one for correctness.
+
+The folder written here has what a Hugging Face checkout of an MLX FastVLM has:
+``config.json``, ``model.safetensors``, a tokenizer (trained locally with
+``tokenizers``), a chat template and ``preprocessor_config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# The Qwen2 chat template FastVLM ships (system / user / assistant turns).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class TextShape:
+    """Shape of the Qwen2 language model inside FastVLM."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int | None = None  # None: the size of the trained tokenizer
+
+
+# Small enough for a fast test suite; the vision tower stays full size regardless
+# (mlx-vlm fixes FastViTHD's layer sizes as class attributes).
+TINY = TextShape(64, 2, 128, 4, 2)
+# Qwen2-0.5B as in apple/FastVLM-0.5B: the shapes every timing depends on.
+FULL = TextShape(896, 24, 4864, 14, 2, vocab_size=151936)
+
+
+def _corpus() -> list[str]:
+    words = (
+        "color mood energy tempo brightness motion scene person object red amber blue "
+        "green yellow purple orange black white pink brown grey calm happy tense sad dark "
+        "dreamy energetic playful low medium high slow fast still bright dim street stage "
+        "dancer man woman crowd forest night city room light hands face 0 1 2 3 4 5 6 7 8 9 "
+        ". : # - % describe the image in short lines key value one per line"
+    ).split()
+    lines = [f"{a}: {b}" for a in words[:9] for b in words[9:]]
+    return lines + [" ".join(words)] * 4
+
+
+def train_tokenizer(folder: Path, vocab_size: int = 600) -> int:
+    """Train a byte-level BPE tokenizer like Qwen2's and save it; return its size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "bos_token": None,
+        "unk_token": None,
+        "model_max_length": 8192,
+        "chat_template": CHAT_TEMPLATE,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    )
+    return tok.get_vocab_size()
+
+
+def _config(shape: TextShape, vocab_size: int, eos_id: int) -> dict:
+    return {
+        "model_type": "llava_qwen2",
+        "architectures": ["LlavaQwen2ForCausalLM"],
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "intermediate_size": shape.intermediate_size,
+        "num_attention_heads": shape.num_attention_heads,
+        "num_key_value_heads": shape.num_key_value_heads,
+        "vocab_size": vocab_size,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": True,
+        "eos_token_id": eos_id,
+        "image_token_index": -200,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": 3072,
+        "mm_vision_tower": "mobileclip_l_1024",
+        "tokenizer_model_max_length": 8192,
+        "tokenizer_padding_side": "right",
+        "vision_config": {"model_type": "llava_qwen2", "image_size": 1024},
+    }
+
+
+def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0) -> Path:
+    """Write a random-weight FastVLM checkpoint that ``mlx_vlm.load`` reads.
+
+    The vision tower is always full FastViTHD; ``shape`` sets the language model.
+    Weights are float16, as in the published MLX conversions.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_vlm.models import fastvlm
+    from mlx_vlm.utils import update_module_configs
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = train_tokenizer(folder)
+    if shape.vocab_size is not None:
+        vocab = max(vocab, shape.vocab_size)
+    from tokenizers import Tokenizer
+
+    eos_id = Tokenizer.from_file(str(folder / "tokenizer.json")).token_to_id("<|im_end|>")
+    config = _config(shape, vocab, eos_id)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "FastVLMImageProcessor",
+                "processor_class": "FastVLMProcessor",
+                "size": {"shortest_edge": 1024},
+                "crop_size": {"height": 1024, "width": 1024},
+                "do_resize": True,
+                "do_center_crop": True,
+                "do_normalize": False,
+                "image_mean": [0.0, 0.0, 0.0],
+                "image_std": [1.0, 1.0, 1.0],
+            }
+        )
+    )
+    mx.random.seed(seed)
+    # Build the config exactly as mlx_vlm.utils.load_model does from config.json.
+    params = json.loads(json.dumps(config))
+    params.setdefault("text_config", {})
+    model_config = fastvlm.ModelConfig.from_dict(params)
+    model_config = update_module_configs(model_config, fastvlm, params, ["text", "vision"])
+    model = fastvlm.Model(model_config)
+    weights = {
+        k: (v * 0.5).astype(mx.float16) if v.ndim >= 2 and "embed_tokens" in k else v.astype(mx.float16)
+        for k, v in tree_flatten(model.parameters())
+    }
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    return folder

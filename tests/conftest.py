@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny random-weight FastVLM built once per session, the shared video."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
+
+
+@pytest.fixture(scope="session")
+def tiny_mlx_model(tmp_path_factory) -> Path:
+    """A FastVLM folder (config, safetensors, trained tokenizer, chat template,
+    preprocessor config) with random weights and a 2-layer language model.
+    Built here, never committed: the vision tower alone is ~250 MB."""
+    pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
+    from pete_osc.synthetic import build_fastvlm_mlx
+
+    return build_fastvlm_mlx(tmp_path_factory.mktemp("tiny-fastvlm"))
+
+
+@pytest.fixture(scope="session")
+def shared_video() -> Path:
+    if not SHARED_VIDEO.is_file():
+        pytest.skip(f"{SHARED_VIDEO} is absent (it lives in ../shared beside the checkout)")
+    return SHARED_VIDEO
+
+
+@pytest.fixture(scope="session")
+def director():
+    from pete_osc.director import load_director
+
+    return load_director(ROOT / "DIRECTOR.md")
+
+
+@pytest.fixture
+def cli_env() -> dict:
+    """Environment for running the CLI as a subprocess: unbuffered, offline."""
+    env = dict(os.environ)
+    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    return env

@@ -1,0 +1,62 @@
+"""The mlx engine on a tiny random-weight FastVLM, loaded through mlx_vlm.load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pete_osc.engines import FrameTimes, GenerationSettings
+from pete_osc.errors import PeteError
+
+
+def _engine(model, size, max_tokens=3):
+    from pete_osc.engines.mlx_engine import MlxEngine
+
+    return MlxEngine(str(model), "Answer in key: value lines.", "Describe this frame.",
+                     GenerationSettings(max_tokens=max_tokens, size=size))
+
+
+def _run(engine, size):
+    times = FrameTimes()
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    tokens = list(engine.stream(image, times))
+    return tokens, times
+
+
+def test_image_tokens_follow_the_input_size(tiny_mlx_model):
+    """FastViTHD gives (size/64)^2 image tokens, and mlx-vlm's processor would scale any
+    frame to 1024 px (256 tokens): the prompt length in the KV cache proves the size
+    reached the encoder."""
+    lengths = {}
+    for size in (64, 128):
+        engine = _engine(tiny_mlx_model, size)
+        assert engine.processor.image_processor.size == {"shortest_edge": size}
+        _, times = _run(engine, size)
+        lengths[size] = times.prompt_len
+    assert lengths[128] - lengths[64] == (128 // 64) ** 2 - (64 // 64) ** 2
+
+
+def test_tokens_stream_with_times_and_a_finish(tiny_mlx_model):
+    engine = _engine(tiny_mlx_model, 64, max_tokens=5)
+    tokens, times = _run(engine, 64)
+    new = [t for t in tokens if t.finish is None]
+    assert 1 <= len(new) <= 5
+    assert tokens[-1].finish in ("stop", "length")
+    assert [t.index for t in tokens] == list(range(len(tokens)))
+    ats = [t.at for t in tokens]
+    assert ats == sorted(ats) and ats[0] > times.started
+    # the system prompt is really in the prompt, in the model's chat template
+    assert "<|im_start|>system\nAnswer in key: value lines." in engine.prompt
+    assert "<image>" in engine.prompt
+
+
+def test_a_model_that_is_not_there_is_named(tmp_path):
+    with pytest.raises(PeteError, match=r"--model ./nope: no such folder"):
+        _engine("./nope", 64)
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    with pytest.raises(PeteError) as err:
+        _engine(empty, 64)
+    assert f"model {empty} could not be loaded" in str(err.value)
+    assert "mlx-community/FastVLM-0.5B-bf16" in str(err.value)
+    assert "\n" not in str(err.value)
