@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -144,6 +143,7 @@ def cmd_run(args) -> int:
     from .director import load_director
     from .engines import GenerationSettings, check_size, open_engine
     from .events import Event
+    from .stopping import StopGuard
 
     size = check_size(args.size)
     width, height = _capture_size(args.capture_size)
@@ -153,10 +153,25 @@ def cmd_run(args) -> int:
     source = open_source(args.source, width, height)
     stop = threading.Event()
     out = TokenStream(sys.stdout)
+    summary = pipeline.Summary()
     grabber = None
     engine = None
+    settings = GenerationSettings(args.max_tokens, args.temperature, size)
+
+    def release() -> None:
+        if grabber is not None:
+            grabber.close()
+        else:
+            source.close()
+
+    def forced_end() -> None:
+        # The watchdog ends the process while the engine is busy: keep what is done.
+        release()
+        out.end()
+        print(f"pete-osc: stopped (did not wait for the engine). {summary.line()}",
+              file=sys.stderr)
+
     try:
-        settings = GenerationSettings(args.max_tokens, args.temperature, size)
         print(f"pete-osc: loading {args.model or 'the default model'} ...", file=sys.stderr)
         engine = open_engine(args.engine, args.model, director.prompt, director.instruction, settings)
         print(f"pete-osc: {engine.name} engine, model {engine.model_id}, input {size} px",
@@ -164,7 +179,6 @@ def cmd_run(args) -> int:
         if not args.no_warmup and hasattr(engine, "warm_up"):
             print("pete-osc: warming up ...", file=sys.stderr)
             print(f"pete-osc: warm-up took {engine.warm_up():.1f} s", file=sys.stderr)
-        _install_stop(stop)
         if args.every_frame and not source.live:
             frames, drops = every_frame(source), lambda: 0
         else:
@@ -180,19 +194,18 @@ def cmd_run(args) -> int:
             if not args.quiet:
                 print(_status(report, drops()), file=sys.stderr)
 
-        summary = pipeline.run(
-            frames, engine, director, size,
-            on_text=(lambda text: None) if args.json else out.text,
-            on_record=on_record,
-            on_frame=(lambda frame: None) if args.json else out.frame,
-            on_report=on_report, stop=stop, max_frames=args.max_frames or None, drops=drops,
-        )
+        with StopGuard(stop, on_force=forced_end):
+            pipeline.run(
+                frames, engine, director, size,
+                on_text=(lambda text: None) if args.json else out.text,
+                on_record=on_record,
+                on_frame=(lambda frame: None) if args.json else out.frame,
+                on_report=on_report, stop=stop, max_frames=args.max_frames or None,
+                drops=drops, summary=summary,
+            )
         out.end()
     finally:
-        if grabber is not None:
-            grabber.close()
-        else:
-            source.close()
+        release()
         if engine is not None:
             engine.close()
     print(f"pete-osc: stopped. {summary.line()}", file=sys.stderr)
@@ -244,20 +257,6 @@ def _capture_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise PeteError(f"--capture-size {text}: expected WIDTHxHEIGHT such as 320x240") from None
     return width, height
-
-
-def _install_stop(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM set ``stop``; the loop ends between two tokens. A second Ctrl-C
-    while stopping interrupts whatever is running."""
-
-    def handler(signum, _frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print(f"\npete-osc: {signal.Signals(signum).name} received, stopping ...", file=sys.stderr)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _silence_stdout() -> None:

@@ -153,9 +153,12 @@ def run(frames: Iterable[Frame], engine: Engine, director: Director, size: int,
         on_text: Callable[[str], None], on_record: Callable[[Record], None],
         on_frame: Callable[[Frame], None], on_report: Callable[[FrameReport], None],
         stop: threading.Event, max_frames: int | None = None,
-        drops: Callable[[], int] = lambda: 0) -> Summary:
-    """The main loop over ``frames``; returns the summary when the frames end or ``stop``."""
-    summary = Summary()
+        drops: Callable[[], int] = lambda: 0, summary: Summary | None = None) -> Summary:
+    """The main loop over ``frames``; returns the summary when the frames end or ``stop``.
+
+    ``summary`` (made by the caller, so that it can report a run it had to cut short) is
+    filled in frame by frame."""
+    summary = summary if summary is not None else Summary()
     for frame in frames:
         if stop.is_set():
             break

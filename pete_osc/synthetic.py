@@ -116,6 +116,26 @@ def _config(shape: TextShape, vocab_size: int, eos_id: int) -> dict:
     }
 
 
+def _printable_rows(folder: Path, vocab: int) -> list[float]:
+    """1.0 for tokens that decode to visible ASCII text, 0.0 for the rest.
+
+    The embeddings are tied to the output layer, so a zero row gives a zero logit: a
+    random model then writes visible gibberish instead of lone UTF-8 continuation bytes
+    (which a streaming detokenizer holds back, so nothing would reach stdout) or special
+    tokens. Its answers never end on their own: the token limit ends every frame.
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    special = {tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    rows = []
+    for i in range(vocab):
+        text = tok.decode([i]) if i < tok.get_vocab_size() and i not in special else ""
+        visible = text.strip() and all(" " <= c <= "~" for c in text)
+        rows.append(1.0 if visible else 0.0)
+    return rows
+
+
 def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0) -> Path:
     """Write a random-weight FastVLM checkpoint that ``mlx_vlm.load`` reads.
 
@@ -159,9 +179,8 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
     model_config = fastvlm.ModelConfig.from_dict(params)
     model_config = update_module_configs(model_config, fastvlm, params, ["text", "vision"])
     model = fastvlm.Model(model_config)
-    weights = {
-        k: (v * 0.5).astype(mx.float16) if v.ndim >= 2 and "embed_tokens" in k else v.astype(mx.float16)
-        for k, v in tree_flatten(model.parameters())
-    }
+    weights = {k: v.astype(mx.float16) for k, v in tree_flatten(model.parameters())}
+    key = "language_model.model.embed_tokens.weight"
+    weights[key] = weights[key] * mx.array(_printable_rows(folder, vocab))[:, None].astype(mx.float16)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     return folder

@@ -88,3 +88,37 @@ def square_rgb(image_bgr: np.ndarray, size: int) -> np.ndarray:
     if side != size:
         image_bgr = cv2.resize(image_bgr, (size, size), interpolation=interp)
     return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+
+
+class IncrementalDecoder:
+    """Token ids to text, each token's text released as soon as it is whole.
+
+    mlx-vlm's BPE streaming detokenizer holds text back until a token that starts with a
+    space arrives, so a line's newline (and so its event) would wait for the next line's
+    value. Here every token's text leaves at once, except the bytes of a character split
+    across tokens (the decode then ends in U+FFFD and waits for the rest). Only the last
+    few tokens are decoded each time (prefix and read offsets, as vLLM and TGI do).
+    """
+
+    def __init__(self, decode):
+        self._decode = decode  # list[int] -> str
+        self._ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def add(self, token_id: int) -> str:
+        """Add one token id; return the text it completes ("" while a character is split)."""
+        self._ids.append(int(token_id))
+        before = self._decode(self._ids[self._prefix:self._read])
+        now = self._decode(self._ids[self._prefix:])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self._ids)
+            return now[len(before):]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held at the end of the answer."""
+        before = self._decode(self._ids[self._prefix:self._read])
+        rest = self._decode(self._ids[self._prefix:])[len(before):]
+        self._prefix = self._read = len(self._ids)
+        return rest

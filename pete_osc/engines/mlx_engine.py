@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import PeteError
-from .base import FrameTimes, GenerationSettings, Token
+from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class MlxEngine:
         from mlx_vlm.models.cache import make_prompt_cache
 
         cache = make_prompt_cache(self.model.language_model)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        decoder = IncrementalDecoder(
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
         times.started = time.perf_counter()
         index = 0
         for result in self._generate(image_rgb, self.settings.max_tokens, cache):
@@ -73,8 +76,13 @@ class MlxEngine:
             if index == 0:
                 # The cache now holds the prompt: text plus the image's tokens.
                 times.prompt_len = _cache_len(cache)
-            yield Token(result.text, index, now, result.finish_reason)
-            index += 1
+            if result.finish_reason is not None:
+                # The closing record repeats the last token; it only carries the reason.
+                yield Token(decoder.flush(), index, now, result.finish_reason)
+                return
+            if result.token is not None:
+                yield Token(decoder.add(result.token), index, now)
+                index += 1
 
     def _generate(self, image_rgb: np.ndarray, max_tokens: int, cache):
         from PIL import Image

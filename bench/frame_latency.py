@@ -1,0 +1,145 @@
+"""Per-frame TTFT and TBT of the mlx engine at several input sizes, through pete-osc's own
+frame loop (capture -> square -> engine -> parser), on real footage.
+
+    .venv/bin/python bench/frame_latency.py                 # tiny random FastVLM, 64/128/256 px
+    .venv/bin/python bench/frame_latency.py --model mlx-community/FastVLM-0.5B-bf16
+    .venv/bin/python bench/frame_latency.py --full          # FastVLM-0.5B shapes, random weights
+
+Prints a Markdown table and, with --write, appends it to docs/benchmarks.md with the
+machine, the date and the command. Runs unchanged on an Apple Silicon Mac.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pete_osc.capture import every_frame, open_source  # noqa: E402
+from pete_osc.director import load_director  # noqa: E402
+from pete_osc.engines import GenerationSettings  # noqa: E402
+from pete_osc.engines.mlx_engine import MlxEngine  # noqa: E402
+from pete_osc.pipeline import run_frame  # noqa: E402
+
+VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
+
+
+def machine() -> str:
+    import mlx.core as mx
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import os
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        import os
+        cores = os.cpu_count()
+    return f"{platform.system()} {platform.machine()}, {cpu}, {cores} cores, MLX {mx.__version__} on {mx.default_device()}"
+
+
+def measure(model: str, size: int, frames: int, max_tokens: int, director) -> dict:
+    engine = MlxEngine(model, director.prompt, director.instruction,
+                       GenerationSettings(max_tokens=max_tokens, size=size))
+    engine.warm_up()
+    source = open_source(str(VIDEO) if VIDEO.is_file() else "0", 320, 240)
+    ttft, tbt, prompt_len = [], [], None
+    stop = threading.Event()
+    feed = every_frame(source)
+    for i, frame in enumerate(feed):
+        if i % 24:  # one frame a second of footage: different pictures, same shapes
+            continue
+        report = run_frame(engine, director, frame, size, lambda t: None, lambda r: None, stop)
+        ttft.append(report.ttft)
+        tbt.extend(report.tbt)
+        prompt_len = report.prompt_len
+        if len(ttft) >= frames:
+            break
+    feed.close()
+    engine.close()
+    tbt_sorted = sorted(tbt)
+    return {
+        "size": size,
+        "image_tokens": (size // 64) ** 2,
+        "prompt_len": prompt_len,
+        "ttft": statistics.median(ttft),
+        "tbt": statistics.median(tbt),
+        "tbt_p90": tbt_sorted[int(0.9 * (len(tbt_sorted) - 1))],
+        "frames": len(ttft),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="a model id or folder (default: build a random FastVLM)")
+    ap.add_argument("--full", action="store_true", help="random weights at FastVLM-0.5B size")
+    ap.add_argument("--sizes", default="64,128,256")
+    ap.add_argument("--frames", type=int, default=5)
+    ap.add_argument("--max-tokens", type=int, default=50)
+    ap.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
+    args = ap.parse_args()
+    director = load_director(ROOT / "DIRECTOR.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, label = args.model, args.model
+        if model is None:
+            from pete_osc.synthetic import FULL, TINY, build_fastvlm_mlx
+
+            shape = FULL if args.full else TINY
+            model = str(build_fastvlm_mlx(Path(tmp) / "fastvlm", shape))
+            label = ("random FastVLM-0.5B shapes (Qwen2-0.5B, 24 layers)" if args.full
+                     else "tiny random FastVLM (full FastViTHD, 2-layer 64-wide LM)")
+        rows = [measure(model, int(s), args.frames, args.max_tokens, director)
+                for s in args.sizes.split(",")]
+    command = "python " + " ".join([f"bench/{Path(__file__).name}"] + sys.argv[1:])
+    lines = [
+        f"### mlx engine, {label}",
+        "",
+        f"- machine: {machine()}",
+        f"- date: {datetime.date.today().isoformat()}, commit {_commit()}",
+        f"- command: `{command}`",
+        f"- {args.frames} frames per size from big_buck_bunny.mp4, DIRECTOR.md prompt, "
+        f"{args.max_tokens} tokens per frame, greedy, after one warm-up frame",
+        "",
+        "| input px | image tokens | prompt positions | TTFT median | TBT median | TBT p90 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['image_tokens']} | {r['prompt_len']} | "
+                     f"{r['ttft'] * 1000:.0f} ms | {r['tbt'] * 1000:.1f} ms | {r['tbt_p90'] * 1000:.1f} ms |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.write:
+        out = ROOT / "docs" / "benchmarks.md"
+        if not out.exists():
+            out.write_text("# Benchmarks\n\nEvery table says the machine, the date and the command "
+                           "that made it. Add your own machine's with `--write`.\n\n")
+        with out.open("a") as f:
+            f.write("\n" + table)
+    return 0
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip() or "-"
+    except OSError:
+        return "-"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Ctrl-C and SIGTERM end a run within a second, even in the middle of a long prefill.
+
+Generation runs on the main thread (MLX streams belong to the thread that made them, and
+mlx-vlm has crashed on Metal when called from worker threads). A Python signal handler
+only runs when the main thread gets back to Python, which a prefill on a slow CPU can
+delay by over a second. So the C-level handler's wake-up byte (``signal.set_wakeup_fd``)
+wakes a small watchdog thread at once: it sets the stop event, which ends generation at
+the next token; if the loop has not finished ``grace`` seconds later, it runs the clean-up
+it was given (release the camera, print the summary) and ends the process with code 0.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+from typing import Callable
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopGuard:
+    """Owns the watchdog thread; use as a context manager around the live loop."""
+
+    def __init__(self, stop: threading.Event, on_force: Callable[[], None], grace: float = 0.7):
+        self.stop = stop
+        self.on_force = on_force
+        self.grace = grace
+        self.done = threading.Event()
+        self._old_handlers: dict = {}
+        self._old_wakeup = -1
+        self._sig_r, self._sig_w = os.pipe()
+        self._quit_r, self._quit_w = os.pipe()
+        os.set_blocking(self._sig_w, False)
+        self._thread = threading.Thread(target=self._watch, name="stop-guard")
+
+    def __enter__(self) -> "StopGuard":
+        for sig in SIGNALS:
+            self._old_handlers[sig] = signal.signal(sig, self._handler)
+        self._old_wakeup = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        os.write(self._quit_w, b"q")
+        self._thread.join()
+        signal.set_wakeup_fd(self._old_wakeup)
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        for fd in (self._sig_r, self._sig_w, self._quit_r, self._quit_w):
+            os.close(fd)
+
+    def _handler(self, signum, _frame) -> None:
+        # Runs on the main thread when it next executes Python; the watchdog already
+        # reacted to the wake-up byte, so only make sure the loop sees the stop.
+        self.stop.set()
+
+    def _watch(self) -> None:
+        while True:
+            ready, _, _ = select.select([self._sig_r, self._quit_r], [], [])
+            if self._quit_r in ready:
+                return
+            data = os.read(self._sig_r, 64)
+            if self.stop.is_set():
+                continue
+            self.stop.set()
+            name = signal.Signals(data[-1]).name if data else "signal"
+            print(f"\npete-osc: {name} received, stopping ...", file=sys.stderr, flush=True)
+            if self.done.wait(self.grace):
+                return
+            # The engine is inside a step that cannot be interrupted: do not wait for it.
+            try:
+                self.on_force()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(0)
