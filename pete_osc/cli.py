@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PeteError as exc:
-        print(f"pete-osc: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before the live loop took charge of it (while loading the model, say).
+        say("interrupted before the run started")
+        return 0
     except BrokenPipeError:
         # The reader of stdout went away (`pete-osc run | head`): a normal end.
         _silence_stdout()
@@ -92,6 +96,11 @@ def _arguments() -> argparse.ArgumentParser:
     return parser
 
 
+def say(message: str) -> None:
+    """A line for people: on stderr, so stdout stays data."""
+    print(f"pete-osc: {message}", file=sys.stderr, flush=True)
+
+
 def cmd_download(args) -> int:
     """``pete-osc download``: put a model in the Hugging Face cache for offline shows."""
     from .engines.mlx_engine import DEFAULT_MODEL
@@ -100,13 +109,13 @@ def cmd_download(args) -> int:
     try:
         from huggingface_hub import snapshot_download
 
-        print(f"pete-osc: downloading {model} ...", file=sys.stderr)
+        say(f"downloading {model} ...")
         path = snapshot_download(model)
     except Exception as exc:  # offline, unknown id, disk full
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise PeteError(f"could not download {model} ({type(exc).__name__}: {reason}); "
                         "check the network and retry: pete-osc download") from None
-    print(f"pete-osc: {model} is in {path}", file=sys.stderr)
+    say(f"{model} is in {path}")
     return 0
 
 
@@ -127,8 +136,8 @@ def cmd_parse(args) -> int:
     with stream:
         for record in parse_text_stream(director, stream, source=name):
             if isinstance(record, Rejection):
-                print(f"pete-osc: {name} frame {record.frame_id} line {record.line}: "
-                      f"rejected {record.raw!r}: {record.reason}", file=sys.stderr)
+                say(f"{name} frame {record.frame_id} line {record.line}: "
+                      f"rejected {record.raw!r}: {record.reason}")
                 if not args.rejected:
                     continue
             sys.stdout.write(json.dumps(record.to_dict()) + "\n")
@@ -168,23 +177,21 @@ def cmd_run(args) -> int:
         # The watchdog ends the process while the engine is busy: keep what is done.
         release()
         out.end()
-        print(f"pete-osc: stopped (did not wait for the engine). {summary.line()}",
-              file=sys.stderr)
+        say(f"stopped (did not wait for the engine). {summary.line()}")
 
     try:
-        print(f"pete-osc: loading {args.model or 'the default model'} ...", file=sys.stderr)
+        say(f"loading {args.model or 'the default model'} ...")
         engine = open_engine(args.engine, args.model, director.prompt, director.instruction, settings)
-        print(f"pete-osc: {engine.name} engine, model {engine.model_id}, input {size} px",
-              file=sys.stderr)
+        say(f"{engine.name} engine, model {engine.model_id}, input {size} px")
         if not args.no_warmup and hasattr(engine, "warm_up"):
-            print("pete-osc: warming up ...", file=sys.stderr)
-            print(f"pete-osc: warm-up took {engine.warm_up():.1f} s", file=sys.stderr)
+            say("warming up ...")
+            say(f"warm-up took {engine.warm_up():.1f} s")
         if args.every_frame and not source.live:
             frames, drops = every_frame(source), lambda: 0
         else:
             grabber = LatestFrame(source, loop=args.loop)
             frames, drops = pipeline.paced(grabber, args.fps, stop), lambda: grabber.dropped
-        print(f"pete-osc: running on {source.name}; Ctrl-C to stop", file=sys.stderr)
+        say(f"running on {source.name}; Ctrl-C to stop")
 
         def on_record(record):
             if args.json and isinstance(record, Event):
@@ -192,7 +199,7 @@ def cmd_run(args) -> int:
 
         def on_report(report):
             if not args.quiet:
-                print(_status(report, drops()), file=sys.stderr)
+                say(_status(report, drops()))
 
         with StopGuard(stop, on_force=forced_end):
             pipeline.run(
@@ -208,7 +215,7 @@ def cmd_run(args) -> int:
         release()
         if engine is not None:
             engine.close()
-    print(f"pete-osc: stopped. {summary.line()}", file=sys.stderr)
+    say(f"stopped. {summary.line()}")
     return 0
 
 
@@ -241,11 +248,11 @@ class TokenStream:
 
 def _status(report, drops: int) -> str:
     if report.error:
-        return f"pete-osc: frame {report.frame_id} failed: {report.error}"
+        return f"frame {report.frame_id} failed: {report.error}"
     tbt = (f"{sorted(report.tbt)[len(report.tbt) // 2] * 1000:.0f} ms" if report.tbt else "-")
     ttft = f"{report.ttft * 1000:.0f} ms" if report.ttft is not None else "-"
     cut = " (cut at token limit)" if report.truncated else ""
-    return (f"pete-osc: frame {report.frame_id}: TTFT {ttft}, TBT {tbt}, {report.tokens} tokens, "
+    return (f"frame {report.frame_id}: TTFT {ttft}, TBT {tbt}, {report.tokens} tokens, "
             f"{report.events} events, {report.rejected} rejected{cut}; {drops} frames dropped")
 
 

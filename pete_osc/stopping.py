@@ -29,6 +29,7 @@ class StopGuard:
         self.on_force = on_force
         self.grace = grace
         self.done = threading.Event()
+        self._announced = False
         self._old_handlers: dict = {}
         self._old_wakeup = -1
         self._sig_r, self._sig_w = os.pipe()
@@ -64,8 +65,11 @@ class StopGuard:
             if self._quit_r in ready:
                 return
             data = os.read(self._sig_r, 64)
-            if self.stop.is_set():
+            if self._announced:
                 continue
+            # The Python handler may already have set stop (when the main thread was in
+            # Python at that moment); the grace period counts from the signal all the same.
+            self._announced = True
             self.stop.set()
             name = signal.Signals(data[-1]).name if data else "signal"
             print(f"\npete-osc: {name} received, stopping ...", file=sys.stderr, flush=True)
