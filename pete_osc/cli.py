@@ -14,6 +14,7 @@ from . import __version__
 from .errors import PeteError
 
 log = logging.getLogger("pete_osc")
+MIDI_APIS = ("alsa", "jack", "coremidi", "windows")
 
 # DIRECTOR.md of the current folder if there is one, else the one shipped beside the package.
 DEFAULT_DIRECTOR = (Path("DIRECTOR.md") if Path("DIRECTOR.md").is_file()
@@ -79,8 +80,25 @@ def _arguments() -> argparse.ArgumentParser:
                      help="write events as JSON lines to stdout instead of the token stream")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the warm-up frame at start (the first real frame is then slow)")
+    run.add_argument("--mapping", type=Path, default=None,
+                     help="send events as OSC/MIDI as this mapping file says (mappings/*.yaml)")
+    run.add_argument("--midi-api", default=None, choices=MIDI_APIS,
+                     help="MIDI system (default: CoreMIDI on macOS; ALSA, else JACK, on Linux)")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")
     run.set_defaults(func=cmd_run)
+
+    send = sub.add_parser("send", help="DIRECTOR text (file or stdin) to OSC/MIDI through a mapping")
+    send.add_argument("file", nargs="?", default="-",
+                      help="model output, e.g. from pete-osc run or another model (default stdin)")
+    send.add_argument("--mapping", type=Path, required=True, help="mapping file (mappings/*.yaml)")
+    send.add_argument("--director", type=Path, default=DEFAULT_DIRECTOR)
+    send.add_argument("--midi-api", default=None, choices=MIDI_APIS)
+    send.add_argument("--echo", action="store_true", help="copy the text read to stdout as it arrives")
+    send.set_defaults(func=cmd_send)
+
+    ports = sub.add_parser("ports", help="list MIDI ports (inputs and outputs)")
+    ports.add_argument("--midi-api", default=None, choices=MIDI_APIS)
+    ports.set_defaults(func=cmd_ports)
 
     download = sub.add_parser("download", help="fetch a model into the Hugging Face cache")
     download.add_argument("model", nargs="?", default=None,
@@ -126,13 +144,7 @@ def cmd_parse(args) -> int:
     from .parser import parse_text_stream
 
     director = load_director(args.director)
-    if args.file == "-":
-        stream, name = sys.stdin, "stdin"
-    else:
-        try:
-            stream, name = open(args.file, encoding="utf-8", errors="replace"), args.file
-        except OSError as exc:
-            raise PeteError(f"{args.file}: cannot read: {exc.strerror}") from None
+    stream, name = _open_text(args.file)
     with stream:
         for record in parse_text_stream(director, stream, source=name):
             if isinstance(record, Rejection):
@@ -159,7 +171,14 @@ def cmd_run(args) -> int:
     if args.max_tokens < 1:
         raise PeteError(f"--max-tokens {args.max_tokens}: must be at least 1")
     director = load_director(args.director)  # a bad schema is refused before anything opens
-    source = open_source(args.source, width, height)
+    mapping = _load_mapping(args.mapping, director) if args.mapping else None
+    dispatcher = _open_dispatcher(mapping, args.midi_api) if mapping else None
+    try:
+        source = open_source(args.source, width, height)
+    except BaseException:
+        if dispatcher is not None:
+            dispatcher.close()
+        raise
     stop = threading.Event()
     out = TokenStream(sys.stdout)
     summary = pipeline.Summary()
@@ -176,6 +195,8 @@ def cmd_run(args) -> int:
     def forced_end() -> None:
         # The watchdog ends the process while the engine is busy: keep what is done.
         release()
+        if dispatcher is not None:
+            dispatcher.close(timeout=0.3)
         out.end()
         say(f"stopped (did not wait for the engine). {summary.line()}")
 
@@ -194,10 +215,15 @@ def cmd_run(args) -> int:
         say(f"running on {source.name}; Ctrl-C to stop")
 
         def on_record(record):
-            if args.json and isinstance(record, Event):
-                out.json(record.to_dict())
+            if isinstance(record, Event):
+                if dispatcher is not None:
+                    dispatcher.event(record)
+                if args.json:
+                    out.json(record.to_dict())
 
         def on_report(report):
+            if dispatcher is not None:
+                dispatcher.end_frame(report.frame_id)
             if not args.quiet:
                 say(_status(report, drops()))
 
@@ -213,9 +239,92 @@ def cmd_run(args) -> int:
         out.end()
     finally:
         release()
+        if dispatcher is not None:
+            dispatcher.close()
         if engine is not None:
             engine.close()
-    say(f"stopped. {summary.line()}")
+    say(f"stopped. {summary.line()}" + (f"; {_sent_line(dispatcher)}" if dispatcher else ""))
+    return 0
+
+
+def _load_mapping(path: Path, director):
+    from .mapping.config import load_mapping
+
+    return load_mapping(path, director)
+
+
+def _open_dispatcher(mapping, midi_api: str | None):
+    from .dispatch import open_dispatcher
+
+    dispatcher = open_dispatcher(mapping, midi_api)
+    for line in dispatcher.describe():
+        say(f"sending {line}")
+    return dispatcher
+
+
+def _sent_line(dispatcher) -> str:
+    lost = f", {dispatcher.lost} for outputs that are off" if dispatcher.lost else ""
+    return f"{dispatcher.sent} messages sent{lost}"
+
+
+def cmd_send(args) -> int:
+    """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
+    from .director import load_director
+    from .events import Event, FrameEnd, Rejection
+    from .parser import parse_text_stream
+
+    director = load_director(args.director)
+    mapping = _load_mapping(args.mapping, director)
+    stream, name = _open_text(args.file)
+    dispatcher = _open_dispatcher(mapping, args.midi_api)
+    try:
+        with stream:
+            lines = _echo(stream) if args.echo else stream
+            for record in parse_text_stream(director, lines, source=name, frame_ends=True):
+                if isinstance(record, Event):
+                    dispatcher.event(record)
+                elif isinstance(record, FrameEnd):
+                    dispatcher.end_frame(record.frame_id)
+                elif isinstance(record, Rejection):
+                    say(f"{name} frame {record.frame_id} line {record.line}: "
+                        f"rejected {record.raw!r}: {record.reason}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dispatcher.close()
+    say(f"done: {dispatcher.events} events, {_sent_line(dispatcher)}")
+    return 0
+
+
+def _echo(stream):
+    for line in stream:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        yield line
+
+
+def _open_text(file: str):
+    if file == "-":
+        return sys.stdin, "stdin"
+    try:
+        return open(file, encoding="utf-8", errors="replace"), file
+    except OSError as exc:
+        raise PeteError(f"{file}: cannot read: {exc.strerror}") from None
+
+
+def cmd_ports(args) -> int:
+    """``pete-osc ports``: the MIDI ports a mapping can name."""
+    from .outputs.midi import list_ports, open_midi_api
+
+    api, backend = open_midi_api(args.midi_api)
+    inputs, outputs = list_ports(backend)
+    print(f"MIDI system: {api}")
+    print("outputs (for 'port:' in a mapping):")
+    for name in outputs or ["(none)"]:
+        print(f"  {name}")
+    print("inputs:")
+    for name in inputs or ["(none)"]:
+        print(f"  {name}")
     return 0
 
 

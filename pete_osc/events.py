@@ -60,6 +60,13 @@ class Event:
 
 
 @dataclass(frozen=True)
+class FrameEnd:
+    """A frame's answer is complete (what outputs that bundle per frame wait for)."""
+
+    frame_id: int
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A line that was not accepted, with the reason; counted and logged, never sent."""
 

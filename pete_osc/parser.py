@@ -12,7 +12,7 @@ import time
 from typing import Callable, Iterable, Iterator, Union
 
 from .director import Director
-from .events import Event, FrameInfo, Rejection
+from .events import Event, FrameEnd, FrameInfo, Rejection
 from .values import Invalid, coerce
 
 Record = Union[Event, Rejection]
@@ -90,6 +90,11 @@ class LineParser:
         now = self.clock()
         return [r for line in complete if (r := self._line(line, now)) is not None]
 
+    @property
+    def lines(self) -> int:
+        """Non-empty lines seen so far."""
+        return self._lines
+
     def finish(self, truncated: bool) -> list[Record]:
         """End of the answer: settle the last line (see the class docstring)."""
         line, self._pending = self._pending, ""
@@ -111,11 +116,13 @@ class LineParser:
 
 
 def parse_text_stream(director: Director, chunks: Iterable[str], source: str = "stdin",
-                      clock: Callable[[], float] = time.time) -> Iterator[Record]:
+                      clock: Callable[[], float] = time.time,
+                      frame_ends: bool = False) -> Iterator[Record | FrameEnd]:
     """Parse DIRECTOR text that may hold many frames (``--- frame N`` lines between them).
 
     Used by ``pete-osc parse`` and ``pete-osc send`` on a file or stdin: lines are yielded
-    as they complete, so ``pete-osc run | pete-osc parse`` stays live.
+    as they complete, so ``pete-osc run | pete-osc parse`` stays live. With ``frame_ends``
+    a :class:`FrameEnd` follows each frame's last record.
     """
     frame_id = 0
     parser = LineParser(director, FrameInfo(frame_id, source, clock()), clock)
@@ -129,6 +136,8 @@ def parse_text_stream(director: Director, chunks: Iterable[str], source: str = "
             mark = FRAME_MARK.match(line)
             if mark:
                 yield from parser.finish(truncated=False)
+                if frame_ends and parser.lines:
+                    yield FrameEnd(frame_id)
                 frame_id = int(mark.group(1))
                 parser = LineParser(director, FrameInfo(frame_id, source, clock()), clock)
                 continue
@@ -136,3 +145,5 @@ def parse_text_stream(director: Director, chunks: Iterable[str], source: str = "
     if buffer:
         yield from parser.feed(buffer)
     yield from parser.finish(truncated=False)
+    if frame_ends and parser.lines:
+        yield FrameEnd(frame_id)

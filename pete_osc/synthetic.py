@@ -136,11 +136,14 @@ def _printable_rows(folder: Path, vocab: int) -> list[float]:
     return rows
 
 
-def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0) -> Path:
+def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0,
+                      script: str | None = None) -> Path:
     """Write a random-weight FastVLM checkpoint that ``mlx_vlm.load`` reads.
 
     The vision tower is always full FastViTHD; ``shape`` sets the language model.
-    Weights are float16, as in the published MLX conversions.
+    Weights are float16, as in the published MLX conversions. With ``script`` (text whose
+    tokens are all different, such as ``"energy: 0.7\n"``) the language model's weights
+    are set so that greedy decoding writes that text over and over (see _script_weights).
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -156,6 +159,8 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
 
     eos_id = Tokenizer.from_file(str(folder / "tokenizer.json")).token_to_id("<|im_end|>")
     config = _config(shape, vocab, eos_id)
+    if script is not None:
+        config["tie_word_embeddings"] = False
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     (folder / "preprocessor_config.json").write_text(
         json.dumps(
@@ -182,5 +187,46 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
     weights = {k: v.astype(mx.float16) for k, v in tree_flatten(model.parameters())}
     key = "language_model.model.embed_tokens.weight"
     weights[key] = weights[key] * mx.array(_printable_rows(folder, vocab))[:, None].astype(mx.float16)
+    if script is not None:
+        _script_weights(weights, folder, script, shape)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     return folder
+
+
+def _script_weights(weights: dict, folder: Path, script: str, shape: TextShape) -> None:
+    """Make the language model a loop over ``script``'s tokens, whatever the image.
+
+    Every layer's attention output and MLP output projections are zeroed, so the residual
+    stream at the last position is just the current token's embedding. Each script token
+    gets its own axis of the hidden space, and the (untied) output layer maps that axis to
+    the next script token; the last token of the generation prompt leads to the first.
+    The result still runs through the whole real model (vision tower, projector, every
+    layer, KV cache): only its answer is known in advance, which end-to-end tests need.
+    """
+    import mlx.core as mx
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    chain = tok.encode(script).ids
+    if len(set(chain)) != len(chain) or len(chain) > shape.hidden_size:
+        raise ValueError(f"script {script!r} must have distinct tokens (it has {chain})")
+    start = tok.encode("<|im_start|>assistant\n").ids[-1]
+    nexts = {a: b for a, b in zip(chain, chain[1:] + chain[:1])}
+    if start not in nexts:
+        nexts[start] = chain[0]
+    elif nexts[start] != chain[0]:
+        raise ValueError(f"script {script!r} uses the prompt's last token mid-way")
+    for name in list(weights):
+        if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+            weights[name] = mx.zeros_like(weights[name])
+        if name.endswith(("self_attn.o_proj.bias", "mlp.down_proj.bias")):
+            weights[name] = mx.zeros_like(weights[name])
+    embed_key = "language_model.model.embed_tokens.weight"
+    embed = weights[embed_key].astype(mx.float32)
+    head = mx.zeros_like(embed)
+    for axis, (token, following) in enumerate(nexts.items()):
+        one_hot = mx.zeros((shape.hidden_size,)).at[axis].add(4.0)
+        embed[token] = one_hot
+        head[following] = head[following] + one_hot * 5.0
+    weights[embed_key] = embed.astype(mx.float16)
+    weights["language_model.lm_head.weight"] = head.astype(mx.float16)

@@ -23,6 +23,17 @@ def tiny_mlx_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scripted_mlx_model(tmp_path_factory) -> Path:
+    """The tiny FastVLM with its language model set to write "energy: 0.7" lines over and
+    over, whatever the image (see synthetic._script_weights): a known answer through the
+    whole real engine, for end-to-end tests of what happens after the model."""
+    pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
+    from pete_osc.synthetic import build_fastvlm_mlx
+
+    return build_fastvlm_mlx(tmp_path_factory.mktemp("scripted-fastvlm"), script="energy: 0.7\n")
+
+
+@pytest.fixture(scope="session")
 def shared_video() -> Path:
     if not SHARED_VIDEO.is_file():
         pytest.skip(f"{SHARED_VIDEO} is absent (it lives in ../shared beside the checkout)")

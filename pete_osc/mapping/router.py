@@ -1,0 +1,229 @@
+"""Events in, messages out: the mapping applied, with per-route state but no I/O.
+
+Time is passed in (``now``, seconds on any monotonic clock), so glides, rate limits, holds
+and note lengths are all testable as tables. The dispatcher calls :meth:`Router.event`
+for each event and :meth:`Router.tick` at the control rate.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..events import Color, Event
+from .config import MappingConfig, Route
+from .shape import Gate, Glide, shape
+
+
+@dataclass(frozen=True)
+class OscMessage:
+    """One OSC message for a named target."""
+
+    target: str
+    address: str
+    args: tuple
+    frame_id: int | None = None  # set for messages caused by an event (bundled per frame)
+    captured_at: float | None = None
+
+
+@dataclass(frozen=True)
+class MidiMessage:
+    """One MIDI message for a named target, as its bytes (status first)."""
+
+    target: str
+    data: tuple[int, ...]
+
+
+Message = Union[OscMessage, MidiMessage]
+
+
+@dataclass
+class _State:
+    gate: Gate
+    glide: Glide | None = None
+    event: Event | None = None  # the last one, for OSC fields beside a glided $value
+    last_out: object = None  # the last glide output sent (ints for MIDI: no repeats)
+    notes_on: dict[int, float] = field(default_factory=dict)  # note -> off time
+    exit_sent: bool = False
+
+
+class Router:
+    """Applies a :class:`MappingConfig` to events; one per run."""
+
+    def __init__(self, mapping: MappingConfig):
+        self.mapping = mapping
+        self._by_key: dict[str, list[tuple[Route, _State]]] = {}
+        self._states: list[tuple[Route, _State]] = []
+        for route in mapping.routes:
+            gate = Gate(route.change_only, 1.0 / route.max_rate if route.max_rate else 0.0, route.hold)
+            state = _State(gate, Glide(route.glide, route.glide_time) if route.glide else None)
+            self._states.append((route, state))
+            self._by_key.setdefault(route.event, []).append((route, state))
+
+    def event(self, ev: Event, now: float) -> list[Message]:
+        """The messages ``ev`` causes right now."""
+        out: list[Message] = []
+        for route, state in self._by_key.get(ev.key, ()):
+            value = route_value(route, ev)
+            if value is None:
+                continue
+            state.event = ev
+            if state.gate.offer(value, now):
+                out.extend(self._emit(route, state, value, now))
+        return out
+
+    def tick(self, now: float) -> list[Message]:
+        """Messages due at ``now``: glide steps, held-back values, note offs."""
+        out: list[Message] = []
+        for route, state in self._states:
+            for note, off_at in list(state.notes_on.items()):
+                if off_at <= now:
+                    del state.notes_on[note]
+                    out.append(_note_off(route, note))
+            value = state.gate.due(now)
+            if value is not None:
+                out.extend(self._emit(route, state, value, now))
+            glide = state.glide
+            if glide is not None and glide.value is not None:
+                step = self._output(route, glide.at(now))
+                if step != state.last_out:
+                    state.last_out = step
+                    out.append(self._message(route, state, step, tick=True))
+        return out
+
+    def busy(self, now: float) -> bool:
+        """Whether :meth:`tick` has work soon (so the dispatcher keeps its control rate)."""
+        for route, state in self._states:
+            if state.notes_on or state.gate.pending is not None:
+                return True
+            if state.glide is not None and not state.glide.settled(now, _tolerance(route)):
+                return True
+        return False
+
+    def closing(self) -> list[Message]:
+        """What to send when pete-osc stops: sounding notes off, then each route's exit value."""
+        out: list[Message] = []
+        for route, state in self._states:
+            for note in list(state.notes_on):
+                out.append(_note_off(route, note))
+            state.notes_on.clear()
+            if route.exit_value is not None and not state.exit_sent:
+                state.exit_sent = True
+                out.append(self._message(route, state, self._output(route, route.exit_value)))
+        return out
+
+    def _emit(self, route: Route, state: _State, value: float | str, now: float) -> list[Message]:
+        if route.kind == "note":
+            return self._note(route, state, value, now)
+        if not isinstance(value, str):
+            value = shape(value, route.shape)
+        if state.glide is not None and isinstance(value, float):
+            first = state.glide.value is None
+            state.glide.retarget(value, now)
+            if not first:
+                return []  # the ticks carry it from here
+            state.last_out = self._output(route, value)
+            return [self._message(route, state, state.last_out)]
+        return [self._message(route, state, self._output(route, value))]
+
+    def _note(self, route: Route, state: _State, value: float | str, now: float) -> list[Message]:
+        if route.table is not None:  # the table chose the note; velocity is fixed
+            note, velocity = int(value), route.velocity or 100
+        else:
+            note = route.number
+            velocity = route.velocity or max(1, min(127, round(shape(float(value), route.shape))))
+        out: list[Message] = []
+        if note in state.notes_on:  # retrigger: the old one ends first
+            out.append(_note_off(route, note))
+        state.notes_on[note] = now + route.length
+        out.append(MidiMessage(route.target, (0x90 | (route.channel - 1), note, velocity)))
+        return out
+
+    def _output(self, route: Route, value: float | str) -> object:
+        """A shaped value in the route's output units (MIDI: an int 0..127)."""
+        if isinstance(value, str) or route.kind == "osc":
+            if isinstance(value, float) and route.integer:
+                return round(value)
+            return value
+        return max(0, min(127, round(value)))
+
+    def _message(self, route: Route, state: _State, value: object, tick: bool = False) -> Message:
+        ch = route.channel - 1
+        if route.kind == "cc":
+            return MidiMessage(route.target, (0xB0 | ch, route.number, value))
+        if route.kind == "program":
+            return MidiMessage(route.target, (0xC0 | ch, value))
+        ev = state.event
+        args = tuple(osc_field(arg, value, ev, route) for arg in route.args)
+        if tick or ev is None:
+            return OscMessage(route.target, route.address, args)
+        return OscMessage(route.target, route.address, args, ev.frame_id, ev.captured_at)
+
+
+def route_value(route: Route, ev: Event) -> float | str | None:
+    """The number a route works with (before shaping), the word for a word-valued OSC route,
+    or None when the route has nothing to send for this event (a word not in its table)."""
+    value = ev.value
+    word = value.name if isinstance(value, Color) else value
+    if route.table is not None:
+        found = route.table.get(str(word).lower())
+        if found is None and isinstance(value, Color):
+            found = route.table.get(value.hex)
+        return found if found is not None else route.default
+    if route.part:
+        return color_part(value, route.part)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return str(word)
+
+
+def color_part(color: Color, part: str) -> float:
+    """r, g, b (0..255) or h, s, v (0..1) of ``color``."""
+    r, g, b = color.rgb
+    if part in "rgb":
+        return float({"r": r, "g": g, "b": b}[part])
+    h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
+    return {"h": h, "s": s, "v": v}[part]
+
+
+def osc_field(arg: object, value: object, ev: Event | None, route: Route) -> object:
+    """One OSC argument: a literal, or a ``$field`` of the event (see config.FIELDS)."""
+    if not isinstance(arg, str) or not arg.startswith("$"):
+        return arg
+    name = arg[1:]
+    if name == "value":
+        return value
+    if ev is None:  # an exit value: only $value is known
+        return 0
+    v = ev.value
+    if name == "word":
+        return v.name if isinstance(v, Color) else (f"{v:g}" if isinstance(v, float) else str(v))
+    if name == "key":
+        return ev.key
+    if name == "frame":
+        return ev.frame_id
+    if name == "hex":
+        return v.hex
+    if name == "index":
+        return _index(route, ev)
+    if name in ("r", "g", "b"):
+        return int(color_part(v, name))
+    return round(color_part(v, name), 4)
+
+
+def _index(route: Route, ev: Event) -> int:
+    try:
+        return route.vocabulary.index(ev.value) + 1
+    except ValueError:
+        return 0
+
+
+def _note_off(route: Route, note: int) -> MidiMessage:
+    return MidiMessage(route.target, (0x80 | (route.channel - 1), note, 0))
+
+
+def _tolerance(route: Route) -> float:
+    if route.kind == "osc":
+        return abs(route.shape.out_hi - route.shape.out_lo) * 1e-4 or 1e-6
+    return 0.5

@@ -1,0 +1,154 @@
+"""MIDI out through mido and python-rtmidi: CoreMIDI, ALSA or JACK, chosen once per run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+
+from ..errors import PeteError
+from ..mapping.config import MidiTarget
+from .base import Retrying
+
+log = logging.getLogger("pete_osc.outputs")
+
+# Our names for rtmidi's APIs, in the order "auto" tries them on each platform.
+APIS = {"coremidi": "MACOSX_CORE", "alsa": "LINUX_ALSA", "jack": "UNIX_JACK",
+        "windows": "WINDOWS_MM"}
+CLIENT_NAME = "pete-osc"
+# How often a port opened by name is looked for, to notice it vanish or come back.
+PORT_CHECK_INTERVAL = 2.0
+
+
+def _auto_order() -> list[str]:
+    if sys.platform == "darwin":
+        return ["coremidi", "jack"]
+    if sys.platform.startswith("win"):
+        return ["windows"]
+    return ["alsa", "jack"]
+
+
+def open_midi_api(name: str | None = None):
+    """A mido backend for ``name`` (alsa, jack, coremidi, windows) or the first that works.
+
+    ALSA's sequencer is missing in some containers and JACK needs a running server; each is
+    tried by asking it for its ports. Returns (api name, mido backend)."""
+    import mido
+
+    # A JACK client must not try to start a server of its own (with the wrong driver).
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    names = [name] if name else _auto_order()
+    reasons = []
+    for api in names:
+        if api not in APIS:
+            raise PeteError(f"--midi-api {api}: expected one of {', '.join(APIS)}")
+        backend = mido.Backend(f"mido.backends.rtmidi/{APIS[api]}", load=True)
+        try:
+            with _quiet_stderr():  # ALSA and JACK print their own errors from C
+                backend.get_output_names()
+        except Exception as exc:  # rtmidi's SystemError: no sequencer, no JACK server
+            reasons.append(f"{api}: {str(exc).strip() or type(exc).__name__}")
+            continue
+        return api, backend
+    raise PeteError("no MIDI system is available (" + "; ".join(reasons) + ")"
+                    + ("" if name else "; on Linux start JACK (jackd -d dummy) or load ALSA's "
+                       "snd-seq module, or pick one with --midi-api"))
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C libraries' messages) for the block; ours say it better."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def list_ports(backend) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) port names of ``backend``."""
+    return backend.get_input_names(), backend.get_output_names()
+
+
+def find_port(backend, wanted: str) -> str | None:
+    """The output port called ``wanted``: exact, else the only one containing it (any case)."""
+    names = backend.get_output_names()
+    if wanted in names:
+        return wanted
+    matches = [n for n in names if wanted.lower() in n.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+class MidiOutput:
+    """One MIDI target: our own virtual port, or an existing port opened by name."""
+
+    def __init__(self, target: MidiTarget, backend, api: str):
+        self.target = target
+        self.name = target.name
+        self.backend = backend
+        self.api = api
+        self.port_name = target.port
+        if not target.virtual:
+            found = find_port(backend, target.port)
+            if found is None:
+                raise PeteError(f"MIDI target {target.name!r}: no output port {target.port!r} "
+                                f"({api}); there are: {', '.join(backend.get_output_names()) or 'none'}")
+            self.port_name = found
+        self._conn = Retrying(f"MIDI target {target.name!r} ({self.port_name})", self._open,
+                              PORT_CHECK_INTERVAL)
+        self._checked_at = time.monotonic()
+        self.sent = 0
+
+    def _open(self):
+        if self.target.virtual:
+            return self.backend.open_output(self.port_name, virtual=True, client_name=CLIENT_NAME)
+        return self.backend.open_output(self.port_name)
+
+    def open(self) -> None:
+        """Open the port now; a virtual port that cannot be made is an error at start."""
+        if self._conn.get() is None:
+            raise PeteError(f"MIDI target {self.target.name!r}: cannot open {self.port_name!r} ({self.api})")
+
+    @property
+    def full_name(self) -> str:
+        """The port's name as other programs see it (JACK prefixes the client)."""
+        if self.target.virtual and self.api == "jack":
+            return f"{CLIENT_NAME}:{self.port_name}"
+        return self.port_name
+
+    def send(self, data: tuple[int, ...]) -> bool:
+        import mido
+
+        port = self._conn.get()
+        if port is None:
+            self._conn.failures += 1
+            return False
+        try:
+            port.send(mido.Message.from_bytes(list(data)))
+        except Exception as exc:  # the port went away under us
+            self._conn.failed(exc)
+            self._conn.failures += 1
+            return False
+        self.sent += 1
+        return True
+
+    def check(self, now: float) -> None:
+        """Notice a port opened by name vanishing (so it is reopened when it returns)."""
+        if self.target.virtual or now - self._checked_at < PORT_CHECK_INTERVAL:
+            return
+        self._checked_at = now
+        if self._conn.conn is not None and self.port_name not in self.backend.get_output_names():
+            self._conn.failed(OSError(f"port {self.port_name!r} vanished"))
+
+    def close(self) -> None:
+        self._conn.close()

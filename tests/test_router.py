@@ -1,0 +1,121 @@
+"""The mapping applied to events, with explicit time: exact messages out."""
+
+import pytest
+
+from pete_osc.events import Color, Event
+from pete_osc.mapping.config import parse_mapping
+from pete_osc.mapping.router import MidiMessage, OscMessage, Router
+
+HEAD = """
+osc:
+  main: {host: 127.0.0.1, port: 9000}
+midi:
+  synth: {port: Pete Sounds, channel: 2}
+routes:
+"""
+
+
+def router(director, routes: str) -> Router:
+    return Router(parse_mapping(HEAD + routes, director))
+
+
+def ev(key, value, kind="number", frame=1):
+    return Event(key, kind, value, f"{key}: {value}", 1, frame, "test", 100.0, 100.1)
+
+
+AMBER = Color("amber", "#ffbf00", (255, 191, 0))
+
+
+@pytest.mark.parametrize("routes,event,expected", [
+    ("  - {event: energy, address: /pete/energy}", ev("energy", 0.7),
+     [OscMessage("main", "/pete/energy", (0.7,), 1, 100.0)]),
+    ("  - {event: tempo, address: /t, out: [0, 1]}", ev("tempo", 120.0),
+     [OscMessage("main", "/t", (0.5,), 1, 100.0)]),
+    ("  - {event: tempo, address: /live/song/set/tempo, quantize: 1}", ev("tempo", 121.6),
+     [OscMessage("main", "/live/song/set/tempo", (122,), 1, 100.0)]),
+    ("  - {event: mood, address: /pete/mood, args: [$word, $index, $key, $frame]}",
+     ev("mood", "tense", "word", frame=7),
+     [OscMessage("main", "/pete/mood", ("tense", 3, "mood", 7), 7, 100.0)]),
+    ("  - {event: mood, address: /scene, table: {calm: 0, tense: 2}}", ev("mood", "tense", "word"),
+     [OscMessage("main", "/scene", (2,), 1, 100.0)]),
+    ("  - {event: mood, address: /scene, table: {calm: 0, tense: 2}}", ev("mood", "sad", "word"),
+     []),  # not in the table and no default: nothing
+    ("  - {event: mood, address: /scene, table: {calm: 0}, default: 9}", ev("mood", "sad", "word"),
+     [OscMessage("main", "/scene", (9,), 1, 100.0)]),
+    ("  - {event: color, address: /c, args: [$word, $r, $g, $b, $hex, $h]}", ev("color", AMBER, "color"),
+     [OscMessage("main", "/c", ("amber", 255, 191, 0, "#ffbf00", 0.1248), 1, 100.0)]),
+    ("  - {event: color, address: /t, args: [0, 1, $value, hi]}", ev("color", AMBER, "color"),
+     [OscMessage("main", "/t", (0, 1, "amber", "hi"), 1, 100.0)]),
+    ("  - {event: energy, cc: 74}", ev("energy", 0.5),
+     [MidiMessage("synth", (0xB1, 74, 64))]),  # channel 2 from the target; 63.5 rounds to 64
+    ("  - {event: energy, cc: 7, channel: 16, invert: yes}", ev("energy", 0.0),
+     [MidiMessage("synth", (0xBF, 7, 127))]),
+    ("  - {event: color, cc: 20, part: h, out: [0, 100]}", ev("color", AMBER, "color"),
+     [MidiMessage("synth", (0xB1, 20, 12))]),
+    ("  - {event: mood, program: {calm: 3, tense: 12}}", ev("mood", "tense", "word"),
+     [MidiMessage("synth", (0xC1, 12))]),
+    ("  - {event: mood, note: {tense: C3}, velocity: 90}", ev("mood", "tense", "word"),
+     [MidiMessage("synth", (0x91, 60, 90))]),
+    ("  - {event: energy, note: C#3}", ev("energy", 1.0),
+     [MidiMessage("synth", (0x91, 61, 127))]),  # velocity from the value
+])
+def test_event_to_messages(director, routes, event, expected):
+    assert router(director, routes).event(event, now=0.0) == expected
+
+
+def test_note_off_after_length_and_retrigger(director):
+    r = router(director, "  - {event: mood, note: {tense: C3, calm: D3}, length: 0.5}")
+    assert r.event(ev("mood", "tense", "word"), 0.0) == [MidiMessage("synth", (0x91, 60, 100))]
+    assert r.tick(0.4) == []
+    assert r.event(ev("mood", "tense", "word"), 0.45) == [
+        MidiMessage("synth", (0x81, 60, 0)), MidiMessage("synth", (0x91, 60, 100))]
+    assert r.tick(0.9) == []
+    assert r.tick(0.95) == [MidiMessage("synth", (0x81, 60, 0))]
+    assert not r.busy(1.0)
+
+
+def test_closing_turns_notes_off_and_sends_exit_values(director):
+    r = router(director, "  - {event: mood, note: {tense: C3}, length: 5}\n"
+                         "  - {event: energy, cc: 74, exit: 64}")
+    r.event(ev("mood", "tense", "word"), 0.0)
+    assert r.closing() == [MidiMessage("synth", (0x81, 60, 0)), MidiMessage("synth", (0xB1, 74, 64))]
+    assert r.closing() == []  # once
+
+
+def test_cc_glide_is_a_rising_series_at_the_control_rate(director):
+    r = router(director, "  - {event: energy, cc: 74, glide: on}")
+    assert r.event(ev("energy", 0.0), 0.0) == [MidiMessage("synth", (0xB1, 74, 0))]  # first: jump
+    assert r.event(ev("energy", 1.0), 1.0) == []  # the ticks carry it
+    values = []
+    t = 1.0
+    while t <= 1.6:
+        values += [m.data[2] for m in r.tick(t)]
+        t += 0.02
+    assert values[0] < 10 and values[-1] == 127
+    assert values == sorted(values) and len(values) >= 20  # ~25 steps over 0.5 s, no repeats
+    assert len(set(values)) == len(values)
+    assert not r.busy(1.6)
+
+
+def test_osc_glide_sends_intermediate_floats(director):
+    r = router(director, "  - {event: energy, address: /e, glide: linear, glide_time: 0.1}")
+    assert r.event(ev("energy", 0.2), 0.0)[0].args == (0.2,)
+    assert r.event(ev("energy", 0.6), 0.0) == []
+    steps = [m.args[0] for t in (0.0, 0.05, 0.1, 0.2) for m in r.tick(t)]
+    assert steps == pytest.approx([0.4, 0.6])
+
+
+def test_change_only_and_rate_limit(director):
+    r = router(director, "  - {event: energy, cc: 1, change_only: yes, max_rate: 2}")
+    sent = []
+    for t, v in [(0.0, 0.5), (0.1, 0.5), (0.2, 0.6), (0.3, 0.7)]:
+        sent += [m.data[2] for m in r.event(ev("energy", v), t)]
+    assert sent == [64]
+    assert [m.data[2] for m in r.tick(0.4)] == []
+    assert [m.data[2] for m in r.tick(0.5)] == [89]  # 0.7 arrives when allowed; 0.6 is skipped
+
+
+def test_two_routes_one_event(director):
+    r = router(director, "  - {event: energy, address: /a}\n  - {event: energy, cc: 3}")
+    assert r.event(ev("energy", 1.0), 0.0) == [
+        OscMessage("main", "/a", (1.0,), 1, 100.0), MidiMessage("synth", (0xB1, 3, 127))]
