@@ -2,17 +2,20 @@
 # Set up pete-osc in ./.venv and pre-download the default model.
 #   ./install.sh            package + engine for this platform + model download
 #   ./install.sh --no-model skip the model download (offline, CI)
-#   ./install.sh --dev      also the test tools (pytest, hypothesis, tokenizers)
+#   ./install.sh --dev      also the test tools (pytest, hypothesis, tokenizers) and, on
+#                           Debian/Ubuntu, the real receivers the tests talk to: liblo-tools
+#                           (oscdump), puredata-core (pd), jackd2 (a JACK MIDI server)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 model=1
+dev=0
 extras="mlx"
 for arg in "$@"; do
   case "$arg" in
     --no-model) model=0 ;;
-    --dev) extras="$extras,dev" ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    --dev) extras="$extras,dev"; dev=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +37,26 @@ extras=${extras#,}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
 echo "install.sh: installed pete-osc into .venv (extras: ${extras:-none})" >&2
+
+if [ "$dev" = 1 ]; then
+  # Programs written by other projects decode what the tests send (OSC, MIDI).
+  peers="liblo-tools puredata-core jackd2"
+  if command -v oscdump >/dev/null && command -v pd >/dev/null && command -v jackd >/dev/null; then
+    :
+  elif command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { $sudo apt-get install -y -q --no-install-recommends $peers >/dev/null 2>&1 ||
+           { $sudo apt-get update -q >/dev/null 2>&1 &&
+             $sudo apt-get install -y -q --no-install-recommends $peers >/dev/null 2>&1; }; }; then
+      echo "install.sh: could not apt-get install $peers; the tests that need them will skip" >&2
+    else
+      echo "install.sh: installed $peers for the tests" >&2
+    fi
+  else
+    echo "install.sh: no apt-get: install oscdump (liblo), pd and jackd yourself, or those tests skip" >&2
+  fi
+fi
 
 if [ "$model" = 1 ]; then
   # A failed download (offline) is reported in one line; the install itself stands.

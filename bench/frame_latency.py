@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,7 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import append, commit, cpu  # noqa: E402
 from pete_osc.capture import every_frame, open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
@@ -36,21 +36,7 @@ VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 def machine() -> str:
     import mlx.core as mx
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import os
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        import os
-        cores = os.cpu_count()
-    return f"{platform.system()} {platform.machine()}, {cpu}, {cores} cores, MLX {mx.__version__} on {mx.default_device()}"
+    return f"{cpu()}, MLX {mx.__version__} on {mx.default_device()}"
 
 
 def measure(model: str, size: int, frames: int, max_tokens: int, director) -> dict:
@@ -110,7 +96,7 @@ def main() -> int:
         f"### mlx engine, {label}",
         "",
         f"- machine: {machine()}",
-        f"- date: {datetime.date.today().isoformat()}, commit {_commit()}",
+        f"- date: {datetime.date.today().isoformat()}, commit {commit()}",
         f"- command: `{command}`",
         f"- {args.frames} frames per size from big_buck_bunny.mp4, DIRECTOR.md prompt, "
         f"{args.max_tokens} tokens per frame, greedy, after one warm-up frame",
@@ -124,21 +110,8 @@ def main() -> int:
     table = "\n".join(lines) + "\n"
     print(table)
     if args.write:
-        out = ROOT / "docs" / "benchmarks.md"
-        if not out.exists():
-            out.write_text("# Benchmarks\n\nEvery table says the machine, the date and the command "
-                           "that made it. Add your own machine's with `--write`.\n\n")
-        with out.open("a") as f:
-            f.write("\n" + table)
+        append(table)
     return 0
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip() or "-"
-    except OSError:
-        return "-"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""What every benchmark writes beside its numbers: the machine, the commit, the file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+def cpu() -> str:
+    """'Linux x86_64, AMD EPYC ..., 2 cores'."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return f"{platform.system()} {platform.machine()}, {name}, {cores} cores"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip() or "-"
+    except OSError:
+        return "-"
+
+
+def append(table: str) -> None:
+    """Add a table (with its own heading) to docs/benchmarks.md."""
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmarks\n\nEvery table says the machine, the date and the "
+                           "command that made it. Add your own machine's with `--write`.\n\n")
+    with RESULTS.open("a") as f:
+        f.write("\n" + table)
