@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up pete-osc in ./.venv and pre-download the default model.
-#   ./install.sh            package + engine for this platform + model download
+#   ./install.sh            package + engines for this platform + model download
+#                           (Apple Silicon: mlx; elsewhere: torch; everywhere: remote)
 #   ./install.sh --no-model skip the model download (offline, CI)
 #   ./install.sh --dev      also the test tools (pytest, hypothesis, tokenizers) and, on
 #                           Debian/Ubuntu, the real receivers the tests talk to: liblo-tools
@@ -15,7 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-model) model=0 ;;
     --dev) extras="$extras,dev"; dev=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -27,9 +28,11 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
 fi
 
 case "$(uname -s)-$(uname -m)" in
-  Darwin-arm64) echo "install.sh: Apple Silicon: mlx engine on Metal" >&2 ;;
-  Darwin-*) echo "install.sh: an Intel Mac has no MLX; the torch engine is planned" >&2; extras=${extras/mlx/} ;;
-  Linux-*) echo "install.sh: Linux: mlx engine on the CPU backend (mlx[cpu])" >&2 ;;
+  Darwin-arm64) echo "install.sh: Apple Silicon: mlx engine on Metal, and the remote engine" >&2
+                extras="$extras,remote" ;;
+  *) echo "install.sh: torch engine (CUDA if there is a GPU, else CPU), and the remote engine" >&2
+     # The mlx engine (MLX's CPU backend) only for the tests, which run both local engines.
+     if [ "$dev" = 1 ]; then extras="$extras,torch,remote"; else extras="torch,remote"; fi ;;
 esac
 extras=${extras#,}
 

@@ -126,8 +126,27 @@ class FolderSource(Source):
         return True
 
 
+class BlankSource(Source):
+    """Black frames, for engines that ignore the image (replay) or a test without video."""
+
+    name = "no camera (blank frames)"
+    live = False
+
+    def __init__(self, width: int, height: int, fps: float = 10.0):
+        self.fps = fps
+        self._image = np.zeros((height, width, 3), np.uint8)
+
+    def read(self) -> np.ndarray | None:
+        return self._image
+
+    def rewind(self) -> bool:
+        return True
+
+
 def open_source(spec: str, width: int = 320, height: int = 240) -> Source:
-    """Open ``spec``: a camera number, a folder, a video file or a URL."""
+    """Open ``spec``: a camera number, a folder, a video file, a URL, or 'none'."""
+    if spec == "none":
+        return BlankSource(width, height)
     if not spec.isdigit() and "://" not in spec and Path(spec).is_dir():
         return FolderSource(spec, width, height)
     return VideoSource(spec, width, height)

@@ -14,6 +14,7 @@ from .errors import PeteError
 
 log = logging.getLogger("pete_osc")
 MIDI_APIS = ("alsa", "jack", "coremidi", "windows")
+ENGINE_NAMES = ("auto", "mlx", "torch", "remote", "replay")
 
 # DIRECTOR.md of the current folder if there is one, else the one shipped beside the package.
 DEFAULT_DIRECTOR = (Path("DIRECTOR.md") if Path("DIRECTOR.md").is_file()
@@ -54,11 +55,30 @@ def _arguments() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="describe a camera or video live; tokens to stdout")
-    run.add_argument("--source", default="0",
-                     help="camera number, video file, folder of images or URL (default 0)")
-    run.add_argument("--engine", default="auto", help="auto or mlx (default auto)")
+    run.add_argument("--source", default=None,
+                     help="camera number, video file, folder of images, URL, or 'none' (blank "
+                          "frames; the default with --engine replay) (default 0)")
+    run.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
+                     help="auto (mlx on Apple Silicon, torch elsewhere), mlx, torch, remote "
+                          "(--server) or replay (--replay)")
     run.add_argument("--model", default=None,
-                     help="Hugging Face id or local folder (default mlx-community/FastVLM-0.5B-bf16)")
+                     help="Hugging Face id or local folder (default: mlx-community/FastVLM-0.5B-bf16 "
+                          "for mlx, apple/FastVLM-0.5B for torch, the server's model for remote)")
+    run.add_argument("--server", default=None, metavar="URL",
+                     help="remote engine: an OpenAI-compatible server, e.g. http://gpu-box:8000")
+    run.add_argument("--timeout", type=float, default=10.0,
+                     help="remote engine: seconds to wait for each piece of an answer (default 10)")
+    run.add_argument("--replay", default=None, metavar="FILE",
+                     help="replay engine: a file made with --record, or DIRECTOR text")
+    run.add_argument("--replay-speed", type=float, default=1.0,
+                     help="replay engine: 2 plays twice as fast (default 1)")
+    run.add_argument("--record", default=None, metavar="FILE",
+                     help="write every token with its time to FILE, for --engine replay")
+    run.add_argument("--device", default=None, choices=("cuda", "mps", "cpu"),
+                     help="torch engine: where to run (default: cuda, else mps, else cpu)")
+    run.add_argument("--no-compile", action="store_true",
+                     help="torch engine on CUDA: skip the static-cache CUDA-graph decode "
+                          "(faster start, slower tokens)")
     run.add_argument("--size", type=int, default=128,
                      help="model input size in pixels, a multiple of 64 up to 1024 "
                           "(default 128; 64 for the lowest latency)")
@@ -101,7 +121,9 @@ def _arguments() -> argparse.ArgumentParser:
 
     download = sub.add_parser("download", help="fetch a model into the Hugging Face cache")
     download.add_argument("model", nargs="?", default=None,
-                          help="Hugging Face id (default mlx-community/FastVLM-0.5B-bf16)")
+                          help="Hugging Face id (default: the auto engine's model, "
+                               "mlx-community/FastVLM-0.5B-bf16 on Apple Silicon, "
+                               "KamilaMila/FastVLM-0.5B elsewhere)")
     download.set_defaults(func=cmd_download)
 
     parse = sub.add_parser("parse", help="DIRECTOR text (file or stdin) to events as JSON lines")
@@ -120,9 +142,9 @@ def say(message: str) -> None:
 
 def cmd_download(args) -> int:
     """``pete-osc download``: put a model in the Hugging Face cache for offline shows."""
-    from .engines.mlx_engine import DEFAULT_MODEL
+    from .engines import default_model
 
-    model = args.model or DEFAULT_MODEL
+    model = args.model or default_model("auto")
     try:
         from huggingface_hub import snapshot_download
 
@@ -161,7 +183,7 @@ def cmd_run(args) -> int:
     from . import pipeline
     from .capture import LatestFrame, every_frame, open_source
     from .director import load_director
-    from .engines import GenerationSettings, check_size, open_engine
+    from .engines import EngineOptions, GenerationSettings, check_size, open_engine
     from .events import Event
     from .stopping import StopGuard
 
@@ -172,8 +194,9 @@ def cmd_run(args) -> int:
     director = load_director(args.director)  # a bad schema is refused before anything opens
     mapping = _load_mapping(args.mapping, director) if args.mapping else None
     dispatcher = _open_dispatcher(mapping, args.midi_api) if mapping else None
+    source_spec = args.source or ("none" if args.engine == "replay" else "0")
     try:
-        source = open_source(args.source, width, height)
+        source = open_source(source_spec, width, height)
     except BaseException:
         if dispatcher is not None:
             dispatcher.close()
@@ -201,7 +224,15 @@ def cmd_run(args) -> int:
 
     try:
         say(f"loading {args.model or 'the default model'} ...")
-        engine = open_engine(args.engine, args.model, director.prompt, director.instruction, settings)
+        options = EngineOptions(server=args.server, timeout=args.timeout, replay=args.replay,
+                                replay_speed=args.replay_speed, device=args.device,
+                                compile=not args.no_compile)
+        engine = open_engine(args.engine, args.model, director.prompt, director.instruction,
+                             settings, options)
+        if args.record:
+            from .engines.replay import Recording
+
+            engine = Recording(engine, args.record)
         say(f"{engine.name} engine, model {engine.model_id}, input {size} px")
         if not args.no_warmup and hasattr(engine, "warm_up"):
             say("warming up ...")
@@ -223,7 +254,7 @@ def cmd_run(args) -> int:
         def on_report(report):
             if dispatcher is not None:
                 dispatcher.end_frame(report.frame_id)
-            if not args.quiet:
+            if not args.quiet and report.error is None:  # failures are logged as they happen
                 say(_status(report, drops()))
 
         with StopGuard(stop, on_force=forced_end):

@@ -25,7 +25,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 
 
 @dataclass(frozen=True)
@@ -193,22 +193,27 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
     return folder
 
 
-def _script_weights(weights: dict, folder: Path, script: str, shape: TextShape) -> None:
-    """Make the language model a loop over ``script``'s tokens, whatever the image.
+SCRIPT_ZEROED = ("self_attn.o_proj.weight", "self_attn.o_proj.bias",
+                 "mlp.down_proj.weight", "mlp.down_proj.bias")
 
-    Every layer's attention output and MLP output projections are zeroed, so the residual
-    stream at the last position is just the current token's embedding. Each script token
-    gets its own axis of the hidden space, and the (untied) output layer maps that axis to
-    the next script token; the last token of the generation prompt leads to the first.
-    The result still runs through the whole real model (vision tower, projector, every
-    layer, KV cache): only its answer is known in advance, which end-to-end tests need.
+
+def script_tables(folder: Path, script: str, hidden: int, embed) -> tuple:
+    """Embedding and output-layer tables (numpy) that make a language model loop over
+    ``script``'s tokens, once every layer's output projections (SCRIPT_ZEROED) are zero.
+
+    With those zeroed the residual stream at the last position is just the current
+    token's embedding. Each script token gets its own axis of the hidden space, and the
+    (untied) output layer maps that axis to the next script token; the last token of the
+    generation prompt leads to the first. The model still runs whole (vision tower,
+    projector, every layer, KV cache): only its answer is known in advance, which
+    end-to-end tests need.
     """
-    import mlx.core as mx
+    import numpy as np
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     chain = tok.encode(script).ids
-    if len(set(chain)) != len(chain) or len(chain) > shape.hidden_size:
+    if len(set(chain)) != len(chain) or len(chain) >= hidden:
         raise ValueError(f"script {script!r} must have distinct tokens (it has {chain})")
     start = tok.encode("<|im_start|>assistant\n").ids[-1]
     nexts = {a: b for a, b in zip(chain, chain[1:] + chain[:1])}
@@ -216,17 +221,75 @@ def _script_weights(weights: dict, folder: Path, script: str, shape: TextShape) 
         nexts[start] = chain[0]
     elif nexts[start] != chain[0]:
         raise ValueError(f"script {script!r} uses the prompt's last token mid-way")
-    for name in list(weights):
-        if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
-            weights[name] = mx.zeros_like(weights[name])
-        if name.endswith(("self_attn.o_proj.bias", "mlp.down_proj.bias")):
-            weights[name] = mx.zeros_like(weights[name])
-    embed_key = "language_model.model.embed_tokens.weight"
-    embed = weights[embed_key].astype(mx.float32)
-    head = mx.zeros_like(embed)
+    embed = np.array(embed, dtype=np.float32)
+    head = np.zeros_like(embed)
     for axis, (token, following) in enumerate(nexts.items()):
-        one_hot = mx.zeros((shape.hidden_size,)).at[axis].add(4.0)
-        embed[token] = one_hot
-        head[following] = head[following] + one_hot * 5.0
-    weights[embed_key] = embed.astype(mx.float16)
-    weights["language_model.lm_head.weight"] = head.astype(mx.float16)
+        embed[token] = 0.0
+        embed[token, axis] = 4.0
+        head[following, axis] += 20.0
+    return embed, head
+
+
+def _script_weights(weights: dict, folder: Path, script: str, shape: TextShape) -> None:
+    """The mlx checkpoint's weights changed as script_tables says."""
+    import mlx.core as mx
+    import numpy as np
+
+    for name in list(weights):
+        if name.endswith(SCRIPT_ZEROED):
+            weights[name] = mx.zeros_like(weights[name])
+    key = "language_model.model.embed_tokens.weight"
+    embed, head = script_tables(folder, script, shape.hidden_size,
+                                np.array(weights[key].astype(mx.float32)))
+    weights[key] = mx.array(embed).astype(mx.float16)
+    weights["language_model.lm_head.weight"] = mx.array(head).astype(mx.float16)
+
+
+def build_fastvlm_torch(folder: str | Path, shape: TextShape = TINY, seed: int = 0,
+                        script: str | None = None) -> Path:
+    """Write a random-weight FastVLM in transformers' own format (model type fast_vlm,
+    FastViTHD from timm's fastvit_mci3), loadable by FastVlmForConditionalGeneration.
+
+    Same tokenizer and language-model shapes as :func:`build_fastvlm_mlx`; float16 on
+    disk. ``script`` works as there.
+    """
+    import torch
+    from transformers import FastVlmConfig, FastVlmForConditionalGeneration
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = train_tokenizer(folder)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    eos_id = tok.token_to_id("<|im_end|>")
+    image_id = tok.token_to_id("<image>")
+    if shape.vocab_size is not None:
+        vocab = max(vocab, shape.vocab_size)
+    text = {"model_type": "qwen2", "hidden_size": shape.hidden_size,
+            "num_hidden_layers": shape.num_hidden_layers,
+            "intermediate_size": shape.intermediate_size,
+            "num_attention_heads": shape.num_attention_heads,
+            "num_key_value_heads": shape.num_key_value_heads, "vocab_size": vocab,
+            "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 32768,
+            "tie_word_embeddings": False, "eos_token_id": eos_id}
+    config = FastVlmConfig(text_config=text, image_token_index=image_id, eos_token_id=eos_id)
+    torch.manual_seed(seed)
+    model = FastVlmForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        embed = model.get_input_embeddings().weight
+        visible = torch.tensor(_printable_rows(folder, vocab))[:, None]
+        embed.mul_(visible)
+        # An output layer of its own (not the embeddings') so that the random answer varies
+        # from token to token instead of repeating its last token; visible tokens only.
+        model.lm_head.weight.normal_(0.0, 1.0).mul_(visible)
+        if script is not None:
+            for name, param in model.named_parameters():
+                if name.endswith(SCRIPT_ZEROED) and "language_model" in name:
+                    param.zero_()
+            table, head = script_tables(folder, script, shape.hidden_size, embed.numpy())
+            embed.copy_(torch.from_numpy(table))
+            model.lm_head.weight.copy_(torch.from_numpy(head))
+    model.generation_config.eos_token_id = eos_id
+    model.to(torch.float16).save_pretrained(folder)
+    return folder

@@ -33,6 +33,31 @@ def scripted_mlx_model(tmp_path_factory) -> Path:
     return build_fastvlm_mlx(tmp_path_factory.mktemp("scripted-fastvlm"), script="energy: 0.7\n")
 
 
+def _need_torch():
+    for module in ("torch", "torchvision", "timm"):
+        pytest.importorskip(module, reason=f"the torch engine is not installed ({module} is "
+                            "missing; pip install '.[torch]')")
+
+
+@pytest.fixture(scope="session")
+def tiny_torch_model(tmp_path_factory) -> Path:
+    """The tiny FastVLM in transformers' own format, random weights (see tiny_mlx_model)."""
+    _need_torch()
+    from pete_osc.synthetic import build_fastvlm_torch
+
+    return build_fastvlm_torch(tmp_path_factory.mktemp("tiny-fastvlm-torch"))
+
+
+@pytest.fixture(scope="session")
+def scripted_torch_model(tmp_path_factory) -> Path:
+    """The torch twin of scripted_mlx_model: writes "energy: 0.7" lines, whatever the image."""
+    _need_torch()
+    from pete_osc.synthetic import build_fastvlm_torch
+
+    return build_fastvlm_torch(tmp_path_factory.mktemp("scripted-fastvlm-torch"),
+                               script="energy: 0.7\n")
+
+
 @pytest.fixture(scope="session")
 def shared_video() -> Path:
     if not SHARED_VIDEO.is_file():

@@ -1,0 +1,140 @@
+"""The remote engine: any OpenAI-compatible chat-completions server, streamed.
+
+vLLM, SGLang, llama.cpp's server and ``mlx_vlm.server`` all take the same request: the
+frame as a base64 JPEG in an ``image_url`` part, DIRECTOR.md as the system message, and
+``stream: true`` for server-sent events. A timeout, a dropped connection or a server
+error fails that frame only (the live loop logs it and goes on to the next frame).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import PeteError
+from .base import FrameTimes, GenerationSettings, Token
+
+log = logging.getLogger(__name__)
+
+# Seconds to wait for a connection, and for each next piece of the answer.
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 10.0
+JPEG_QUALITY = 85
+
+
+class RemoteError(PeteError):
+    """One frame's request failed (the server is slow, gone or answered an error)."""
+
+
+class RemoteEngine:
+    """Streams each frame's answer from a server; see the module docstring."""
+
+    name = "remote"
+
+    def __init__(self, server: str, model: str | None, system_prompt: str, instruction: str,
+                 settings: GenerationSettings, read_timeout: float = READ_TIMEOUT,
+                 api_key: str | None = None):
+        try:
+            import openai
+        except ImportError as exc:
+            raise PeteError(f"the remote engine needs the openai package ({exc.name} is "
+                            "missing): pip install 'pete-osc[remote]'") from None
+        self._openai = openai
+        self.server = server.rstrip("/")
+        base_url = self.server if self.server.endswith("/v1") else self.server + "/v1"
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+            timeout=openai.Timeout(read_timeout, connect=CONNECT_TIMEOUT), max_retries=0)
+        self.read_timeout = read_timeout
+        self.settings = settings
+        self.system_prompt = system_prompt
+        self.instruction = instruction
+        self.model_id = model or self._served_model()
+
+    def _served_model(self) -> str:
+        """The server's first model, for servers that serve one (vLLM, mlx_vlm.server)."""
+        try:
+            models = self.client.models.list().data
+        except Exception as exc:
+            raise PeteError(f"--server {self.server}: {_reason(exc)}; is the server running? "
+                            "(or name the model with --model)") from None
+        if not models:
+            raise PeteError(f"--server {self.server}: it serves no model; name one with --model")
+        return models[0].id
+
+    def warm_up(self) -> float:
+        """One short request: checks the server at start and warms its caches."""
+        t0 = time.perf_counter()
+        blank = np.zeros((self.settings.size, self.settings.size, 3), np.uint8)
+        for _ in self._stream(blank, FrameTimes(), max_tokens=1):
+            pass
+        return time.perf_counter() - t0
+
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+        return self._stream(image_rgb, times, self.settings.max_tokens)
+
+    def _stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": jpeg_data_url(image_rgb)}},
+                {"type": "text", "text": self.instruction},
+            ]},
+        ]
+        times.started = time.perf_counter()
+        index = 0
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model_id, messages=messages, stream=True, max_tokens=max_tokens,
+                temperature=self.settings.temperature)
+            with response:
+                for chunk in response:
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    text = getattr(choice.delta, "content", None) or ""
+                    now = time.perf_counter()
+                    if text:
+                        yield Token(text, index, now)
+                        index += 1
+                    if choice.finish_reason:
+                        yield Token("", index, now, choice.finish_reason)
+                        return
+        except self._openai.APIError as exc:
+            raise RemoteError(f"{self.server}: {_reason(exc, self.read_timeout)}") from None
+        except Exception as exc:  # httpx errors that escape the client's own wrapping
+            raise RemoteError(f"{self.server}: {_reason(exc, self.read_timeout)}") from None
+        # The stream ended without a finish reason: the server closed it early.
+        raise RemoteError(f"{self.server}: the answer stopped after {index} tokens "
+                          "(connection closed without a finish reason)")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def jpeg_data_url(image_rgb: np.ndarray) -> str:
+    """The frame as a data URL of a JPEG (what the image_url part of a message takes)."""
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RemoteError("could not encode the frame as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+def _reason(exc: BaseException, timeout: float | None = None) -> str:
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return f"no answer within {timeout or READ_TIMEOUT:g} s (timed out)"
+    status = getattr(exc, "status_code", None)
+    message = str(exc).splitlines()[0] if str(exc) else name
+    if status is not None:
+        return f"server error {status}: {message[:200]}"
+    if "Connection" in name or "RemoteProtocol" in name:
+        return f"connection failed ({message[:160]})"
+    return f"{name}: {message[:200]}"

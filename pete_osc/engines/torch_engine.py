@@ -1,0 +1,219 @@
+"""The PyTorch engine: transformers' FastVlmForConditionalGeneration on CUDA, MPS or CPU.
+
+Per frame only the image and the short instruction after it are prefilled: the DIRECTOR
+prefix (system prompt and the start of the user turn) is run through the model once at
+load and its KV cache reused, cut back to the prefix after each frame. The frame reaches
+the vision encoder at the chosen size, giving (size/64)^2 image tokens.
+
+On CUDA the decode step runs from a static KV cache through ``torch.compile``'s
+"reduce-overhead" mode (CUDA graphs): eager decode of a 0.5B model is bound by kernel
+launches, not by the GPU. Compilation happens in ``warm_up`` at start, not on stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import PeteError
+from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token
+
+log = logging.getLogger(__name__)
+
+# FastVLM-0.5B in transformers' own format (model type fast_vlm), as its docs load it.
+DEFAULT_MODEL = "KamilaMila/FastVLM-0.5B"
+_PLACEHOLDER = "\x00IMAGE\x00"
+
+
+class TorchEngine:
+    """Load once; stream tokens per frame; see the module docstring."""
+
+    name = "torch"
+
+    def __init__(self, model: str, system_prompt: str, instruction: str,
+                 settings: GenerationSettings, device: str | None = None, compile: bool = True,
+                 progress: Callable[[str], None] = lambda message: None):
+        try:
+            import torch
+            import transformers
+            from transformers import AutoTokenizer, FastVlmForConditionalGeneration
+        except ImportError as exc:
+            raise PeteError(f"the torch engine needs torch, torchvision, timm and transformers "
+                            f"({exc.name} is missing): pip install 'pete-osc[torch]'") from None
+        self.torch = torch
+        self.model_id = model
+        self.settings = settings
+        self.progress = progress
+        self.device = _pick_device(torch, device)
+        self.dtype = {"cuda": torch.bfloat16, "mps": torch.float16}.get(self.device.type, torch.float32)
+        source = _source(model)
+        transformers.utils.logging.disable_progress_bar()  # stderr is for our status lines
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = FastVlmForConditionalGeneration.from_pretrained(
+                source, dtype=self.dtype).to(self.device).eval()
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
+                            f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
+                            f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
+        self.image_token = self.model.config.image_token_id
+        self.image_tokens = (settings.size // 64) ** 2
+        prefix, suffix = split_prompt(self.tokenizer, system_prompt, instruction)
+        self.prefix_len = len(prefix)
+        self._suffix = torch.tensor([suffix], device=self.device)
+        self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
+                    if t is not None for t in (t if isinstance(t, list) else [t])}
+        self.fast = compile and self.device.type == "cuda"
+        self.max_len = self.prefix_len + self.image_tokens + len(suffix) + settings.max_tokens + 1
+        self.cache = self._new_cache()
+        self._step = self._decode_step
+        if self.fast:
+            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=False)
+        t0 = time.perf_counter()
+        self._prefill_prefix(prefix)
+        self.prefix_seconds = time.perf_counter() - t0
+
+    # ---- set-up ------------------------------------------------------------------------
+    def _new_cache(self):
+        from transformers import DynamicCache, StaticCache
+
+        if self.fast:
+            # A fixed-size cache keeps tensor shapes constant, which CUDA graphs need.
+            return StaticCache(config=self.model.config, max_cache_len=self.max_len)
+        return DynamicCache(config=self.model.config)
+
+    def _prefill_prefix(self, prefix: list[int]) -> None:
+        torch = self.torch
+        ids = torch.tensor([prefix], device=self.device)
+        with torch.inference_mode():
+            self._forward(ids=ids, start=0)
+
+    def warm_up(self) -> float:
+        """Run throw-away frames so that kernels (and, on CUDA, the compiled decode graph)
+        are ready before the first real frame. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        blank = np.zeros((self.settings.size, self.settings.size, 3), np.uint8)
+        rounds = 3 if self.fast else 1  # CUDA graph trees record on the third call
+        for i in range(rounds):
+            if self.fast:
+                self.progress(f"compiling the decode step ({i + 1}/{rounds}) ...")
+            for _ in self._generate(blank, FrameTimes(), max_tokens=min(8, self.settings.max_tokens)):
+                pass
+        return time.perf_counter() - t0
+
+    # ---- per frame ---------------------------------------------------------------------
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+        """Stream the answer for one square RGB frame (see Engine.stream)."""
+        return self._generate(image_rgb, times, self.settings.max_tokens)
+
+    def _generate(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
+        torch = self.torch
+        decoder = IncrementalDecoder(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
+        times.started = time.perf_counter()
+        with torch.inference_mode():
+            self._rewind()
+            pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
+            pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
+            features = self.model.model.get_image_features(pixel_values=pixels).pooler_output
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.extra["vision_s"] = time.perf_counter() - times.started
+            embeds = torch.cat([features.to(self.dtype), self._embed(self._suffix)], dim=1)
+            position = self.prefix_len
+            logits = self._forward(embeds=embeds, start=position)
+            position += embeds.shape[1]
+            times.prompt_len = position
+            token = self._choose(logits)
+        for index in range(max_tokens):
+            token_id = int(token)  # waits for the GPU: the token must reach the music now
+            now = time.perf_counter()
+            if token_id in self.eos:
+                yield Token(decoder.flush(), index, now, "stop")
+                return
+            yield Token(decoder.add(token_id), index, now)
+            if index + 1 == max_tokens:
+                break
+            with torch.inference_mode():
+                pos = torch.tensor([position], device=self.device)
+                logits = self._step(token.view(1, 1), pos)
+                token = self._choose(logits)
+            position += 1
+        yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
+
+    def _rewind(self) -> None:
+        """Back to the end of the DIRECTOR prefix (a static cache is simply overwritten)."""
+        if not self.fast:
+            extra = self.cache.get_seq_length() - self.prefix_len
+            if extra > 0:
+                self.cache.crop(-extra)
+
+    def _embed(self, ids):
+        return self.model.get_input_embeddings()(ids)
+
+    def _forward(self, ids=None, embeds=None, start: int = 0):
+        """Prefill ``ids`` or ``embeds`` at positions start..; the last position's logits."""
+        torch = self.torch
+        length = (ids if ids is not None else embeds).shape[1]
+        pos = torch.arange(start, start + length, device=self.device)
+        out = self.model(input_ids=ids, inputs_embeds=embeds, past_key_values=self.cache,
+                         cache_position=pos, position_ids=pos[None], use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def _decode_step(self, token, pos):
+        out = self.model(input_ids=token, past_key_values=self.cache, cache_position=pos,
+                         position_ids=pos[None], use_cache=True)
+        return out.logits[:, -1, :]
+
+    def _choose(self, logits):
+        torch = self.torch
+        if self.settings.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / self.settings.temperature, dim=-1)
+        return torch.multinomial(probs, 1)[:, 0]
+
+    def close(self) -> None:
+        self.model = None
+        self.cache = None
+
+
+def split_prompt(tokenizer, system_prompt: str, instruction: str) -> tuple[list[int], list[int]]:
+    """Token ids before and after the image in the chat prompt.
+
+    The chat template is rendered with a placeholder where the image goes (before the
+    instruction, as FastVLM was trained), and the two sides are tokenized separately:
+    the part before is the DIRECTOR prefix whose KV cache is kept across frames.
+    """
+    messages = [{"role": "system", "content": system_prompt},
+                {"role": "user", "content": _PLACEHOLDER + "\n" + instruction}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    before, after = text.split(_PLACEHOLDER)
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return encode(before), encode(after)
+
+
+def _pick_device(torch, wanted: str | None):
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise PeteError("--device cuda: no CUDA GPU is visible to PyTorch")
+    if wanted == "mps" and not torch.backends.mps.is_available():
+        raise PeteError("--device mps: Apple's Metal backend is not available to PyTorch here")
+    if wanted:
+        return torch.device(wanted)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _source(model: str) -> str:
+    local = Path(model).expanduser()
+    if (model.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
+        raise PeteError(f"--model {model}: no such folder (give a Hugging Face id such as "
+                        f"{DEFAULT_MODEL} or a folder with config.json and *.safetensors)")
+    return str(local) if local.is_dir() else model

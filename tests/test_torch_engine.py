@@ -1,0 +1,96 @@
+"""The torch engine through transformers' FastVLM class on CPU torch, tiny real models."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pete_osc.engines import FrameTimes, GenerationSettings
+
+
+@pytest.fixture(scope="module")
+def engine_at(tiny_torch_model, director):
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    engines = {}
+
+    def make(size, max_tokens=12):
+        key = (size, max_tokens)
+        if key not in engines:
+            engines[key] = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                                       GenerationSettings(max_tokens, 0.0, size))
+        return engines[key]
+
+    yield make
+    for e in engines.values():
+        e.close()
+
+
+def frame(size, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_input_size_sets_image_tokens(engine_at):
+    lengths = {}
+    for size in (64, 128, 256):
+        times = FrameTimes()
+        tokens = list(engine_at(size).stream(frame(size), times))
+        assert tokens[-1].finish == "length" and len(tokens) == 13
+        lengths[size] = times.prompt_len
+    # FastViTHD gives (size/64)^2 image tokens: 1, 4, 16.
+    assert lengths[128] - lengths[64] == 3
+    assert lengths[256] - lengths[64] == 15
+
+
+def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at):
+    """Greedy tokens with the DIRECTOR prefix's KV cache reused, frame after frame, equal
+    those of the model run on the whole prompt from scratch, without any cache."""
+    import torch
+
+    engine = engine_at(64)
+    image = frame(64, seed=3)
+    # From scratch: the full prompt's embeddings, no cache, recomputed for every token.
+    from pete_osc.engines.torch_engine import split_prompt
+
+    prefix, suffix = split_prompt(engine.tokenizer, *_prompts(engine))
+    model = engine.model
+    with torch.inference_mode():
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        feats = model.model.get_image_features(pixel_values=pixels).pooler_output
+        embed = model.get_input_embeddings()
+        seq = torch.cat([embed(torch.tensor([prefix])), feats, embed(torch.tensor([suffix]))], 1)
+        expected = []
+        for _ in range(12):
+            logits = model(inputs_embeds=seq, use_cache=False).logits[0, -1]
+            token = int(logits.argmax())
+            expected.append(token)
+            seq = torch.cat([seq, embed(torch.tensor([[token]]))], 1)
+    for _ in range(2):  # and again: the prefix cache was cut back correctly after frame 1
+        engine.stream(frame(64, seed=9), FrameTimes())  # another frame in between
+        list(engine.stream(frame(64, seed=9), FrameTimes()))
+        got = "".join(t.text for t in engine.stream(image, FrameTimes()))
+        assert got == engine.tokenizer.decode(expected, skip_special_tokens=True)
+    assert len(set(expected)) > 1  # a real, varied answer, not one repeated token
+
+
+def _prompts(engine):
+    from pete_osc.director import load_director
+    from conftest import ROOT
+
+    d = load_director(ROOT / "DIRECTOR.md")
+    return d.prompt, d.instruction
+
+
+def test_run_engine_torch_streams_tokens_and_events(scripted_torch_model, shared_video, cli_env):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pete_osc", "run", "--engine", "torch", "--source", str(shared_video),
+         "--model", str(scripted_torch_model), "--size", "64", "--max-frames", "2",
+         "--max-tokens", "14", "--every-frame", "--json"],
+        capture_output=True, text=True, env=cli_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["key"], e["value"], e["frame"]) for e in events] == [
+        ("energy", 0.7, 0), ("energy", 0.7, 0), ("energy", 0.7, 1), ("energy", 0.7, 1)]
+    assert "torch engine" in proc.stderr and "2 frames" in proc.stderr
