@@ -134,6 +134,9 @@ def main() -> int:
                 else:
                     r = measure_engine(model, director, size, args.frames, args.tokens, mode == "fast")
             except Exception as exc:  # report and go on to the next row
+                import traceback
+
+                traceback.print_exc()
                 print(f"  {mode} {size}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | |")
                 continue

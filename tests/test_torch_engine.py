@@ -16,11 +16,11 @@ def engine_at(tiny_torch_model, director):
 
     engines = {}
 
-    def make(size, max_tokens=12):
-        key = (size, max_tokens)
+    def make(size, max_tokens=12, static=False):
+        key = (size, max_tokens, static)
         if key not in engines:
             engines[key] = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
-                                       GenerationSettings(max_tokens, 0.0, size))
+                                       GenerationSettings(max_tokens, 0.0, size), static=static)
         return engines[key]
 
     yield make
@@ -44,12 +44,14 @@ def test_input_size_sets_image_tokens(engine_at):
     assert lengths[256] - lengths[64] == 15
 
 
-def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at):
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic-cache", "static-cache"])
+def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static):
     """Greedy tokens with the DIRECTOR prefix's KV cache reused, frame after frame, equal
-    those of the model run on the whole prompt from scratch, without any cache."""
+    those of the model run on the whole prompt from scratch, without any cache. The static
+    cache is the one CUDA runs with compiled decoding; here it runs eagerly on the CPU."""
     import torch
 
-    engine = engine_at(64)
+    engine = engine_at(64, static=static)
     image = frame(64, seed=3)
     # From scratch: the full prompt's embeddings, no cache, recomputed for every token.
     from pete_osc.engines.torch_engine import split_prompt

@@ -36,7 +36,8 @@ class TorchEngine:
 
     def __init__(self, model: str, system_prompt: str, instruction: str,
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
-                 progress: Callable[[str], None] = lambda message: None):
+                 progress: Callable[[str], None] = lambda message: None,
+                 static: bool | None = None):
         try:
             import torch
             import transformers
@@ -69,11 +70,18 @@ class TorchEngine:
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
         self.fast = compile and self.device.type == "cuda"
+        # A static cache for the compiled path (and, for tests, on request anywhere).
+        self.static = self.fast if static is None else static
         self.max_len = self.prefix_len + self.image_tokens + len(suffix) + settings.max_tokens + 1
         self.cache = self._new_cache()
-        self._step = self._decode_step
+        self._step, self._vision, self._prefill = self._decode_step, self._encode, self._forward
         if self.fast:
-            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=False)
+            # Every shape is fixed for a given input size (image tokens, instruction, one
+            # token per step), so the vision encoder, the frame's prefill and the decode
+            # step each become one replayed CUDA graph instead of hundreds of launches.
+            compiled = lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False)  # noqa: E731
+            self._step, self._vision, self._prefill = (compiled(self._decode_step),
+                                                       compiled(self._encode), compiled(self._forward))
         t0 = time.perf_counter()
         self._prefill_prefix(prefix)
         self.prefix_seconds = time.perf_counter() - t0
@@ -82,7 +90,7 @@ class TorchEngine:
     def _new_cache(self):
         from transformers import DynamicCache, StaticCache
 
-        if self.fast:
+        if self.static:
             # A fixed-size cache keeps tensor shapes constant, which CUDA graphs need.
             return StaticCache(config=self.model.config, max_cache_len=self.max_len)
         return DynamicCache(config=self.model.config)
@@ -119,13 +127,13 @@ class TorchEngine:
             self._rewind()
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
-            features = self.model.model.get_image_features(pixel_values=pixels).pooler_output
+            features = self._vision(pixels)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             times.extra["vision_s"] = time.perf_counter() - times.started
             embeds = torch.cat([features.to(self.dtype), self._embed(self._suffix)], dim=1)
             position = self.prefix_len
-            logits = self._forward(embeds=embeds, start=position)
+            logits = self._prefill(embeds=embeds, start=position)
             position += embeds.shape[1]
             times.prompt_len = position
             token = self._choose(logits)
@@ -146,11 +154,28 @@ class TorchEngine:
         yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
 
     def _rewind(self) -> None:
-        """Back to the end of the DIRECTOR prefix (a static cache is simply overwritten)."""
-        if not self.fast:
+        """Back to the end of the DIRECTOR prefix, keeping the prefix's keys and values.
+
+        A dynamic cache is cropped. A static one keeps its buffers (CUDA graphs hold their
+        addresses): its write position goes back to the prefix's end and the next frame
+        overwrites the rest; the causal mask, built from positions, hides what is stale.
+        """
+        if not self.static:
             extra = self.cache.get_seq_length() - self.prefix_len
             if extra > 0:
                 self.cache.crop(-extra)
+            return
+        for layer in self.cache.layers:
+            written = getattr(layer, "cumulative_length", None)
+            if written is not None and hasattr(written, "fill_"):
+                written.fill_(self.prefix_len)  # in place: the tensor's address is captured
+
+    def _encode(self, pixels):
+        """Image features in the language model's space: (1, image tokens, hidden)."""
+        features = self.model.model.get_image_features(pixel_values=pixels).pooler_output
+        if isinstance(features, (list, tuple)):  # some transformers versions: one per image
+            features = self.torch.cat([f.reshape(1, -1, f.shape[-1]) for f in features], dim=1)
+        return features
 
     def _embed(self, ids):
         return self.model.get_input_embeddings()(ids)
