@@ -226,7 +226,7 @@ def cmd_run(args) -> int:
         say(f"loading {args.model or 'the default model'} ...")
         options = EngineOptions(server=args.server, timeout=args.timeout, replay=args.replay,
                                 replay_speed=args.replay_speed, device=args.device,
-                                compile=not args.no_compile)
+                                compile=not args.no_compile, progress=say)
         engine = open_engine(args.engine, args.model, director.prompt, director.instruction,
                              settings, options)
         if args.record:

@@ -119,10 +119,11 @@ def _config(shape: TextShape, vocab_size: int, eos_id: int) -> dict:
 def _printable_rows(folder: Path, vocab: int) -> list[float]:
     """1.0 for tokens that decode to visible ASCII text, 0.0 for the rest.
 
-    The embeddings are tied to the output layer, so a zero row gives a zero logit: a
-    random model then writes visible gibberish instead of lone UTF-8 continuation bytes
-    (which a streaming detokenizer holds back, so nothing would reach stdout) or special
-    tokens. Its answers never end on their own: the token limit ends every frame.
+    Multiplied into the output layer (and the embeddings), a zero row gives a zero logit
+    while the visible tokens' logits are random: the model then writes visible gibberish
+    instead of lone UTF-8 continuation bytes (which a streaming detokenizer holds back, so
+    nothing would reach stdout) or special tokens, and its answers never end on their own:
+    the token limit ends every frame.
     """
     from tokenizers import Tokenizer
 
@@ -159,8 +160,9 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
 
     eos_id = Tokenizer.from_file(str(folder / "tokenizer.json")).token_to_id("<|im_end|>")
     config = _config(shape, vocab, eos_id)
-    if script is not None:
-        config["tie_word_embeddings"] = False
+    # An output layer of its own, so that the random answer varies from token to token
+    # (tied to the embeddings, a random model repeats its last token for ever).
+    config["tie_word_embeddings"] = False
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     (folder / "preprocessor_config.json").write_text(
         json.dumps(
@@ -186,7 +188,10 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
     model = fastvlm.Model(model_config)
     weights = {k: v.astype(mx.float16) for k, v in tree_flatten(model.parameters())}
     key = "language_model.model.embed_tokens.weight"
-    weights[key] = weights[key] * mx.array(_printable_rows(folder, vocab))[:, None].astype(mx.float16)
+    visible = mx.array(_printable_rows(folder, vocab))[:, None].astype(mx.float16)
+    weights[key] = weights[key] * visible
+    head = mx.random.normal((vocab, shape.hidden_size)).astype(mx.float16)
+    weights["language_model.lm_head.weight"] = head * visible
     if script is not None:
         _script_weights(weights, folder, script, shape)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})

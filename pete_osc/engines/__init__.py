@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import PeteError
 from .base import Engine, FrameTimes, GenerationSettings, Token, check_size, square_rgb
@@ -24,6 +25,7 @@ class EngineOptions:
     replay_speed: float = 1.0
     device: str | None = None  # torch: cuda, mps or cpu (None: the best there is)
     compile: bool = True  # torch on CUDA: static cache + CUDA graphs
+    progress: Callable[[str], None] = lambda message: None  # start-up steps, for stderr
 
 
 def open_engine(name: str, model: str | None, system_prompt: str, instruction: str,
@@ -40,7 +42,8 @@ def open_engine(name: str, model: str | None, system_prompt: str, instruction: s
         from .torch_engine import TorchEngine
 
         return TorchEngine(model or TORCH_MODEL, system_prompt, instruction, settings,
-                           device=options.device, compile=options.compile)
+                           device=options.device, compile=options.compile,
+                           progress=options.progress)
     if name == "remote":
         from .remote import RemoteEngine
 

@@ -34,7 +34,7 @@ class MlxEngine:
     name = "mlx"
 
     def __init__(self, model: str, system_prompt: str, instruction: str,
-                 settings: GenerationSettings):
+                 settings: GenerationSettings, prefix_cache: bool = True):
         try:
             import mlx_vlm
             from mlx_vlm.prompt_utils import apply_chat_template
@@ -51,18 +51,31 @@ class MlxEngine:
                     {"role": "user", "content": instruction}]
         self.prompt = apply_chat_template(self.processor, self.model.config, messages,
                                           num_images=1)
+        self.logits_processors: list = []  # (token ids so far, logits) -> logits
+        # FastVLM: the DIRECTOR prefix's KV cache is computed here once and reused.
+        self.prefix = _PrefixCache.build(self) if prefix_cache and self._sized else None
 
     def warm_up(self) -> float:
         """Run one throw-away frame so the first frame of the show is not the slow one
         (MLX compiles kernels on first use). Returns the seconds it took."""
         t0 = time.perf_counter()
         blank = np.zeros((self.settings.size, self.settings.size, 3), np.uint8)
-        for _ in self._generate(blank, max_tokens=1, cache=None):
-            pass
+        if self.prefix is not None:
+            for _ in self.prefix.stream(blank, FrameTimes(), max_tokens=2):
+                pass
+        else:
+            for _ in self._generate(blank, max_tokens=1, cache=None):
+                pass
         return time.perf_counter() - t0
 
     def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
+        if self.prefix is not None:
+            return self.prefix.stream(image_rgb, times, self.settings.max_tokens)
+        return self._stream_generic(image_rgb, times)
+
+    def _stream_generic(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+        """Any mlx-vlm model, through ``mlx_vlm.stream_generate`` (whole prompt per frame)."""
         from mlx_vlm.models.cache import make_prompt_cache
 
         cache = make_prompt_cache(self.model.language_model)
@@ -88,6 +101,8 @@ class MlxEngine:
         from PIL import Image
 
         kwargs = {"max_tokens": max_tokens, "temperature": self.settings.temperature}
+        if self.logits_processors:
+            kwargs["logits_processors"] = self.logits_processors
         if cache is not None:
             kwargs["prompt_cache"] = cache
         return self._mlx_vlm.stream_generate(
@@ -149,3 +164,95 @@ def _set_input_size(processor, size: int) -> bool:
     image_processor.size = {"shortest_edge": size}
     image_processor.crop_size = {"height": size, "width": size}
     return True
+
+
+class _PrefixCache:
+    """FastVLM on MLX with the DIRECTOR prefix prefilled once.
+
+    mlx-vlm's own prompt cache reuses a prefix only when what follows it is text, and the
+    image comes after the system prompt, so every frame would prefill the whole DIRECTOR
+    text again (for a 600-token prompt that costs more than the image). Here the tokens
+    before the image run through the language model once, at load; each frame trims the
+    KV cache back to them and prefills only the image and the instruction, then decodes
+    with its own loop (greedy or temperature sampling, plus the engine's logits
+    processors, as mlx-lm's generate_step applies them).
+    """
+
+    def __init__(self, engine: "MlxEngine", before: list[int], after: list[int]):
+        import mlx.core as mx
+        from mlx_vlm.models.cache import make_prompt_cache
+
+        self.engine = engine
+        self.model = engine.model
+        self.image_token = self.model.config.image_token_index
+        self.after = mx.array([[self.image_token] + after])
+        self.cache = make_prompt_cache(self.model.language_model)
+        self.model.language_model(mx.array([before]), cache=self.cache)
+        mx.eval([c.state for c in self.cache])
+        self.length = self.cache[0].offset
+        tokenizer = getattr(engine.processor, "tokenizer", engine.processor)
+        self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        eos = getattr(tokenizer, "eos_token_id", None)
+        config_eos = getattr(self.model.config, "eos_token_id", None)
+        self.eos = {t for t in ([eos] + (config_eos if isinstance(config_eos, list) else [config_eos]))
+                    if t is not None}
+
+    @classmethod
+    def build(cls, engine: "MlxEngine") -> "_PrefixCache | None":
+        """A prefix cache for FastVLM-like models (an ``<image>`` placeholder in the prompt
+        that the processor turns into one image token), else None."""
+        processor = engine.processor
+        marker = getattr(processor, "image_token", None)
+        if marker is None or engine.prompt.count(marker) != 1:
+            return None
+        tokenizer = getattr(processor, "tokenizer", processor)
+        before, after = engine.prompt.split(marker)
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return cls(engine, encode(before) if before else [], encode(after) if after else [])
+
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
+        import mlx.core as mx
+        from PIL import Image
+
+        engine = self.engine
+        decoder = IncrementalDecoder(self.decode)
+        times.started = time.perf_counter()
+        for c in self.cache:
+            c.trim(c.offset - self.length)
+        pixels = engine.processor.image_processor(images=[Image.fromarray(image_rgb)],
+                                                  return_tensors=None)["pixel_values"]
+        pixels = mx.array(np.asarray(pixels))
+        embeds = self.model.get_input_embeddings(self.after, pixels).inputs_embeds
+        logits = self.model.language_model(self.after, cache=self.cache,
+                                           inputs_embeds=embeds).logits[:, -1, :]
+        times.prompt_len = self.cache[0].offset  # prefix + image tokens + instruction
+        generated: list[int] = []
+        token = self._choose(logits, generated)
+        for index in range(max_tokens):
+            if index + 1 < max_tokens:  # queue the next step while this token is read
+                next_logits = self.model.language_model(token[None], cache=self.cache).logits[:, -1, :]
+                mx.async_eval(next_logits)
+            token_id = token.item()
+            now = time.perf_counter()
+            if token_id in self.eos:
+                yield Token(decoder.flush(), index, now, "stop")
+                return
+            generated.append(token_id)
+            yield Token(decoder.add(token_id), index, now)
+            if index + 1 == max_tokens:
+                break
+            token = self._choose(next_logits, generated)
+        yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
+
+    def _choose(self, logits, generated: list[int]):
+        import mlx.core as mx
+
+        for processor in self.engine.logits_processors:
+            logits = processor(mx.array(generated), logits)
+        temperature = self.engine.settings.temperature
+        if temperature <= 0:
+            token = mx.argmax(logits, axis=-1)
+        else:
+            token = mx.random.categorical(logits * (1.0 / temperature))
+        mx.async_eval(token)
+        return token
