@@ -22,7 +22,8 @@ DEFAULT_DIRECTOR = (Path("DIRECTOR.md") if Path("DIRECTOR.md").is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pete-osc`` console script; returns the exit code."""
+    """Entry point of the ``pete-osc`` console script; returns the exit code (``run``
+    ends the process itself once it has cleaned up, see _quick_exit)."""
     parser = _arguments()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         format="pete-osc: %(message)s", stream=sys.stderr,
     )
     try:
-        return args.func(args)
+        code = args.func(args)
+        if args.command == "run":
+            _quick_exit(code)
+        return code
     except PeteError as exc:
         say(f"error: {exc}")
         return 2
@@ -76,6 +80,9 @@ def _arguments() -> argparse.ArgumentParser:
                      help="write every token with its time to FILE, for --engine replay")
     run.add_argument("--device", default=None, choices=("cuda", "mps", "cpu"),
                      help="torch engine: where to run (default: cuda, else mps, else cpu)")
+    run.add_argument("--constrain", default="auto", choices=("auto", "on", "off"),
+                     help="decode only lines that DIRECTOR.md's schema allows (default auto: on "
+                          "where the engine can: torch, mlx with FastVLM, remote as a guided regex)")
     run.add_argument("--no-compile", action="store_true",
                      help="torch engine on CUDA: skip the static-cache CUDA-graph decode "
                           "(faster start, slower tokens)")
@@ -229,6 +236,13 @@ def cmd_run(args) -> int:
                                 compile=not args.no_compile, progress=say)
         engine = open_engine(args.engine, args.model, director.prompt, director.instruction,
                              settings, options)
+        if args.constrain != "off":
+            if getattr(engine, "supports_constraint", False):
+                engine.constrain(director)
+                say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
+            elif args.constrain == "on":
+                raise PeteError(f"--constrain on: the {engine.name} engine cannot constrain "
+                                "decoding; use --constrain off")
         if args.record:
             from .engines.replay import Recording
 
@@ -403,6 +417,21 @@ def _capture_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise PeteError(f"--capture-size {text}: expected WIDTHxHEIGHT such as 320x240") from None
     return width, height
+
+
+def _quick_exit(code: int) -> None:
+    """End the process now that the run has closed its camera, outputs and files.
+
+    Interpreter teardown after a model run (PyTorch and MLX freeing their state) takes
+    one to two seconds here; a performer's Ctrl-C should get the prompt back at once."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _silence_stdout() -> None:

@@ -25,8 +25,8 @@ def test_run_streams_tokens_and_stops_on_sigint_within_a_second(
     """Tokens reach stdout while the model writes; SIGINT ends the run within a second,
     with exit code 0 and a summary on stderr."""
     proc = subprocess.Popen(
-        PETE + ["run", "--source", str(shared_video), "--model", str(tiny_mlx_model),
-                "--size", "64", "--max-tokens", str(max_tokens), "--fps", "0"],
+        PETE + ["run", "--engine", "mlx", "--source", str(shared_video), "--model", str(tiny_mlx_model),
+                "--size", "64", "--max-tokens", str(max_tokens), "--fps", "0", "--constrain", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env, cwd=ROOT)
     got = bytearray()
     chunk_times = []
@@ -63,7 +63,7 @@ def test_run_streams_tokens_and_stops_on_sigint_within_a_second(
 
 def test_run_json_mode_writes_only_json_lines(tiny_mlx_model, shared_video, cli_env):
     proc = subprocess.run(
-        PETE + ["run", "--source", str(shared_video), "--model", str(tiny_mlx_model),
+        PETE + ["run", "--engine", "mlx", "--source", str(shared_video), "--model", str(tiny_mlx_model),
                 "--size", "64", "--max-tokens", "8", "--max-frames", "2", "--json",
                 "--no-warmup"],
         capture_output=True, env=cli_env, cwd=ROOT, timeout=300)

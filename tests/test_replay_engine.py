@@ -31,7 +31,7 @@ def test_record_then_replay_gives_the_same_stream(tmp_path, scripted_torch_model
     assert times == sorted(times) and times[0] > 0
 
     replay = pete_run("--engine", "replay", "--replay", str(recording), "--max-frames", "2",
-                      "--fps", "0", env=cli_env)
+                      "--every-frame", env=cli_env)
     assert replay.returncode == 0, replay.stderr
     assert replay.stdout == live.stdout  # token for token, frame marks included
     assert "replay engine" in replay.stderr

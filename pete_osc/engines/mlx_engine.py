@@ -55,6 +55,23 @@ class MlxEngine:
         # FastVLM: the DIRECTOR prefix's KV cache is computed here once and reused.
         self.prefix = _PrefixCache.build(self) if prefix_cache and self._sized else None
 
+    @property
+    def supports_constraint(self) -> bool:
+        return self.prefix is not None
+
+    def constrain(self, director) -> None:
+        """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.constrain);
+        FastVLM (the prefix-cached path) only."""
+        from ..constrain import Constraint
+
+        if self.prefix is None:
+            raise PeteError(f"--constrain on: not available for {self.model_id} in the mlx "
+                            "engine (FastVLM only); use --constrain off")
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        vocab = self.model.config.text_config.vocab_size
+        self.prefix.constraint = Constraint(director, tokenizer, vocab)
+        self.prefix.eos.add(self.prefix.constraint.eos)
+
     def warm_up(self) -> float:
         """Run one throw-away frame so the first frame of the show is not the slow one
         (MLX compiles kernels on first use). Returns the seconds it took."""
@@ -190,6 +207,7 @@ class _PrefixCache:
         self.model.language_model(mx.array([before]), cache=self.cache)
         mx.eval([c.state for c in self.cache])
         self.length = self.cache[0].offset
+        self.constraint = None  # set by MlxEngine.constrain
         tokenizer = getattr(engine.processor, "tokenizer", engine.processor)
         self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -217,6 +235,8 @@ class _PrefixCache:
         engine = self.engine
         decoder = IncrementalDecoder(self.decode)
         times.started = time.perf_counter()
+        if self.constraint is not None:
+            self.constraint.reset()
         for c in self.cache:
             c.trim(c.offset - self.length)
         pixels = engine.processor.image_processor(images=[Image.fromarray(image_rgb)],
@@ -232,8 +252,11 @@ class _PrefixCache:
             if index + 1 < max_tokens:  # queue the next step while this token is read
                 next_logits = self.model.language_model(token[None], cache=self.cache).logits[:, -1, :]
                 mx.async_eval(next_logits)
+            mx.eval(token)  # mx.eval lets go of the GIL while it computes (a stop can land)
             token_id = token.item()
             now = time.perf_counter()
+            if self.constraint is not None:
+                self.constraint.consume(token_id)
             if token_id in self.eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
@@ -249,6 +272,9 @@ class _PrefixCache:
 
         for processor in self.engine.logits_processors:
             logits = processor(mx.array(generated), logits)
+        if self.constraint is not None:
+            allowed = mx.array(self.constraint.allowed())
+            logits = mx.where(allowed[: logits.shape[-1]], logits, -mx.inf)
         temperature = self.engine.settings.temperature
         if temperature <= 0:
             token = mx.argmax(logits, axis=-1)

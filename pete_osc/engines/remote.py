@@ -56,6 +56,7 @@ class RemoteEngine:
         self.system_prompt = system_prompt
         self.instruction = instruction
         self.model_id = model or self._served_model()
+        self.extra_body: dict | None = None  # a guided regex, see constrain()
 
     def _served_model(self) -> str:
         """The server's first model, for servers that serve one (vLLM, mlx_vlm.server)."""
@@ -67,6 +68,19 @@ class RemoteEngine:
         if not models:
             raise PeteError(f"--server {self.server}: it serves no model; name one with --model")
         return models[0].id
+
+    supports_constraint = True
+
+    def constrain(self, director) -> None:
+        """Ask the server to decode only DIRECTOR.md's language, as a guided regex: vLLM
+        reads ``guided_regex`` (older) or ``structured_outputs`` (newer), SGLang
+        ``regex``. A server that refuses the fields (HTTP 400/422) gets plain requests
+        from then on; the parser still checks every line either way."""
+        from ..grammar import answer_regex
+
+        regex = answer_regex(director)
+        self.extra_body = {"guided_regex": regex, "regex": regex,
+                           "structured_outputs": {"regex": regex}}
 
     def warm_up(self) -> float:
         """One short request: checks the server at start and warms its caches."""
@@ -90,9 +104,7 @@ class RemoteEngine:
         times.started = time.perf_counter()
         index = 0
         try:
-            response = self.client.chat.completions.create(
-                model=self.model_id, messages=messages, stream=True, max_tokens=max_tokens,
-                temperature=self.settings.temperature)
+            response = self._create(messages, max_tokens)
             with response:
                 for chunk in response:
                     if not chunk.choices:
@@ -113,6 +125,21 @@ class RemoteEngine:
         # The stream ended without a finish reason: the server closed it early.
         raise RemoteError(f"{self.server}: the answer stopped after {index} tokens "
                           "(connection closed without a finish reason)")
+
+    def _create(self, messages: list, max_tokens: int):
+        request = dict(model=self.model_id, messages=messages, stream=True,
+                       max_tokens=max_tokens, temperature=self.settings.temperature)
+        if self.extra_body is None:
+            return self.client.chat.completions.create(**request)
+        try:
+            return self.client.chat.completions.create(**request, extra_body=self.extra_body)
+        except self._openai.APIStatusError as exc:
+            if exc.status_code not in (400, 422):
+                raise
+            log.warning("%s does not take a guided regex (%s); sending plain requests, the "
+                        "parser still checks every line", self.server, exc.status_code)
+            self.extra_body = None
+            return self.client.chat.completions.create(**request)
 
     def close(self) -> None:
         self.client.close()

@@ -69,6 +69,7 @@ class TorchEngine:
         self._suffix = torch.tensor([suffix], device=self.device)
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
+        self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
         self.fast = compile and self.device.type == "cuda"
         # A static cache for the compiled path (and, for tests, on request anywhere).
         self.static = self.fast if static is None else static
@@ -101,6 +102,16 @@ class TorchEngine:
         with torch.inference_mode():
             self._forward(ids=ids, start=0)
 
+    supports_constraint = True
+
+    def constrain(self, director) -> None:
+        """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.constrain)."""
+        from ..constrain import Constraint
+
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        self.constraint = Constraint(director, self.tokenizer, vocab)
+        self.eos.add(self.constraint.eos)
+
     def warm_up(self) -> float:
         """Run throw-away frames so that kernels (and, on CUDA, the compiled decode graph)
         are ready before the first real frame. Returns the seconds it took."""
@@ -123,6 +134,8 @@ class TorchEngine:
         torch = self.torch
         decoder = IncrementalDecoder(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         times.started = time.perf_counter()
+        if self.constraint is not None:
+            self.constraint.reset()
         with torch.inference_mode():
             self._rewind()
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
@@ -140,6 +153,8 @@ class TorchEngine:
         for index in range(max_tokens):
             token_id = int(token)  # waits for the GPU: the token must reach the music now
             now = time.perf_counter()
+            if self.constraint is not None:
+                self.constraint.consume(token_id)
             if token_id in self.eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
@@ -197,6 +212,14 @@ class TorchEngine:
 
     def _choose(self, logits):
         torch = self.torch
+        if self.constraint is not None:
+            # The mask is computed on the CPU while the GPU runs the step just launched.
+            allowed = torch.from_numpy(self.constraint.allowed())
+            if self.device.type == "cuda":
+                allowed = allowed.pin_memory().to(self.device, non_blocking=True)
+            else:
+                allowed = allowed.to(self.device)
+            logits = logits.masked_fill(~allowed[None, : logits.shape[-1]], float("-inf"))
         if self.settings.temperature <= 0:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / self.settings.temperature, dim=-1)

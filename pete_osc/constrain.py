@@ -1,0 +1,63 @@
+"""Decoding constrained to the DIRECTOR.md grammar: a token mask per step, on the CPU.
+
+llguidance (already a dependency of mlx-vlm, maintained by the guidance authors and used
+by vLLM and SGLang) computes from the grammar which tokens may come next; the engines
+set every other token's logit to minus infinity before choosing. The mask is a numpy
+array, so it works on MLX's and torch's CPU backends alike (mlx-vlm's own mask kernel is
+Metal-only). One :class:`Constraint` per engine, reset at the start of each frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .director import Director
+from .errors import PeteError
+from .grammar import lark_grammar
+
+
+class Constraint:
+    """The grammar's state over one answer; ``allowed()`` before each token, ``consume``
+    after it."""
+
+    def __init__(self, director: Director, hf_tokenizer, vocab_size: int):
+        try:
+            import llguidance
+            import llguidance.hf
+        except ImportError:
+            raise PeteError("--constrain on needs llguidance: pip install llguidance") from None
+        self._llg = llguidance
+        self.grammar = lark_grammar(director)
+        self.vocab_size = vocab_size
+        try:
+            self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size)
+        except ValueError as exc:
+            raise PeteError(f"--constrain: the model's tokenizer cannot be used ({exc})") from None
+        compiled = llguidance.LLMatcher.grammar_from_lark(self.grammar)
+        self.matcher = llguidance.LLMatcher(self.tokenizer, compiled, log_level=0)
+        if self.matcher.is_error():
+            raise PeteError(f"{director.path}: the schema gives no usable grammar: "
+                            f"{self.matcher.get_error()}")
+        self.eos = self.tokenizer.eos_token
+
+    def reset(self) -> None:
+        """Back to the start of an answer (a new frame)."""
+        self.matcher.reset()
+
+    def allowed(self) -> np.ndarray:
+        """A bool array over the vocabulary: True where the token may come next."""
+        bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
+        return np.unpackbits(bits, bitorder="little", count=self.vocab_size).astype(bool)
+
+    def consume(self, token: int) -> None:
+        """The engine chose ``token``; move the grammar on."""
+        self.matcher.consume_token(token)
+
+    @property
+    def finished(self) -> bool:
+        """The answer is complete (the grammar allows nothing but the end)."""
+        return self.matcher.is_stopped()
+
+    @property
+    def failed(self) -> str | None:
+        return self.matcher.get_error() if self.matcher.is_error() else None

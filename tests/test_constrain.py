@@ -1,0 +1,66 @@
+"""Constrained decoding on both local engines: the tiny random models, whose free answers
+are gibberish, write only lines the parser accepts once the DIRECTOR grammar holds them."""
+
+import threading
+
+import numpy as np
+
+from pete_osc.capture import Frame
+from pete_osc.engines import GenerationSettings
+from pete_osc.events import Event, Rejection
+from pete_osc.pipeline import run_frame
+
+FRAMES = 6
+MAX_TOKENS = 400  # room for 9 lines of the longest values: no answer is cut off
+
+
+def answers(engine, director, frames=FRAMES):
+    records, finishes = [], []
+    rng = np.random.default_rng(11)
+    for i in range(frames):
+        image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        frame = Frame(i, image, 0.0, "test")
+        report = run_frame(engine, director, frame, 64, lambda text: None, records.append,
+                           threading.Event())
+        finishes.append(report.finish)
+    return records, finishes
+
+
+def check(engine, director):
+    free, _ = answers(engine, director, frames=2)
+    # Without the constraint the random model's lines are refused (gibberish)...
+    assert sum(isinstance(r, Rejection) for r in free) > 0
+    engine.constrain(director)
+    records, finishes = answers(engine, director)
+    events = [r for r in records if isinstance(r, Event)]
+    rejected = [r for r in records if isinstance(r, Rejection)]
+    # ...with it, every line of every frame parses, and every answer ends by itself.
+    assert rejected == []
+    assert len(events) >= FRAMES and finishes == ["stop"] * FRAMES
+    return events
+
+
+def test_torch_engine_writes_only_valid_lines(tiny_torch_model, director):
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                         GenerationSettings(MAX_TOKENS, 0.0, 64))
+    check(engine, director)
+
+
+def test_mlx_engine_writes_only_valid_lines(tiny_mlx_model, director):
+    from pete_osc.engines.mlx_engine import MlxEngine
+
+    engine = MlxEngine(str(tiny_mlx_model), director.prompt, director.instruction,
+                       GenerationSettings(MAX_TOKENS, 0.0, 64))
+    check(engine, director)
+
+
+def test_sampling_with_temperature_stays_valid(tiny_torch_model, director):
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                         GenerationSettings(MAX_TOKENS, 1.0, 64))
+    engine.constrain(director)
+    records, _ = answers(engine, director, frames=3)
+    assert records and all(isinstance(r, Event) for r in records)
