@@ -38,11 +38,14 @@ def frames(size: int, n: int):
     return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: bool) -> dict:
+def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: bool,
+                   constrain: bool = False) -> dict:
     t0 = time.perf_counter()
     engine = TorchEngine(str(model), director.prompt, director.instruction,
                          GenerationSettings(tokens, 0.0, size), compile=fast,
                          progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
+    if constrain:
+        engine.constrain(director)
     load = time.perf_counter() - t0
     warm = engine.warm_up()
     ttft, tbt, vision, count = [], [], [], 0
@@ -104,7 +107,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="64,256,1024")
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=50)
-    ap.add_argument("--modes", default="fast,eager,naive")
+    ap.add_argument("--modes", default="fast,eager,naive",
+                    help="fast, eager, naive; fast+grammar and eager+grammar add --constrain")
     ap.add_argument("--eager-sizes", default="256", help="sizes for the eager and naive modes")
     ap.add_argument("--model", default=None, help="a FastVLM folder (default: build random FULL)")
     ap.add_argument("--out", default=None)
@@ -124,24 +128,25 @@ def main() -> int:
     slow_sizes = [int(s) for s in args.eager_sizes.split(",")]
     rows = []
     for mode in modes:
-        for size in sizes if mode == "fast" else slow_sizes:
-            if mode == "fast" and not torch.cuda.is_available():
+        for size in sizes if mode.startswith("fast") else slow_sizes:
+            if mode.startswith("fast") and not torch.cuda.is_available():
                 continue
             print(f"{mode} {size} px ...", file=sys.stderr, flush=True)
             try:
                 if mode == "naive":
                     r = measure_naive(model, director, size, args.frames, args.tokens)
                 else:
-                    r = measure_engine(model, director, size, args.frames, args.tokens, mode == "fast")
+                    r = measure_engine(model, director, size, args.frames, args.tokens,
+                                       mode.startswith("fast"), constrain=mode.endswith("+grammar"))
             except Exception as exc:  # report and go on to the next row
                 import traceback
 
                 traceback.print_exc()
                 print(f"  {mode} {size}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | |")
+                rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | | |")
                 continue
             print(f"  {r}", file=sys.stderr, flush=True)
-            rows.append(f"| {mode} | {size} | {(size // 64) ** 2} | {r['prompt']} | "
+            rows.append(f"| {mode} | {size} | {(size // 64) ** 2} | {r['prompt']} | {r['tokens']:.0f} | "
                         f"{r['vision'] * 1000:.1f} ms | {r['ttft'] * 1000:.1f} ms | "
                         f"{r['tbt'] * 1000:.2f} ms | {r['tbt_p90'] * 1000:.2f} ms |")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu()
@@ -155,10 +160,12 @@ def main() -> int:
         f"- DIRECTOR.md prompt, {args.tokens} tokens per frame, greedy, random frames, after "
         "warm-up. fast: static KV cache + torch.compile reduce-overhead (CUDA graphs) decode, "
         "DIRECTOR prefix cached; eager: dynamic cache, no compile, prefix cached; naive: "
-        "transformers `generate` per frame on the whole prompt (TBT from 1 vs all tokens)",
+        "transformers `generate` per frame on the whole prompt (TBT from 1 vs all tokens); "
+        "+grammar: decoding constrained to DIRECTOR.md (llguidance mask per token; answers "
+        "then end on their own, so tokens per frame can be fewer)",
         "",
-        "| mode | px | image tokens | prompt positions | vision | TTFT median | TBT median | TBT p90 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ] + rows
     table = "\n".join(lines) + "\n"
     print(table)

@@ -44,6 +44,16 @@ class Constraint:
         """Back to the start of an answer (a new frame)."""
         self.matcher.reset()
 
+    @property
+    def words(self) -> int:
+        """32-bit words in a bitmask over the vocabulary."""
+        return (self.vocab_size + 31) // 32
+
+    def fill(self, pointer: int, nbytes: int) -> None:
+        """Write the next-token bitmask (bit i of word i//32 set: token i allowed) into
+        ``nbytes`` of memory at ``pointer`` (a preallocated, e.g. pinned, int32 buffer)."""
+        self.matcher.unsafe_compute_mask_ptr(pointer, nbytes)
+
     def allowed(self) -> np.ndarray:
         """A bool array over the vocabulary: True where the token may come next."""
         bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)

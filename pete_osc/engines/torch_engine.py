@@ -108,9 +108,16 @@ class TorchEngine:
         """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.constrain)."""
         from ..constrain import Constraint
 
+        torch = self.torch
         vocab = self.model.get_output_embeddings().weight.shape[0]
         self.constraint = Constraint(director, self.tokenizer, vocab)
         self.eos.add(self.constraint.eos)
+        # The bitmask (one bit per token) is written by llguidance into pinned memory,
+        # copied to the device (19 KB for Qwen2's vocabulary) and unpacked there.
+        cuda = self.device.type == "cuda"
+        self._bitmask = torch.full((self.constraint.words,), -1, dtype=torch.int32, pin_memory=cuda)
+        self._bitmask_dev = torch.empty_like(self._bitmask, device=self.device)
+        self._bit = torch.arange(32, dtype=torch.int32, device=self.device)
 
     def warm_up(self) -> float:
         """Run throw-away frames so that kernels (and, on CUDA, the compiled decode graph)
@@ -213,13 +220,11 @@ class TorchEngine:
     def _choose(self, logits):
         torch = self.torch
         if self.constraint is not None:
-            # The mask is computed on the CPU while the GPU runs the step just launched.
-            allowed = torch.from_numpy(self.constraint.allowed())
-            if self.device.type == "cuda":
-                allowed = allowed.pin_memory().to(self.device, non_blocking=True)
-            else:
-                allowed = allowed.to(self.device)
-            logits = logits.masked_fill(~allowed[None, : logits.shape[-1]], float("-inf"))
+            # Computed on the CPU while the GPU still runs the step just launched.
+            self.constraint.fill(self._bitmask.data_ptr(), self._bitmask.numel() * 4)
+            self._bitmask_dev.copy_(self._bitmask, non_blocking=True)
+            allowed = ((self._bitmask_dev[:, None] >> self._bit) & 1).view(-1)[: logits.shape[-1]]
+            logits = logits.masked_fill(allowed[None] == 0, float("-inf"))
         if self.settings.temperature <= 0:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / self.settings.temperature, dim=-1)
