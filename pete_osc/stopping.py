@@ -62,10 +62,13 @@ class StopGuard:
     def _watch(self) -> None:
         while True:
             ready, _, _ = select.select([self._sig_r, self._quit_r], [], [])
-            if self._quit_r in ready:
-                return
+            if self._sig_r not in ready:
+                return  # the run ended normally
+            # A signal first, even when the run is ending too: it is still announced.
             data = os.read(self._sig_r, 64)
             if self._announced:
+                if self._quit_r in ready:
+                    return
                 continue
             # The Python handler may already have set stop (when the main thread was in
             # Python at that moment); the grace period counts from the signal all the same.

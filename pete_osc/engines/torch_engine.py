@@ -160,17 +160,22 @@ class TorchEngine:
         for index in range(max_tokens):
             token_id = int(token)  # waits for the GPU: the token must reach the music now
             now = time.perf_counter()
-            if self.constraint is not None:
-                self.constraint.consume(token_id)
             if token_id in self.eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
+            last = index + 1 == max_tokens
+            if not last:
+                # Launch the next step before handing this token on: the GPU computes
+                # while the parser, the outputs and the grammar do their part.
+                with torch.inference_mode():
+                    pos = torch.tensor([position], device=self.device)
+                    logits = self._step(token.view(1, 1), pos)
             yield Token(decoder.add(token_id), index, now)
-            if index + 1 == max_tokens:
+            if self.constraint is not None:
+                self.constraint.consume(token_id)
+            if last:
                 break
             with torch.inference_mode():
-                pos = torch.tensor([position], device=self.device)
-                logits = self._step(token.view(1, 1), pos)
                 token = self._choose(logits)
             position += 1
         yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
