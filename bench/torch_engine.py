@@ -13,6 +13,7 @@ to a file, --write appends it to docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import statistics
 import sys
@@ -33,22 +34,31 @@ from pete_osc.engines.torch_engine import TorchEngine, split_prompt  # noqa: E40
 from pete_osc.synthetic import FULL, build_fastvlm_torch  # noqa: E402
 
 
+SHORT_PROMPT = "Describe the frame in key: value lines: color, mood, energy, tempo."
+
+
 def frames(size: int, n: int):
     rng = np.random.default_rng(size)
     return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
 def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: bool,
-                   constrain: bool = False) -> dict:
+                   constrain: bool = False, prefix_cache: bool = True) -> dict:
+    import torch
+
     t0 = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     engine = TorchEngine(str(model), director.prompt, director.instruction,
                          GenerationSettings(tokens, 0.0, size), compile=fast,
-                         progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
+                         progress=lambda m: print("  " + m, file=sys.stderr, flush=True),
+                         prefix_cache=prefix_cache)
     if constrain:
         engine.constrain(director)
     load = time.perf_counter() - t0
     warm = engine.warm_up()
     ttft, tbt, vision, count = [], [], [], 0
+    began = time.perf_counter()
     for image in frames(size, n):
         times = FrameTimes()
         last = None
@@ -62,7 +72,8 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
             last = token.at
             count += 1
         vision.append(times.extra.get("vision_s", 0.0))
-    result = dict(ttft=statistics.median(ttft), tbt=statistics.median(tbt),
+    fps = n / (time.perf_counter() - began)
+    result = dict(fps=fps, peak=_peak_memory(), ttft=statistics.median(ttft), tbt=statistics.median(tbt),
                   tbt_p90=sorted(tbt)[int(len(tbt) * 0.9)], vision=statistics.median(vision),
                   prompt=times.prompt_len, tokens=count / n, load=load, warm=warm,
                   prefix=engine.prefix_len)
@@ -98,8 +109,59 @@ def measure_naive(model: Path, director, size: int, n: int, tokens: int) -> dict
     run(images[0], 2)  # warm-up
     first = statistics.median(run(im, 1) for im in images)
     whole = statistics.median(run(im, tokens) for im in images)
-    return dict(ttft=first, tbt=(whole - first) / (tokens - 1), tbt_p90=float("nan"),
+    return dict(fps=1 / whole, peak=_peak_memory(), ttft=first, tbt=(whole - first) / (tokens - 1),
+                tbt_p90=float("nan"),
                 vision=float("nan"), prompt=ids.shape[1], tokens=tokens, load=0, warm=0, prefix=0)
+
+
+def _peak_memory() -> str:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process)"
+
+
+def decode_floor(model: Path) -> tuple[float, float, float]:
+    """(weight bytes read per decode token, measured bandwidth in bytes/s, floor in s).
+
+    Per token the language model reads every weight of its layers and of the output layer
+    once (the embedding table only one row). Bandwidth: a large copy on the same device,
+    read plus write bytes over time, best of 5.
+    """
+    import torch
+    from safetensors import safe_open
+
+    per_token = 0
+    for f in model.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for name in st.keys():
+                if "language_model" in name or name.startswith("lm_head"):
+                    if "embed_tokens" in name:
+                        continue
+                    t = st.get_slice(name)
+                    numel = 1
+                    for d in t.get_shape():
+                        numel *= d
+                    per_token += numel
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    per_token *= torch.finfo(dtype).bits // 8
+    src = torch.empty(256 * 2**20 if device == "cpu" else 2**30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    bandwidth = 2 * src.numel() / best
+    return per_token, bandwidth, per_token / bandwidth
 
 
 def main() -> int:
@@ -108,21 +170,30 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--modes", default="fast,eager,naive",
-                    help="fast, eager, naive; fast+grammar and eager+grammar add --constrain")
+                    help="fast, eager, naive; +grammar adds --constrain (fast+grammar), "
+                         "-noprefix prefills the DIRECTOR prefix every frame (eager-noprefix)")
     ap.add_argument("--eager-sizes", default="256", help="sizes for the eager and naive modes")
     ap.add_argument("--model", default=None, help="a FastVLM folder (default: build random FULL)")
+    ap.add_argument("--short-prompt", action="store_true",
+                    help="replace DIRECTOR.md's prompt by a ~20-token one, to see what the "
+                         "DIRECTOR prefix costs and what the prefix cache saves")
     ap.add_argument("--out", default=None)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     import torch
 
     director = load_director(ROOT / "DIRECTOR.md")
+    if args.short_prompt:
+        director = dataclasses.replace(director, prompt=SHORT_PROMPT)
     if args.model:
         model = Path(args.model)
     else:
         t0 = time.perf_counter()
         model = build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL)
         print(f"built random FastVLM-0.5B in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    floor_bytes, bandwidth, floor = decode_floor(model)
+    print(f"decode floor {floor * 1000:.2f} ms ({floor_bytes / 2**30:.2f} GiB per token at "
+          f"{bandwidth / 1e9:.0f} GB/s)", file=sys.stderr)
     modes = args.modes.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
     slow_sizes = [int(s) for s in args.eager_sizes.split(",")]
@@ -137,18 +208,20 @@ def main() -> int:
                     r = measure_naive(model, director, size, args.frames, args.tokens)
                 else:
                     r = measure_engine(model, director, size, args.frames, args.tokens,
-                                       mode.startswith("fast"), constrain=mode.endswith("+grammar"))
+                                       mode.startswith("fast"), constrain="+grammar" in mode,
+                                       prefix_cache="-noprefix" not in mode)
             except Exception as exc:  # report and go on to the next row
                 import traceback
 
                 traceback.print_exc()
                 print(f"  {mode} {size}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | | |")
+                rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | | | | | |")
                 continue
             print(f"  {r}", file=sys.stderr, flush=True)
             rows.append(f"| {mode} | {size} | {(size // 64) ** 2} | {r['prompt']} | {r['tokens']:.0f} | "
                         f"{r['vision'] * 1000:.1f} ms | {r['ttft'] * 1000:.1f} ms | "
-                        f"{r['tbt'] * 1000:.2f} ms | {r['tbt_p90'] * 1000:.2f} ms |")
+                        f"{r['tbt'] * 1000:.2f} ms | {r['tbt_p90'] * 1000:.2f} ms | "
+                        f"{r['tbt'] / floor:.1f}x | {r['fps']:.2f} | {r['peak']} |")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu()
     lines = [
         "### torch engine, FastVLM-0.5B shapes, random weights",
@@ -156,7 +229,8 @@ def main() -> int:
         f"- machine: {device}; host {cpu()}; torch {torch.__version__}",
         f"- date: {datetime.date.today()}, commit {commit()}",
         f"- command: `python bench/torch_engine.py --sizes {args.sizes} --modes {args.modes} "
-        f"--eager-sizes {args.eager_sizes} --frames {args.frames} --tokens {args.tokens}`",
+        f"--eager-sizes {args.eager_sizes} --frames {args.frames} --tokens {args.tokens}"
+        f"{' --short-prompt' if args.short_prompt else ''}`",
         f"- DIRECTOR.md prompt, {args.tokens} tokens per frame, greedy, random frames, after "
         "warm-up. fast: static KV cache + torch.compile reduce-overhead (CUDA graphs) decode, "
         "DIRECTOR prefix cached; eager: dynamic cache, no compile, prefix cached; naive: "
@@ -164,8 +238,12 @@ def main() -> int:
         "+grammar: decoding constrained to DIRECTOR.md (llguidance mask per token; answers "
         "then end on their own, so tokens per frame can be fewer)",
         "",
-        "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"- decode floor: {floor_bytes / 2**30:.2f} GiB of weights read per token / "
+        f"{bandwidth / 1e9:.0f} GB/s measured by a large copy on the same device = "
+        f"**{floor * 1000:.2f} ms per token**; TBT/floor below",
+        "",
+        "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 | TBT/floor | frames/s | peak memory |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ] + rows
     table = "\n".join(lines) + "\n"
     print(table)

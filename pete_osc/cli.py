@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 from . import __version__
@@ -110,6 +111,8 @@ def _arguments() -> argparse.ArgumentParser:
                      help="send events as OSC/MIDI as this mapping file says (mappings/*.yaml)")
     run.add_argument("--midi-api", default=None, choices=MIDI_APIS,
                      help="MIDI system (default: CoreMIDI on macOS; ALSA, else JACK, on Linux)")
+    run.add_argument("--metrics", default=None, metavar="FILE",
+                     help="append per-frame latency records (JSON lines) to FILE")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")
     run.set_defaults(func=cmd_run)
 
@@ -200,7 +203,15 @@ def cmd_run(args) -> int:
         raise PeteError(f"--max-tokens {args.max_tokens}: must be at least 1")
     director = load_director(args.director)  # a bad schema is refused before anything opens
     mapping = _load_mapping(args.mapping, director) if args.mapping else None
-    dispatcher = _open_dispatcher(mapping, args.midi_api) if mapping else None
+    from .metrics import MetricsFile, SentTimes, StatusLine, frame_record
+
+    sent_times = SentTimes()
+    metrics = MetricsFile(args.metrics) if args.metrics else None
+    status = StatusLine() if StatusLine.wanted() and not args.quiet else None
+    dispatcher = (_open_dispatcher(mapping, args.midi_api,
+                                   on_sent=lambda m, at: sent_times.sent(getattr(m, "frame_id", None),
+                                                                         time.time()))
+                  if mapping else None)
     source_spec = args.source or ("none" if args.engine == "replay" else "0")
     try:
         source = open_source(source_spec, width, height)
@@ -268,7 +279,12 @@ def cmd_run(args) -> int:
         def on_report(report):
             if dispatcher is not None:
                 dispatcher.end_frame(report.frame_id)
-            if not args.quiet and report.error is None:  # failures are logged as they happen
+            record = frame_record(report, drops(), sent_times.first(report.frame_id))
+            if metrics is not None:
+                metrics.write(record)
+            if status is not None:
+                status.update(record, dispatcher.sent if dispatcher else None)
+            elif not args.quiet and report.error is None:  # failures are logged as they happen
                 say(_status(report, drops()))
 
         with StopGuard(stop, on_force=forced_end):
@@ -283,6 +299,10 @@ def cmd_run(args) -> int:
         out.end()
     finally:
         release()
+        if status is not None:
+            status.end()
+        if metrics is not None:
+            metrics.close()
         if dispatcher is not None:
             dispatcher.close()
         if engine is not None:
@@ -297,10 +317,10 @@ def _load_mapping(path: Path, director):
     return load_mapping(path, director)
 
 
-def _open_dispatcher(mapping, midi_api: str | None):
+def _open_dispatcher(mapping, midi_api: str | None, on_sent=None):
     from .dispatch import open_dispatcher
 
-    dispatcher = open_dispatcher(mapping, midi_api)
+    dispatcher = open_dispatcher(mapping, midi_api, on_sent=on_sent)
     for line in dispatcher.describe():
         say(f"sending {line}")
     return dispatcher

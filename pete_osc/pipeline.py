@@ -39,6 +39,11 @@ class FrameReport:
     prompt_len: int | None = None
     error: str | None = None
     stopped: bool = False
+    source: str = ""
+    started_at: float | None = None  # time.time() when inference began
+    vision: float | None = None  # seconds in the vision encoder, where the engine tells
+    token_times: list[float] = field(default_factory=list)  # seconds since start, per token
+    first_event_at: float | None = None  # time.time() when the first event was parsed
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Summary:
     dropped: int = 0
     ttft: list[float] = field(default_factory=list)
     tbt: list[float] = field(default_factory=list)
+    to_event: list[float] = field(default_factory=list)  # capture -> first event, seconds
     started: float = field(default_factory=time.monotonic)
 
     def add(self, report: FrameReport) -> None:
@@ -64,13 +70,15 @@ class Summary:
         if report.ttft is not None:
             self.ttft.append(report.ttft)
         self.tbt.extend(report.tbt)
+        if report.first_event_at is not None:
+            self.to_event.append(report.first_event_at - report.captured_at)
 
     def line(self) -> str:
         took = time.monotonic() - self.started
         return (f"{self.frames} frames in {took:.1f} s, {self.dropped} dropped, "
                 f"{self.errors} failed; {self.tokens} tokens, {self.events} events, "
                 f"{self.rejected} lines rejected; TTFT median {_ms(self.ttft)}, "
-                f"TBT median {_ms(self.tbt)}")
+                f"TBT median {_ms(self.tbt)}, frame to first event median {_ms(self.to_event)}")
 
 
 def _ms(values: list[float]) -> str:
@@ -85,10 +93,11 @@ def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
     ``on_text`` gets each token's text as it arrives (the raw stream); ``on_record`` each
     Event or Rejection the moment its line completes.
     """
-    report = FrameReport(frame.id, frame.captured_at)
+    report = FrameReport(frame.id, frame.captured_at, source=frame.source)
     parser = LineParser(director, FrameInfo(frame.id, frame.source, frame.captured_at))
     times = FrameTimes()
     last = None
+    report.started_at = time.time()
     stream = engine.stream(square_rgb(frame.image, size), times)
     try:
         for token in stream:
@@ -102,6 +111,7 @@ def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
                     report.tbt.append(token.at - last)
                 last = token.at
                 report.tokens += 1
+                report.token_times.append(token.at - times.started)
             report.finish = token.finish or report.finish
             if token.text:
                 on_text(token.text)
@@ -112,6 +122,7 @@ def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
             close()
     report.truncated = report.finish == "length"
     report.prompt_len = times.prompt_len
+    report.vision = times.extra.get("vision_s")
     if not report.stopped:
         _deliver(parser.finish(truncated=report.truncated), report, on_record)
     return report
@@ -121,6 +132,8 @@ def _deliver(records: list[Record], report: FrameReport, on_record) -> None:
     for record in records:
         if isinstance(record, Event):
             report.events += 1
+            if report.first_event_at is None:
+                report.first_event_at = record.completed_at
         elif isinstance(record, Rejection):
             report.rejected += 1
             log.debug("frame %d line %d rejected: %s (%r)", record.frame_id, record.line,

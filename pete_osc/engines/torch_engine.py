@@ -37,7 +37,7 @@ class TorchEngine:
     def __init__(self, model: str, system_prompt: str, instruction: str,
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
                  progress: Callable[[str], None] = lambda message: None,
-                 static: bool | None = None):
+                 static: bool | None = None, prefix_cache: bool = True):
         try:
             import torch
             import transformers
@@ -66,6 +66,9 @@ class TorchEngine:
         self.image_tokens = (settings.size // 64) ** 2
         prefix, suffix = split_prompt(self.tokenizer, system_prompt, instruction)
         self.prefix_len = len(prefix)
+        # Off only to measure what the cache saves: the prefix is then prefilled per frame.
+        self.prefix_cache = prefix_cache
+        self._prefix_ids = torch.tensor([prefix], device=self.device)
         self._suffix = torch.tensor([suffix], device=self.device)
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
@@ -145,6 +148,9 @@ class TorchEngine:
             self.constraint.reset()
         with torch.inference_mode():
             self._rewind()
+            if not self.prefix_cache:
+                self._rewind(to=0)
+                self._forward(ids=self._prefix_ids, start=0)
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
             features = self._vision(pixels)
@@ -180,22 +186,23 @@ class TorchEngine:
             position += 1
         yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
 
-    def _rewind(self) -> None:
+    def _rewind(self, to: int | None = None) -> None:
         """Back to the end of the DIRECTOR prefix, keeping the prefix's keys and values.
 
         A dynamic cache is cropped. A static one keeps its buffers (CUDA graphs hold their
         addresses): its write position goes back to the prefix's end and the next frame
         overwrites the rest; the causal mask, built from positions, hides what is stale.
         """
+        to = self.prefix_len if to is None else to
         if not self.static:
-            extra = self.cache.get_seq_length() - self.prefix_len
+            extra = self.cache.get_seq_length() - to
             if extra > 0:
                 self.cache.crop(-extra)
             return
         for layer in self.cache.layers:
             written = getattr(layer, "cumulative_length", None)
             if written is not None and hasattr(written, "fill_"):
-                written.fill_(self.prefix_len)  # in place: the tensor's address is captured
+                written.fill_(to)  # in place: the tensor's address is captured
 
     def _encode(self, pixels):
         """Image features in the language model's space: (1, image tokens, hidden)."""

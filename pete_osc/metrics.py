@@ -1,0 +1,142 @@
+"""Latency you can see: per-frame records for ``--metrics FILE`` and the live status line.
+
+A record (one JSON line per frame) has the frame's capture time, when inference began,
+the vision-encode time where the engine tells it, the time to first token and every
+token's time, when the first event was parsed and when its first message left the
+socket, tokens, events, rejected lines and frames dropped so far. Times are seconds;
+``*_at`` are Unix times, the rest are offsets from the start of inference.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+from typing import TextIO
+
+from .errors import PeteError
+from .pipeline import FrameReport
+
+
+class SentTimes:
+    """When each frame's first message left (set from the sender thread)."""
+
+    def __init__(self):
+        self._first: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def sent(self, frame_id: int | None, at_unix: float) -> None:
+        if frame_id is None:
+            return
+        with self._lock:
+            self._first.setdefault(frame_id, at_unix)
+            if len(self._first) > 256:  # keep the recent frames only
+                for old in sorted(self._first)[:-128]:
+                    del self._first[old]
+
+    def first(self, frame_id: int) -> float | None:
+        with self._lock:
+            return self._first.get(frame_id)
+
+
+def frame_record(report: FrameReport, dropped: int, first_sent_at: float | None = None) -> dict:
+    """The JSON-ready metrics of one frame."""
+    r = report
+
+    def rounded(v):
+        return None if v is None else round(v, 6)
+
+    return {
+        "frame": r.frame_id,
+        "source": r.source,
+        "captured_at": rounded(r.captured_at),
+        "started_at": rounded(r.started_at),
+        "queued": rounded(r.started_at - r.captured_at) if r.started_at else None,
+        "vision": rounded(r.vision),
+        "ttft": rounded(r.ttft),
+        "token_times": [round(t, 6) for t in r.token_times],
+        "tokens": r.tokens,
+        "prompt_len": r.prompt_len,
+        "first_event_at": rounded(r.first_event_at),
+        "capture_to_event": rounded(r.first_event_at - r.captured_at) if r.first_event_at else None,
+        "first_sent_at": rounded(first_sent_at),
+        "capture_to_sent": rounded(first_sent_at - r.captured_at) if first_sent_at else None,
+        "events": r.events,
+        "rejected": r.rejected,
+        "finish": r.finish,
+        "dropped": dropped,
+        "error": r.error,
+    }
+
+
+class MetricsFile:
+    """Appends one JSON line per frame to a file, flushed at once (readable while it runs)."""
+
+    def __init__(self, path: str | Path):
+        try:
+            self._file = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise PeteError(f"--metrics {path}: cannot write: {exc.strerror}") from None
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class StatusLine:
+    """One line on stderr, rewritten in place, with rolling medians over recent frames.
+
+    Only on a terminal: when stderr is a file or a pipe, a plain line per frame is more
+    useful, and the caller writes that instead."""
+
+    def __init__(self, stream: TextIO = sys.stderr, window: int = 20):
+        self.stream = stream
+        self.frames: deque[dict] = deque(maxlen=window)
+
+    @staticmethod
+    def wanted(stream: TextIO = sys.stderr) -> bool:
+        return hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, record: dict, sent: int | None = None) -> str:
+        self.frames.append(record)
+        line = self.text(sent)
+        self.stream.write("\r\x1b[2K" + line)
+        self.stream.flush()
+        return line
+
+    def text(self, sent: int | None = None) -> str:
+        frames = list(self.frames)
+
+        def med(key):
+            values = [f[key] for f in frames if f.get(key) is not None]
+            return statistics.median(values) * 1000 if values else None
+
+        tbts = [b - a for f in frames for a, b in zip(f["token_times"], f["token_times"][1:])]
+        tbt = statistics.median(tbts) * 1000 if tbts else None
+        span = (frames[-1]["captured_at"] - frames[0]["captured_at"]) if len(frames) > 1 else 0
+        fps = (len(frames) - 1) / span if span > 0 else 0.0
+        parts = [f"frame {frames[-1]['frame']}", _ms("TTFT", med("ttft")), _ms("TBT", tbt),
+                 _ms("frame->event", med("capture_to_event")), f"{fps:.1f} fps",
+                 f"dropped {frames[-1]['dropped']}"]
+        if sent is not None:
+            parts.append(f"sent {sent}")
+        errors = sum(1 for f in frames if f.get("error"))
+        if errors:
+            parts.append(f"{errors} failed")
+        return " | ".join(parts)
+
+    def end(self) -> None:
+        if self.frames:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _ms(label: str, value: float | None) -> str:
+    return f"{label} {value:.0f} ms" if value is not None and value >= 10 else (
+        f"{label} {value:.1f} ms" if value is not None else f"{label} -")

@@ -1,0 +1,58 @@
+"""Per-frame metrics: the file written by `run --metrics`, and the live status line."""
+
+import io
+import json
+import subprocess
+import sys
+
+from peers import ROOT, free_port, oscdump
+
+from pete_osc.metrics import StatusLine
+
+
+def test_metrics_file_times_each_frame_to_the_wire(tmp_path, cli_env, scripted_torch_model, shared_video):
+    port = free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text((ROOT / "mappings" / "default.yaml").read_text()
+                       .replace("port: 9000", f"port: {port}"))
+    metrics = tmp_path / "metrics.jsonl"
+    dump = oscdump(port)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pete_osc", "run", "--engine", "torch", "--model",
+             str(scripted_torch_model), "--source", str(shared_video), "--size", "64",
+             "--max-frames", "3", "--max-tokens", "14", "--mapping", str(mapping),
+             "--metrics", str(metrics), "--fps", "4"],
+            capture_output=True, text=True, env=cli_env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert len(dump.take(6)) == 6  # 2 events a frame reached the receiver
+    finally:
+        dump.stop()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert len(records) == 3
+    for r in records:
+        assert r["tokens"] == 14 and len(r["token_times"]) == 14
+        assert r["token_times"] == sorted(r["token_times"]) and r["token_times"][0] == r["ttft"]
+        assert r["vision"] is not None and 0 < r["vision"] < r["ttft"]
+        assert r["captured_at"] <= r["started_at"] < r["first_event_at"] <= r["first_sent_at"]
+        # The first line (energy: 0.7) completes at its 6th token: the event follows it.
+        assert r["capture_to_event"] >= r["queued"] + r["token_times"][5]
+        assert r["capture_to_sent"] - r["capture_to_event"] < 0.05
+        assert (r["events"], r["rejected"], r["finish"], r["error"]) == (2, 1, "length", None)
+    assert [r["frame"] for r in records] == sorted(r["frame"] for r in records)
+    assert "frame to first event median" in proc.stderr
+
+
+def test_status_line_shows_rolling_medians():
+    out = io.StringIO()
+    status = StatusLine(out, window=3)
+    base = {"ttft": 0.1, "token_times": [0.1, 0.12, 0.14], "capture_to_event": 0.3,
+            "dropped": 0, "error": None}
+    for i, ttft in enumerate([0.1, 0.2, 0.3, 0.4]):
+        line = status.update(dict(base, frame=i, ttft=ttft, captured_at=100 + i * 0.5,
+                                  dropped=i), sent=10 * i)
+    # the window keeps the last 3 frames: TTFT median of 0.2, 0.3, 0.4
+    assert line == ("frame 3 | TTFT 300 ms | TBT 20 ms | frame->event 300 ms | 2.0 fps | "
+                    "dropped 3 | sent 30")
+    assert out.getvalue().count("\r\x1b[2K") == 4  # rewritten in place
+    assert not StatusLine.wanted(io.StringIO())  # only on a terminal
