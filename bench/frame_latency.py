@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +40,16 @@ def machine() -> str:
     return f"{cpu()}, MLX {mx.__version__} on {mx.default_device()}"
 
 
-def measure(model: str, size: int, frames: int, max_tokens: int, director) -> dict:
+def measure(model: str, size: int, frames: int, max_tokens: int, director,
+            mode: str = "cached") -> dict:
+    import mlx.core as mx
+
     engine = MlxEngine(model, director.prompt, director.instruction,
-                       GenerationSettings(max_tokens=max_tokens, size=size))
+                       GenerationSettings(max_tokens=max_tokens, size=size),
+                       prefix_cache=mode == "cached")
     engine.warm_up()
+    _reset_peak(mx)
+    began = time.perf_counter()
     source = open_source(str(VIDEO) if VIDEO.is_file() else "0", 320, 240)
     ttft, tbt, prompt_len = [], [], None
     stop = threading.Event()
@@ -57,9 +64,13 @@ def measure(model: str, size: int, frames: int, max_tokens: int, director) -> di
         if len(ttft) >= frames:
             break
     feed.close()
+    fps = len(ttft) / (time.perf_counter() - began)
     engine.close()
     tbt_sorted = sorted(tbt)
     return {
+        "mode": mode,
+        "fps": fps,
+        "peak": _peak(mx),
         "size": size,
         "image_tokens": (size // 64) ** 2,
         "prompt_len": prompt_len,
@@ -70,6 +81,17 @@ def measure(model: str, size: int, frames: int, max_tokens: int, director) -> di
     }
 
 
+def _reset_peak(mx) -> None:
+    reset = getattr(mx, "reset_peak_memory", None) or getattr(getattr(mx, "metal", None), "reset_peak_memory", None)
+    if reset:
+        reset()
+
+
+def _peak(mx) -> str:
+    peak = getattr(mx, "get_peak_memory", None) or getattr(getattr(mx, "metal", None), "get_peak_memory", None)
+    return f"{peak() / 2**30:.2f} GiB" if peak else "-"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a model id or folder (default: build a random FastVLM)")
@@ -77,6 +99,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="64,128,256")
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=50)
+    ap.add_argument("--modes", default="cached,noprefix",
+                    help="cached: the DIRECTOR prefix's KV cache reused (pete-osc's path); "
+                         "noprefix: mlx_vlm.stream_generate on the whole prompt every frame")
     ap.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
     args = ap.parse_args()
     director = load_director(ROOT / "DIRECTOR.md")
@@ -89,8 +114,8 @@ def main() -> int:
             model = str(build_fastvlm_mlx(Path(tmp) / "fastvlm", shape))
             label = ("random FastVLM-0.5B shapes (Qwen2-0.5B, 24 layers)" if args.full
                      else "tiny random FastVLM (full FastViTHD, 2-layer 64-wide LM)")
-        rows = [measure(model, int(s), args.frames, args.max_tokens, director)
-                for s in args.sizes.split(",")]
+        rows = [measure(model, int(s), args.frames, args.max_tokens, director, mode)
+                for mode in args.modes.split(",") for s in args.sizes.split(",")]
     command = "python " + " ".join([f"bench/{Path(__file__).name}"] + sys.argv[1:])
     lines = [
         f"### mlx engine, {label}",
@@ -99,14 +124,17 @@ def main() -> int:
         f"- date: {datetime.date.today().isoformat()}, commit {commit()}",
         f"- command: `{command}`",
         f"- {args.frames} frames per size from big_buck_bunny.mp4, DIRECTOR.md prompt, "
-        f"{args.max_tokens} tokens per frame, greedy, after one warm-up frame",
+        f"{args.max_tokens} tokens per frame, greedy, after one warm-up frame. cached: the "
+        "DIRECTOR prefix's KV cache reused (pete-osc's path); noprefix: mlx_vlm.stream_generate "
+        "on the whole prompt every frame (the frame still at the chosen size)",
         "",
-        "| input px | image tokens | prompt positions | TTFT median | TBT median | TBT p90 |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | px | image tokens | prompt positions | TTFT median | TBT median | TBT p90 | frames/s | peak memory |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['image_tokens']} | {r['prompt_len']} | "
-                     f"{r['ttft'] * 1000:.0f} ms | {r['tbt'] * 1000:.1f} ms | {r['tbt_p90'] * 1000:.1f} ms |")
+        lines.append(f"| {r['mode']} | {r['size']} | {r['image_tokens']} | {r['prompt_len']} | "
+                     f"{r['ttft'] * 1000:.0f} ms | {r['tbt'] * 1000:.1f} ms | "
+                     f"{r['tbt_p90'] * 1000:.1f} ms | {r['fps']:.2f} | {r['peak']} |")
     table = "\n".join(lines) + "\n"
     print(table)
     if args.write:

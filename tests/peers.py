@@ -23,6 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NTP_TO_UNIX = 2208988800
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate, and kill if it does not go within 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def need(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if path is None:
@@ -62,11 +71,7 @@ class Lines:
         return out
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def wait_listening(port: int, protocol: str, timeout: float = 5.0) -> None:
@@ -131,8 +136,4 @@ class Jack:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)

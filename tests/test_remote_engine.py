@@ -1,5 +1,6 @@
 """The remote engine against a real mlx_vlm.server, and servers that stall or hang up."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -73,6 +74,38 @@ def test_streams_from_a_real_mlx_vlm_server(mlx_server, shared_video, cli_env):
     assert "remote engine" in proc.stderr
 
 
+@contextlib.contextmanager
+def serving(handler):
+    """A threaded HTTP server on a free local port for the test's duration; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def send_error(handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
+    """An OpenAI-style JSON error response."""
+    payload = json.dumps({"error": {"message": message}}).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
+def start_events(handler: BaseHTTPRequestHandler) -> None:
+    """The head of a server-sent-events answer."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+
+
 class _Fake(BaseHTTPRequestHandler):
     """A chat-completions endpoint that misbehaves as ``mode`` says."""
 
@@ -84,16 +117,9 @@ class _Fake(BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.mode == "error":
-            body = b'{"error": {"message": "model overloaded"}}'
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_error(self, 503, "model overloaded")
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
+        start_events(self)
         chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
                  "choices": [{"index": 0, "delta": {"content": "energy: 0.7\n"}, "finish_reason": None}]}
         if self.mode == "drop":
@@ -110,19 +136,10 @@ class _Fake(BaseHTTPRequestHandler):
     ("error", "server error 503"),
 ])
 def test_a_failing_server_fails_the_frame_not_the_run(mode, reason, cli_env):
-    handler = type("Handler", (_Fake,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(type("Handler", (_Fake,), {"mode": mode})) as url:
         proc = run("--engine", "remote", "--server", url, "--model", "m", "--source", "none",
                    "--fps", "0", "--size", "64", "--max-frames", "3", "--timeout", "1",
                    "--no-warmup", "--json", env=cli_env, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert proc.returncode == 0, proc.stderr
     failed = [l for l in proc.stderr.splitlines() if "failed: RemoteError" in l]
     assert len(failed) == 3, proc.stderr  # every frame reported, and the loop went on
@@ -140,3 +157,48 @@ def test_no_server_is_one_line_at_start(cli_env):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"pete-osc: error: --server http://127.0.0.1:{port}: connection failed")
+
+
+class _Picky(BaseHTTPRequestHandler):
+    """Refuses requests that carry a guided regex (HTTP 400), as a strict server would,
+    and answers the others with one DIRECTOR line; keeps the bodies it saw."""
+
+    bodies: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.bodies.append(body)
+        if "guided_regex" in body:
+            send_error(self, 400, "unknown field guided_regex")
+            return
+        start_events(self)
+        for text, finish in (("mood: tense\n", None), ("", "stop")):
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+def test_grammar_goes_to_the_server_and_falls_back_when_refused(cli_env, director):
+    import re
+
+    handler = type("Handler", (_Picky,), {"bodies": []})
+    with serving(handler) as url:
+        proc = run("--engine", "remote", "--server", url, "--model", "m", "--source", "none",
+                   "--every-frame", "--size", "64", "--max-frames", "2", "--no-warmup", "--json",
+                   env=cli_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first = handler.bodies[0]
+    # The request carried DIRECTOR.md's language as a regex, for vLLM and SGLang alike.
+    regex = first["guided_regex"]
+    assert first["regex"] == regex and first["structured_outputs"] == {"regex": regex}
+    assert re.fullmatch(regex, "energy: 0.7\nmood: tense\n")
+    assert not re.fullmatch(regex, "energy: 7\n")
+    # Refused once (400): one warning, then plain requests, and the frames still went on.
+    assert proc.stderr.count("does not take a guided regex") == 1
+    assert [("guided_regex" in b) for b in handler.bodies] == [True, False, False]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["key"], e["value"]) for e in events] == [("mood", "tense")] * 2
