@@ -57,7 +57,7 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
         engine.constrain(director)
     load = time.perf_counter() - t0
     warm = engine.warm_up()
-    ttft, tbt, vision, count = [], [], [], 0
+    ttft, tbt, vision, count, first_line = [], [], [], 0, []
     began = time.perf_counter()
     for image in frames(size, n):
         times = FrameTimes()
@@ -65,6 +65,9 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
         for token in engine.stream(image, times):
             if token.finish is not None:
                 break
+            if "\n" in token.text and len(first_line) < len(ttft) + 1:
+                # the first complete line: when the first event of the frame is parsed
+                first_line.append(token.at - times.started)
             if last is None:
                 ttft.append(token.at - times.started)
             else:
@@ -73,7 +76,8 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
             count += 1
         vision.append(times.extra.get("vision_s", 0.0))
     fps = n / (time.perf_counter() - began)
-    result = dict(fps=fps, peak=_peak_memory(), ttft=statistics.median(ttft), tbt=statistics.median(tbt),
+    result = dict(fps=fps, peak=_peak_memory(),
+                  first_line=statistics.median(first_line) if first_line else None, ttft=statistics.median(ttft), tbt=statistics.median(tbt),
                   tbt_p90=sorted(tbt)[int(len(tbt) * 0.9)], vision=statistics.median(vision),
                   prompt=times.prompt_len, tokens=count / n, load=load, warm=warm,
                   prefix=engine.prefix_len)
@@ -109,9 +113,13 @@ def measure_naive(model: Path, director, size: int, n: int, tokens: int) -> dict
     run(images[0], 2)  # warm-up
     first = statistics.median(run(im, 1) for im in images)
     whole = statistics.median(run(im, tokens) for im in images)
-    return dict(fps=1 / whole, peak=_peak_memory(), ttft=first, tbt=(whole - first) / (tokens - 1),
+    return dict(fps=1 / whole, peak=_peak_memory(), first_line=None, ttft=first, tbt=(whole - first) / (tokens - 1),
                 tbt_p90=float("nan"),
                 vision=float("nan"), prompt=ids.shape[1], tokens=tokens, load=0, warm=0, prefix=0)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
 def _peak_memory() -> str:
@@ -215,13 +223,14 @@ def main() -> int:
 
                 traceback.print_exc()
                 print(f"  {mode} {size}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | | | | | |")
+                rows.append(f"| {mode} | {size} | failed: {type(exc).__name__} | | | | | | | | | | |")
                 continue
             print(f"  {r}", file=sys.stderr, flush=True)
             rows.append(f"| {mode} | {size} | {(size // 64) ** 2} | {r['prompt']} | {r['tokens']:.0f} | "
                         f"{r['vision'] * 1000:.1f} ms | {r['ttft'] * 1000:.1f} ms | "
                         f"{r['tbt'] * 1000:.2f} ms | {r['tbt_p90'] * 1000:.2f} ms | "
-                        f"{r['tbt'] / floor:.1f}x | {r['fps']:.2f} | {r['peak']} |")
+                        f"{r['tbt'] / floor:.1f}x | {_ms(r['first_line'])} | {r['fps']:.2f} | "
+                        f"{r['peak']} |")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu()
     lines = [
         "### torch engine, FastVLM-0.5B shapes, random weights",
@@ -236,14 +245,16 @@ def main() -> int:
         "DIRECTOR prefix cached; eager: dynamic cache, no compile, prefix cached; naive: "
         "transformers `generate` per frame on the whole prompt (TBT from 1 vs all tokens); "
         "+grammar: decoding constrained to DIRECTOR.md (llguidance mask per token; answers "
-        "then end on their own, so tokens per frame can be fewer)",
+        "then end on their own, so tokens per frame can be fewer). Frame to first line: from "
+        "the start of inference to the first newline, when the frame's first event is parsed "
+        "('-' where random weights write no newline, i.e. without the grammar)",
         "",
         f"- decode floor: {floor_bytes / 2**30:.2f} GiB of weights read per token / "
         f"{bandwidth / 1e9:.0f} GB/s measured by a large copy on the same device = "
         f"**{floor * 1000:.2f} ms per token**; TBT/floor below",
         "",
-        "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 | TBT/floor | frames/s | peak memory |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 | TBT/floor | frame to first line | frames/s | peak memory |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ] + rows
     table = "\n".join(lines) + "\n"
     print(table)
