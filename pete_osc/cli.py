@@ -382,13 +382,13 @@ def cmd_ports(args) -> int:
 
     api, backend = open_midi_api(args.midi_api)
     inputs, outputs = list_ports(backend)
-    print(f"MIDI system: {api}")
-    print("outputs (for 'port:' in a mapping):")
+    print(f"MIDI system: {api}")  # stdout: the list is this command's data
+    print("outputs (for 'port:' in a mapping):")  # stdout: the list is this command's data
     for name in outputs or ["(none)"]:
-        print(f"  {name}")
-    print("inputs:")
+        print(f"  {name}")  # stdout: the list is this command's data
+    print("inputs:")  # stdout: the list is this command's data
     for name in inputs or ["(none)"]:
-        print(f"  {name}")
+        print(f"  {name}")  # stdout: the list is this command's data
     return 0
 
 
