@@ -122,7 +122,7 @@ class Dispatcher:
             now = self.clock()
             wait = max(0.0, next_tick - now) if self.router.busy(now) else IDLE_WAKE
             try:
-                item, queued_at = self._queue.get(timeout=wait)
+                item, _queued_at = self._queue.get(timeout=wait)
             except queue.Empty:
                 item = None
             now = self.clock()

@@ -45,7 +45,7 @@ def test_input_size_sets_image_tokens(engine_at):
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic-cache", "static-cache"])
-def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static):
+def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static, director):
     """Greedy tokens with the DIRECTOR prefix's KV cache reused, frame after frame, equal
     those of the model run on the whole prompt from scratch, without any cache. The static
     cache is the one CUDA runs with compiled decoding; here it runs eagerly on the CPU."""
@@ -56,7 +56,7 @@ def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static
     # From scratch: the full prompt's embeddings, no cache, recomputed for every token.
     from pete_osc.engines.torch_engine import split_prompt
 
-    prefix, suffix = split_prompt(engine.tokenizer, *_prompts(engine))
+    prefix, suffix = split_prompt(engine.tokenizer, director.prompt, director.instruction)
     model = engine.model
     with torch.inference_mode():
         pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -70,19 +70,10 @@ def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static
             expected.append(token)
             seq = torch.cat([seq, embed(torch.tensor([[token]]))], 1)
     for _ in range(2):  # and again: the prefix cache was cut back correctly after frame 1
-        engine.stream(frame(64, seed=9), FrameTimes())  # another frame in between
-        list(engine.stream(frame(64, seed=9), FrameTimes()))
+        list(engine.stream(frame(64, seed=9), FrameTimes()))  # another frame in between
         got = "".join(t.text for t in engine.stream(image, FrameTimes()))
         assert got == engine.tokenizer.decode(expected, skip_special_tokens=True)
     assert len(set(expected)) > 1  # a real, varied answer, not one repeated token
-
-
-def _prompts(engine):
-    from pete_osc.director import load_director
-    from conftest import ROOT
-
-    d = load_director(ROOT / "DIRECTOR.md")
-    return d.prompt, d.instruction
 
 
 def test_run_engine_torch_streams_tokens_and_events(scripted_torch_model, shared_video, cli_env):

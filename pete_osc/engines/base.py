@@ -63,6 +63,18 @@ class Engine(Protocol):
         ...
 
 
+def model_source(model: str, example: str) -> str:
+    """``model`` as a local folder path when it names one, else as a Hugging Face id; a
+    path-like name that is no folder is refused in one line (``example``: an id to suggest)."""
+    from pathlib import Path
+
+    local = Path(model).expanduser()
+    if (model.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
+        raise PeteError(f"--model {model}: no such folder (give a Hugging Face id such as "
+                        f"{example} or a folder with config.json and *.safetensors)")
+    return str(local) if local.is_dir() else model
+
+
 def check_size(size: int) -> int:
     """Model input sizes are multiples of 64 up to 1024.
 

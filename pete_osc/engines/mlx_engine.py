@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import PeteError
-from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token
+from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token, model_source
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +149,9 @@ def _cache_len(cache) -> int | None:
 
 def _load(mlx_vlm, model: str):
     """``mlx_vlm.load`` with one-line errors that name the model and the working ids."""
-    local = Path(model).expanduser()
-    if (model.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
-        raise PeteError(f"--model {model}: no such folder (give a Hugging Face id such as "
-                        f"{DEFAULT_MODEL} or a folder with config.json and *.safetensors)")
+    source = model_source(model, DEFAULT_MODEL)
     try:
-        return mlx_vlm.load(str(local) if local.is_dir() else model)
+        return mlx_vlm.load(source)
     except Exception as exc:  # hub errors, missing files, weight mismatches
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, KeyError):

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import PeteError
-from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token
+from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token, model_source
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class TorchEngine:
         self.progress = progress
         self.device = _pick_device(torch, device)
         self.dtype = {"cuda": torch.bfloat16, "mps": torch.float16}.get(self.device.type, torch.float32)
-        source = _source(model)
+        source = model_source(model, DEFAULT_MODEL)
         transformers.utils.logging.disable_progress_bar()  # stderr is for our status lines
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
@@ -62,7 +61,6 @@ class TorchEngine:
             raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
-        self.image_token = self.model.config.image_token_id
         self.image_tokens = (settings.size // 64) ** 2
         prefix, suffix = split_prompt(self.tokenizer, system_prompt, instruction)
         self.prefix_len = len(prefix)
@@ -147,9 +145,8 @@ class TorchEngine:
         if self.constraint is not None:
             self.constraint.reset()
         with torch.inference_mode():
-            self._rewind()
+            self._rewind(to=None if self.prefix_cache else 0)
             if not self.prefix_cache:
-                self._rewind(to=0)
                 self._forward(ids=self._prefix_ids, start=0)
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
@@ -274,11 +271,3 @@ def _pick_device(torch, wanted: str | None):
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def _source(model: str) -> str:
-    local = Path(model).expanduser()
-    if (model.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
-        raise PeteError(f"--model {model}: no such folder (give a Hugging Face id such as "
-                        f"{DEFAULT_MODEL} or a folder with config.json and *.safetensors)")
-    return str(local) if local.is_dir() else model

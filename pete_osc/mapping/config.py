@@ -98,11 +98,6 @@ class Route:
     key_type: str = "number"  # the event's type in DIRECTOR.md
     vocabulary: tuple[str, ...] = ()  # a word event's values, for $index
 
-    @property
-    def numeric(self) -> bool:
-        """Whether the route's value is a number (else OSC sends the word itself)."""
-        return self.key_type == "number" or self.table is not None or bool(self.part)
-
 
 @dataclass(frozen=True)
 class MappingConfig:
