@@ -9,6 +9,7 @@ are counted as drops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -60,6 +61,14 @@ class VideoSource(Source):
     def __init__(self, spec: str, width: int, height: int):
         self.name = spec
         self.live = spec.isdigit() or "://" in spec
+        with _opencv_quiet():  # our one line says it better than OpenCV's six
+            self._open(spec, width, height)
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
+        if not 1.0 <= self.fps <= 240.0:
+            self.fps = 30.0
+        self._size = (width, height)
+
+    def _open(self, spec: str, width: int, height: int) -> None:
         if spec.isdigit():
             self._cap = cv2.VideoCapture(int(spec))
             # Ask the camera for the capture size; many honour it and send less data.
@@ -77,10 +86,6 @@ class VideoSource(Source):
         if not self._cap.isOpened():
             self._cap.release()
             raise PeteError(what)
-        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
-        if not 1.0 <= self.fps <= 240.0:
-            self.fps = 30.0
-        self._size = (width, height)
 
     def read(self) -> np.ndarray | None:
         ok, image = self._cap.read()
@@ -143,6 +148,19 @@ class BlankSource(Source):
         return True
 
 
+@contextlib.contextmanager
+def _opencv_quiet():
+    """OpenCV's own log lines off for the block, unless pete-osc runs with -v."""
+    logging_ = cv2.utils.logging
+    before = logging_.getLogLevel()
+    if not log.isEnabledFor(logging.INFO):
+        logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_.setLogLevel(before)
+
+
 def open_source(spec: str, width: int = 320, height: int = 240) -> Source:
     """Open ``spec``: a camera number, a folder, a video file, a URL, or 'none'."""
     if spec == "none":
@@ -176,6 +194,7 @@ class LatestFrame:
         self.captured = 0
         self.dropped = 0
         self.ended = threading.Event()
+        self.end_reason: str | None = None  # why the source ended by itself, once it has
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._newest: Frame | None = None
@@ -197,6 +216,8 @@ class LatestFrame:
                         continue
                     if self.loop and self.source.rewind():
                         continue
+                    self.end_reason = ("stopped delivering frames" if self.source.live
+                                       else f"ended after {self.captured} frames")
                     break
                 failures = 0
                 self._publish(image)
@@ -208,6 +229,7 @@ class LatestFrame:
                     else:
                         next_at = time.monotonic()
         except Exception as exc:  # a driver error must not kill the show silently
+            self.end_reason = f"failed after {self.captured} frames: {exc}"
             log.error("capture from %s stopped: %s", self.source.name, exc)
         finally:
             self.ended.set()
@@ -245,12 +267,47 @@ class LatestFrame:
         self.source.close()
 
 
-def every_frame(source: Source) -> Iterator[Frame]:
-    """Every frame of a file or folder, as fast as the consumer takes them (no drops)."""
-    n = 0
-    try:
-        while (image := source.read()) is not None:
-            yield Frame(n, image, time.time(), source.name)
-            n += 1
-    finally:
-        source.close()
+class EveryFrame:
+    """Every frame of a file or folder, as fast as the consumer takes them (no drops);
+    ``loop`` starts again at the end. An iterator; ``end_reason`` says why it ended."""
+
+    dropped = 0  # nothing is ever replaced
+
+    def __init__(self, source: Source, loop: bool = False):
+        self.source = source
+        self.loop = loop
+        self.end_reason: str | None = None
+        self._frames = self._read()
+
+    def __iter__(self) -> "EveryFrame":
+        return self
+
+    def __next__(self) -> Frame:
+        return next(self._frames)
+
+    def _read(self) -> Iterator[Frame]:
+        n = 0
+        try:
+            while True:
+                image = self.source.read()
+                if image is None:
+                    if self.loop and self.source.rewind():
+                        continue
+                    break
+                yield Frame(n, image, time.time(), self.source.name)
+                n += 1
+            self.end_reason = f"ended after {n} frames"
+        finally:
+            self.source.close()
+
+    def close(self) -> None:
+        try:
+            self._frames.close()
+        except ValueError:  # running on the main thread while the stop watchdog closes
+            pass
+        self.source.close()
+
+
+def every_frame(source: Source, loop: bool = False) -> EveryFrame:
+    """See :class:`EveryFrame`."""
+    return EveryFrame(source, loop)

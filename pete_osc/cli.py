@@ -17,10 +17,6 @@ log = logging.getLogger("pete_osc")
 MIDI_APIS = ("alsa", "jack", "coremidi", "windows")
 ENGINE_NAMES = ("auto", "mlx", "torch", "remote", "replay")
 
-# DIRECTOR.md of the current folder if there is one, else the one shipped beside the package.
-DEFAULT_DIRECTOR = (Path("DIRECTOR.md") if Path("DIRECTOR.md").is_file()
-                    else Path(__file__).resolve().parent.parent / "DIRECTOR.md")
-
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pete-osc`` console script; returns the exit code (``run``
@@ -37,29 +33,61 @@ def main(argv: list[str] | None = None) -> int:
             _quick_exit(code)
         return code
     except PeteError as exc:
-        say(f"error: {exc}")
+        for line in str(exc).splitlines():  # several problems found at start: one line each
+            say(f"error: {line}")
         return 2
     except KeyboardInterrupt:
         # Ctrl-C before the live loop took charge of it (while loading the model, say).
         say("interrupted before the run started")
         return 0
     except BrokenPipeError:
-        # The reader of stdout went away (`pete-osc run | head`): a normal end.
+        # The reader of stdout went away (`pete-osc send --echo | head`): a normal end.
         _silence_stdout()
         return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its complaints in one line on stderr (and exit code 2), like ours."""
+
+    def error(self, message: str):
+        self.exit(2, f"pete-osc: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind=float, low: float | None = None, above: float | None = None):
+    """An argparse type: a number of ``kind``, at least ``low`` or above ``above``."""
+    def check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole' if kind is int else 'a'} number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be {low:g} or more")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
+        return value
+    return check
+
+
 def _arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .models import DEFAULT_MODELS
+
+    parser = _Parser(
         prog="pete-osc",
         description="Turn live video into music control: a vision-language model describes "
                     "each frame in DIRECTOR lines; pete-osc turns them into events.")
     parser.add_argument("--version", action="version", version=f"pete-osc {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more on stderr (-vv: every rejected line)")
+    # -v after the command too (pete-osc run -v); SUPPRESS keeps one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more on stderr (-vv: every rejected line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="describe a camera or video live; tokens to stdout")
+    run = sub.add_parser("run", parents=[common],
+                         help="describe a camera or video live; tokens to stdout")
     run.add_argument("--source", default=None,
                      help="camera number, video file, folder of images, URL, or 'none' (blank "
                           "frames; the default with --engine replay) (default 0)")
@@ -67,15 +95,16 @@ def _arguments() -> argparse.ArgumentParser:
                      help="auto (mlx on Apple Silicon, torch elsewhere), mlx, torch, remote "
                           "(--server) or replay (--replay)")
     run.add_argument("--model", default=None,
-                     help="Hugging Face id or local folder (default: mlx-community/FastVLM-0.5B-bf16 "
-                          "for mlx, apple/FastVLM-0.5B for torch, the server's model for remote)")
+                     help=f"Hugging Face id or local folder (default: {DEFAULT_MODELS['mlx']} "
+                          f"for mlx, {DEFAULT_MODELS['torch']} for torch, the server's model "
+                          "for remote)")
     run.add_argument("--server", default=None, metavar="URL",
                      help="remote engine: an OpenAI-compatible server, e.g. http://gpu-box:8000")
-    run.add_argument("--timeout", type=float, default=10.0,
+    run.add_argument("--timeout", type=_number(above=0), default=10.0,
                      help="remote engine: seconds to wait for each piece of an answer (default 10)")
     run.add_argument("--replay", default=None, metavar="FILE",
                      help="replay engine: a file made with --record, or DIRECTOR text")
-    run.add_argument("--replay-speed", type=float, default=1.0,
+    run.add_argument("--replay-speed", type=_number(above=0), default=1.0,
                      help="replay engine: 2 plays twice as fast (default 1)")
     run.add_argument("--record", default=None, metavar="FILE",
                      help="write every token with its time to FILE, for --engine replay")
@@ -87,28 +116,32 @@ def _arguments() -> argparse.ArgumentParser:
     run.add_argument("--no-compile", action="store_true",
                      help="torch engine on CUDA: skip the static-cache CUDA-graph decode "
                           "(faster start, slower tokens)")
-    run.add_argument("--size", type=int, default=128,
+    run.add_argument("--size", type=_number(int), default=128,
                      help="model input size in pixels, a multiple of 64 up to 1024 "
                           "(default 128; 64 for the lowest latency)")
-    run.add_argument("--fps", type=float, default=2.0,
+    run.add_argument("--fps", type=_number(low=0), default=2.0,
                      help="frames sent to the model per second (default 2; 0: as fast as it goes)")
-    run.add_argument("--max-tokens", type=int, default=50, help="tokens per frame (default 50)")
-    run.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
-    run.add_argument("--director", type=Path, default=DEFAULT_DIRECTOR,
-                     help="prompt and schema file (default DIRECTOR.md)")
+    run.add_argument("--max-tokens", type=_number(int, low=1), default=50,
+                     help="tokens per frame (default 50)")
+    run.add_argument("--temperature", type=_number(low=0), default=0.0,
+                     help="sampling temperature (default 0: always the likeliest token)")
+    run.add_argument("--director", type=Path, default=None,
+                     help="prompt and schema file (default: ./DIRECTOR.md, else the shipped one)")
     run.add_argument("--capture-size", default="320x240", metavar="WxH",
                      help="frames are scaled to fit this at capture (default 320x240)")
     run.add_argument("--every-frame", action="store_true",
                      help="video files: process every frame as fast as possible instead of "
                           "playing in real time")
     run.add_argument("--loop", action="store_true", help="video files: start again at the end")
-    run.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: never)")
+    run.add_argument("--max-frames", type=_number(int, low=0), default=0,
+                     help="stop after N frames (0: never)")
     run.add_argument("--json", action="store_true",
                      help="write events as JSON lines to stdout instead of the token stream")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the warm-up frame at start (the first real frame is then slow)")
-    run.add_argument("--mapping", type=Path, default=None,
-                     help="send events as OSC/MIDI as this mapping file says (mappings/*.yaml)")
+    run.add_argument("--mapping", default=None, metavar="FILE|NAME",
+                     help="send events as OSC/MIDI as this mapping says: a YAML file, or the "
+                          "name of a shipped one (default, ableton, synth-midi, puredata-max)")
     run.add_argument("--midi-api", default=None, choices=MIDI_APIS,
                      help="MIDI system (default: CoreMIDI on macOS; ALSA, else JACK, on Linux)")
     run.add_argument("--metrics", default=None, metavar="FILE",
@@ -116,32 +149,42 @@ def _arguments() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")
     run.set_defaults(func=cmd_run)
 
-    send = sub.add_parser("send", help="DIRECTOR text (file or stdin) to OSC/MIDI through a mapping")
+    send = sub.add_parser("send", parents=[common],
+                          help="DIRECTOR text (file or stdin) to OSC/MIDI through a mapping")
     send.add_argument("file", nargs="?", default="-",
                       help="model output, e.g. from pete-osc run or another model (default stdin)")
-    send.add_argument("--mapping", type=Path, required=True, help="mapping file (mappings/*.yaml)")
-    send.add_argument("--director", type=Path, default=DEFAULT_DIRECTOR)
+    send.add_argument("--mapping", required=True, metavar="FILE|NAME",
+                      help="a mapping file, or the name of a shipped one (default, ableton, ...)")
+    send.add_argument("--director", type=Path, default=None)
     send.add_argument("--midi-api", default=None, choices=MIDI_APIS)
     send.add_argument("--echo", action="store_true", help="copy the text read to stdout as it arrives")
     send.set_defaults(func=cmd_send)
 
-    ports = sub.add_parser("ports", help="list MIDI ports (inputs and outputs)")
+    ports = sub.add_parser("ports", parents=[common], help="list MIDI ports (inputs and outputs)")
     ports.add_argument("--midi-api", default=None, choices=MIDI_APIS)
     ports.set_defaults(func=cmd_ports)
 
-    download = sub.add_parser("download", help="fetch a model into the Hugging Face cache")
+    download = sub.add_parser("download", parents=[common],
+                              help="fetch a model into the Hugging Face cache")
     download.add_argument("model", nargs="?", default=None,
-                          help="Hugging Face id (default: the auto engine's model, "
-                               "mlx-community/FastVLM-0.5B-bf16 on Apple Silicon, "
-                               "KamilaMila/FastVLM-0.5B elsewhere)")
+                          help=f"Hugging Face id (default: the auto engine's model, "
+                               f"{DEFAULT_MODELS['mlx']} on Apple Silicon, "
+                               f"{DEFAULT_MODELS['torch']} elsewhere)")
     download.set_defaults(func=cmd_download)
 
-    parse = sub.add_parser("parse", help="DIRECTOR text (file or stdin) to events as JSON lines")
+    parse = sub.add_parser("parse", parents=[common],
+                           help="DIRECTOR text (file or stdin) to events as JSON lines")
     parse.add_argument("file", nargs="?", default="-", help="a file of model output (default stdin)")
-    parse.add_argument("--director", type=Path, default=DEFAULT_DIRECTOR)
+    parse.add_argument("--director", type=Path, default=None)
     parse.add_argument("--rejected", action="store_true",
                        help="also write rejected lines to stdout as JSON (always on stderr)")
     parse.set_defaults(func=cmd_parse)
+
+    init = sub.add_parser("init", parents=[common],
+                          help="copy DIRECTOR.md and the shipped mappings into a folder to edit")
+    init.add_argument("folder", nargs="?", default=".", help="where to copy them (default: here)")
+    init.add_argument("--force", action="store_true", help="overwrite files that are there")
+    init.set_defaults(func=cmd_init)
     return parser
 
 
@@ -152,29 +195,38 @@ def say(message: str) -> None:
 
 def cmd_download(args) -> int:
     """``pete-osc download``: put a model in the Hugging Face cache for offline shows."""
-    from .engines import default_model
+    from .models import default_model, download
 
     model = args.model or default_model("auto")
-    try:
-        from huggingface_hub import snapshot_download
-
-        say(f"downloading {model} ...")
-        path = snapshot_download(model)
-    except Exception as exc:  # offline, unknown id, disk full
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise PeteError(f"could not download {model} ({type(exc).__name__}: {reason}); "
-                        "check the network and retry: pete-osc download") from None
+    path = download(model, say)
     say(f"{model} is in {path}")
     return 0
 
 
+def cmd_init(args) -> int:
+    """``pete-osc init``: DIRECTOR.md and the mappings, copied out for editing."""
+    from .shipped import init
+
+    for path, copied in init(args.folder, force=args.force):
+        say(f"{'wrote' if copied else 'kept (already there; --force overwrites)'} {path}")
+    say(f"edit them there; pete-osc run in {args.folder} uses that DIRECTOR.md, and "
+        "--mapping NAME finds mappings/NAME.yaml")
+    return 0
+
+
+def _director(args):
+    from .director import load_director
+    from .shipped import default_director
+
+    return load_director(args.director or default_director())
+
+
 def cmd_parse(args) -> int:
     """``pete-osc parse``: check any model's output against DIRECTOR.md."""
-    from .director import load_director
     from .events import Rejection
     from .parser import parse_text_stream
 
-    director = load_director(args.director)
+    director = _director(args)
     stream, name = _open_text(args.file)
     with stream:
         for record in parse_text_stream(director, stream, source=name):
@@ -191,46 +243,42 @@ def cmd_parse(args) -> int:
 def cmd_run(args) -> int:
     """``pete-osc run``: the live loop."""
     from . import pipeline
-    from .capture import LatestFrame, every_frame, open_source
-    from .director import load_director
+    from .capture import LatestFrame, every_frame
     from .engines import EngineOptions, GenerationSettings, check_size, open_engine
     from .events import Event
+    from .metrics import MetricsFile, SentTimes, StatusLine, frame_record
+    from .preflight import prepare
     from .stopping import StopGuard
 
     size = check_size(args.size)
     width, height = _capture_size(args.capture_size)
-    if args.max_tokens < 1:
-        raise PeteError(f"--max-tokens {args.max_tokens}: must be at least 1")
-    director = load_director(args.director)  # a bad schema is refused before anything opens
-    mapping = _load_mapping(args.mapping, director) if args.mapping else None
-    from .metrics import MetricsFile, SentTimes, StatusLine, frame_record
-
+    # DIRECTOR.md, the mapping, the libraries, the model and the source, all before the
+    # slow imports; every problem is named at once (see preflight).
+    plan = prepare(args, width, height, say)
+    director, mapping, source = plan.director, plan.mapping, plan.source
     sent_times = SentTimes()
-    metrics = MetricsFile(args.metrics) if args.metrics else None
-    status = StatusLine() if StatusLine.wanted() and not args.quiet else None
-    dispatcher = (_open_dispatcher(mapping, args.midi_api,
-                                   on_sent=lambda m, at: sent_times.sent(getattr(m, "frame_id", None),
-                                                                         time.time()))
-                  if mapping else None)
-    source_spec = args.source or ("none" if args.engine == "replay" else "0")
+    dispatcher = metrics = None
     try:
-        source = open_source(source_spec, width, height)
+        metrics = MetricsFile(args.metrics) if args.metrics else None
+        dispatcher = (_open_dispatcher(mapping, args.midi_api,
+                                       on_sent=lambda m, at: sent_times.sent(
+                                           getattr(m, "frame_id", None), time.time()))
+                      if mapping else None)
     except BaseException:
-        if dispatcher is not None:
-            dispatcher.close()
+        source.close()
+        if metrics is not None:
+            metrics.close()
         raise
+    status = StatusLine() if StatusLine.wanted() and not args.quiet else None
     stop = threading.Event()
-    out = TokenStream(sys.stdout)
+    out = TokenStream(sys.stdout, on_closed=stop.set)
     summary = pipeline.Summary()
-    grabber = None
+    frames = None
     engine = None
     settings = GenerationSettings(args.max_tokens, args.temperature, size)
 
     def release() -> None:
-        if grabber is not None:
-            grabber.close()
-        else:
-            source.close()
+        (frames or source).close()
 
     def forced_end() -> None:
         # The watchdog ends the process while the engine is busy: keep what is done.
@@ -241,19 +289,14 @@ def cmd_run(args) -> int:
         say(f"stopped (did not wait for the engine). {summary.line()}")
 
     try:
-        say(f"loading {args.model or 'the default model'} ...")
+        say({"remote": f"connecting to {args.server} ...",
+             "replay": f"replaying {args.replay} ..."}.get(plan.engine, f"loading {plan.model} ..."))
         options = EngineOptions(server=args.server, timeout=args.timeout, replay=args.replay,
                                 replay_speed=args.replay_speed, device=args.device,
-                                compile=not args.no_compile, progress=say)
-        engine = open_engine(args.engine, args.model, director.prompt, director.instruction,
+                                compile=not args.no_compile, progress=say, path=plan.model_path)
+        engine = open_engine(plan.engine, plan.model, director.prompt, director.instruction,
                              settings, options)
-        if args.constrain != "off":
-            if getattr(engine, "supports_constraint", False):
-                engine.constrain(director)
-                say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
-            elif args.constrain == "on":
-                raise PeteError(f"--constrain on: the {engine.name} engine cannot constrain "
-                                "decoding; use --constrain off")
+        _constrain(engine, director, args.constrain)
         if args.record:
             from .engines.replay import Recording
 
@@ -263,10 +306,11 @@ def cmd_run(args) -> int:
             say("warming up ...")
             say(f"warm-up took {engine.warm_up():.1f} s")
         if args.every_frame and not source.live:
-            frames, drops = every_frame(source), lambda: 0
+            frames = every_frame(source, loop=args.loop)
+            paced = frames
         else:
-            grabber = LatestFrame(source, loop=args.loop)
-            frames, drops = pipeline.paced(grabber, args.fps, stop), lambda: grabber.dropped
+            frames = LatestFrame(source, loop=args.loop)
+            paced = pipeline.paced(frames, args.fps, stop)
         say(f"running on {source.name}; Ctrl-C to stop")
 
         def on_record(record):
@@ -279,22 +323,22 @@ def cmd_run(args) -> int:
         def on_report(report):
             if dispatcher is not None:
                 dispatcher.end_frame(report.frame_id)
-            record = frame_record(report, drops(), sent_times.first(report.frame_id))
+            record = frame_record(report, frames.dropped, sent_times.first(report.frame_id))
             if metrics is not None:
                 metrics.write(record)
             if status is not None:
                 status.update(record, dispatcher.sent if dispatcher else None)
             elif not args.quiet and report.error is None:  # failures are logged as they happen
-                say(_status(report, drops()))
+                say(_status(report, frames.dropped))
 
         with StopGuard(stop, on_force=forced_end):
             pipeline.run(
-                frames, engine, director, size,
+                paced, engine, director, size,
                 on_text=(lambda text: None) if args.json else out.text,
                 on_record=on_record,
                 on_frame=(lambda frame: None) if args.json else out.frame,
                 on_report=on_report, stop=stop, max_frames=args.max_frames or None,
-                drops=drops, summary=summary,
+                drops=lambda: frames.dropped, summary=summary,
             )
         out.end()
     finally:
@@ -307,14 +351,39 @@ def cmd_run(args) -> int:
             dispatcher.close()
         if engine is not None:
             engine.close()
+    if out.closed:
+        say("stdout was closed by its reader; stopping")
+    elif frames is not None and frames.end_reason and not (
+            args.max_frames and summary.frames >= args.max_frames):
+        say(f"source {source.name} {frames.end_reason}")
     say(f"stopped. {summary.line()}" + (f"; {_sent_line(dispatcher)}" if dispatcher else ""))
     return 0
 
 
-def _load_mapping(path: Path, director):
-    from .mapping.config import load_mapping
+def _constrain(engine, director, mode: str) -> None:
+    """``--constrain``: on where the engine can (auto), required (on), or off."""
+    if mode == "off":
+        return
+    if not getattr(engine, "supports_constraint", False):
+        if mode == "on":
+            raise PeteError(f"--constrain on: the {engine.name} engine cannot constrain "
+                            "decoding; use --constrain off")
+        return
+    try:
+        engine.constrain(director)
+    except PeteError as exc:
+        if mode == "on":
+            raise
+        log.warning("decoding is not constrained: %s", exc)
+        return
+    say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
 
-    return load_mapping(path, director)
+
+def _load_mapping(spec: str, director):
+    from .mapping.config import load_mapping
+    from .shipped import mapping_path
+
+    return load_mapping(mapping_path(spec), director)
 
 
 def _open_dispatcher(mapping, midi_api: str | None, on_sent=None):
@@ -333,11 +402,10 @@ def _sent_line(dispatcher) -> str:
 
 def cmd_send(args) -> int:
     """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
-    from .director import load_director
     from .events import Event, FrameEnd, Rejection
     from .parser import parse_text_stream
 
-    director = load_director(args.director)
+    director = _director(args)
     mapping = _load_mapping(args.mapping, director)
     stream, name = _open_text(args.file)
     dispatcher = _open_dispatcher(mapping, args.midi_api)
@@ -393,10 +461,15 @@ def cmd_ports(args) -> int:
 
 
 class TokenStream:
-    """The raw token stream on stdout, flushed per token, with a line between frames."""
+    """The raw token stream on stdout, flushed per token, with a line between frames.
 
-    def __init__(self, stream):
+    When the reader goes away (``pete-osc run | head``), writing stops, ``on_closed`` is
+    called once (the run then ends quietly) and ``closed`` is set."""
+
+    def __init__(self, stream, on_closed=lambda: None):
         self.stream = stream
+        self.on_closed = on_closed
+        self.closed = False
         self._at_line_start = True
 
     def frame(self, frame) -> None:
@@ -413,10 +486,17 @@ class TokenStream:
             self._write("\n")
 
     def _write(self, text: str) -> None:
-        if text:
+        if not text or self.closed:
+            return
+        try:
             self.stream.write(text)
             self.stream.flush()
-            self._at_line_start = text.endswith("\n")
+        except BrokenPipeError:
+            self.closed = True
+            _silence_stdout()  # so that no later flush raises again
+            self.on_closed()
+            return
+        self._at_line_start = text.endswith("\n")
 
 
 def _status(report, drops: int) -> str:

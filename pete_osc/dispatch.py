@@ -51,10 +51,11 @@ class Dispatcher:
             try:
                 self.midi_api, backend = open_midi_api(midi_api)
             except PeteError as exc:
-                # Only our own virtual ports: the show can go on with OSC alone.
-                if midi_api or not all(t.virtual for t in mapping.midi.values()):
+                # No MIDI library or system here: the show goes on with OSC alone (an
+                # explicit --midi-api that fails is refused instead).
+                if midi_api:
                     raise
-                log.warning("%s: MIDI is off: %s", mapping.path, exc)
+                log.warning("%s: MIDI is off, OSC goes on: %s", mapping.path, exc)
             else:
                 # Ports named in the mapping must exist before anything opens (PeteError if not).
                 for name, t in mapping.midi.items():

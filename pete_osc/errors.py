@@ -1,4 +1,4 @@
-"""The one error type the command line turns into a one-line message and exit code 2."""
+"""The error types the command line turns into one-line messages and exit code 2."""
 
 
 class PeteError(Exception):
@@ -7,3 +7,11 @@ class PeteError(Exception):
     The message is one line that names the thing (file and line, device, model id) and,
     where it can, says what to do.
     """
+
+
+class Problems(PeteError):
+    """Several problems found together (at start, before anything slow): one line each."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)

@@ -60,6 +60,7 @@ def frame_record(report: FrameReport, dropped: int, first_sent_at: float | None 
         "token_times": [round(t, 6) for t in r.token_times],
         "tokens": r.tokens,
         "prompt_len": r.prompt_len,
+        "prefilled": r.prefilled,
         "first_event_at": rounded(r.first_event_at),
         "capture_to_event": rounded(r.first_event_at - r.captured_at) if r.first_event_at else None,
         "first_sent_at": rounded(first_sent_at),

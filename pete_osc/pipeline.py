@@ -37,6 +37,7 @@ class FrameReport:
     truncated: bool = False
     finish: str | None = None
     prompt_len: int | None = None
+    prefilled: int | None = None  # positions run through the model before the first token
     error: str | None = None
     stopped: bool = False
     source: str = ""
@@ -59,9 +60,17 @@ class Summary:
     ttft: list[float] = field(default_factory=list)
     tbt: list[float] = field(default_factory=list)
     to_event: list[float] = field(default_factory=list)  # capture -> first event, seconds
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # time.monotonic() when the first frame began
+    ended: float | None = None  # when the last frame finished
+
+    def begin(self) -> None:
+        """The first frame starts now: the run's time counts from here (not from loading
+        the model or warming it up)."""
+        if self.started is None:
+            self.started = time.monotonic()
 
     def add(self, report: FrameReport) -> None:
+        self.ended = time.monotonic()
         self.frames += 1
         self.errors += report.error is not None
         self.tokens += report.tokens
@@ -74,11 +83,14 @@ class Summary:
             self.to_event.append(report.first_event_at - report.captured_at)
 
     def line(self) -> str:
-        took = time.monotonic() - self.started
-        return (f"{self.frames} frames in {took:.1f} s, {self.dropped} dropped, "
-                f"{self.errors} failed; {self.tokens} tokens, {self.events} events, "
-                f"{self.rejected} lines rejected; TTFT median {_ms(self.ttft)}, "
-                f"TBT median {_ms(self.tbt)}, frame to first event median {_ms(self.to_event)}")
+        """The closing summary: every figure with its label."""
+        took = (self.ended or time.monotonic()) - self.started if self.started else 0.0
+        rate = f" ({self.frames / took:.1f} frames/s)" if took > 0 and self.frames > 1 else ""
+        return (f"{self.frames} frames in {took:.1f} s from the first frame{rate}; "
+                f"frames dropped: {self.dropped}, failed: {self.errors}; "
+                f"tokens: {self.tokens}, events: {self.events}, lines rejected: {self.rejected}; "
+                f"median TTFT: {_ms(self.ttft)}, TBT: {_ms(self.tbt)}, "
+                f"frame to first event: {_ms(self.to_event)}")
 
 
 def _ms(values: list[float]) -> str:
@@ -122,6 +134,7 @@ def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
             close()
     report.truncated = report.finish == "length"
     report.prompt_len = times.prompt_len
+    report.prefilled = times.prefilled
     report.vision = times.extra.get("vision_s")
     if not report.stopped:
         _deliver(parser.finish(truncated=report.truncated), report, on_record)
@@ -175,6 +188,7 @@ def run(frames: Iterable[Frame], engine: Engine, director: Director, size: int,
     for frame in frames:
         if stop.is_set():
             break
+        summary.begin()
         on_frame(frame)
         try:
             report = run_frame(engine, director, frame, size, on_text, on_record, stop)

@@ -74,13 +74,20 @@ def test_run_json_mode_writes_only_json_lines(tiny_mlx_model, shared_video, cli_
     assert "2 frames in" in proc.stderr.decode()
 
 
+# The replay engine needs no model, so each case below has exactly one problem.
+REPLAY = ["--engine", "replay", "--replay", str(ROOT / "DIRECTOR.md")]
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--source", "nothere.mp4"], "pete-osc: error: nothere.mp4: no such file or folder"),
-    (["--source", "9"], "pete-osc: error: camera 9 could not be opened"),
+    (REPLAY + ["--source", "nothere.mp4"], "pete-osc: error: nothere.mp4: no such file or folder"),
+    (REPLAY + ["--source", "9"], "pete-osc: error: camera 9 could not be opened"),
     (["--size", "100"], "pete-osc: error: --size 100: the model input size must be a multiple of 64"),
-    (["--model", "./no-such-model", "--source", "pyproject.toml"], None),
-    (["--director", "nothere.md"], "pete-osc: error: nothere.md: cannot read the DIRECTOR file"),
+    (["--model", "./no-such-model", "--source", "README.md"],
+     "pete-osc: error: --model ./no-such-model: no such folder"),
+    (REPLAY + ["--director", "nothere.md"], "pete-osc: error: nothere.md: cannot read the DIRECTOR file"),
     (["--capture-size", "big"], "pete-osc: error: --capture-size big: expected WIDTHxHEIGHT"),
+    (REPLAY + ["--source", "pyproject.toml"], "pete-osc: error: pyproject.toml: OpenCV cannot open it"),
+    (["--engine", "replay", "--replay", "nothere.txt"], "pete-osc: error: --replay nothere.txt: no such file"),
 ])
 def test_bad_input_gives_one_line_and_exit_code_2(args, message, cli_env):
     proc = subprocess.run(PETE + ["run"] + args, capture_output=True, env=cli_env, cwd=ROOT,
@@ -89,11 +96,11 @@ def test_bad_input_gives_one_line_and_exit_code_2(args, message, cli_env):
     assert proc.returncode == 2, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("pete-osc: error:")]
+    if "./no-such-model" in args:  # and README.md is no video: both named at once
+        assert lines[1].startswith("pete-osc: error: README.md: OpenCV cannot open it"), err
+        lines = lines[:1]
     assert len(lines) == 1, err
-    if message:
-        assert lines[0].startswith(message), lines[0]
-    else:
-        assert "pyproject.toml: OpenCV cannot open it as video" in lines[0]
+    assert lines[0].startswith(message), lines[0]
 
 
 def test_missing_model_is_named_after_the_source_opens(shared_video, cli_env):

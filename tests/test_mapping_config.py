@@ -110,11 +110,18 @@ def test_note_names(name, number):
 def test_cli_refuses_bad_mapping_before_opening_anything(tmp_path, cli_env):
     bad = tmp_path / "bad.yaml"
     bad.write_text(_replace("cc: 74", "cc: 300"))
-    # --source names a camera that does not exist: the mapping must be refused first.
-    for argv in (["run", "--source", "7", "--mapping", str(bad)],
+    # Nothing opens (no port, no model): the mapping is refused in one line with its line
+    # number; run names the other problems found at start too (camera 7 does not exist).
+    wrong = f"pete-osc: error: {bad}:9: controller number must be 0..127, got 300"
+    for argv in (["run", "--source", "7", "--mapping", str(bad), "--engine", "replay",
+                  "--replay", str(bad)],
                  ["send", "--mapping", str(bad), "/dev/null"]):
         proc = subprocess.run([sys.executable, "-m", "pete_osc", *argv], capture_output=True,
                               text=True, env=cli_env, timeout=60)
         assert proc.returncode == 2
-        assert proc.stderr.strip() == (f"pete-osc: error: {bad}:9: controller number must be "
-                                       "0..127, got 300")
+        lines = proc.stderr.strip().splitlines()
+        assert lines[0] == wrong
+        assert lines[1:] == (["pete-osc: error: camera 7 could not be opened: check that it is "
+                              "connected and that this terminal may use the camera (macOS: "
+                              "System Settings > Privacy & Security > Camera), or try --source 1, "
+                              "a video file or a folder"] if argv[0] == "run" else [])

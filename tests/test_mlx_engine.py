@@ -55,6 +55,9 @@ def test_a_model_that_is_not_there_is_named(tmp_path):
         _engine("./nope", 64)
     empty = tmp_path / "empty-model"
     empty.mkdir()
+    with pytest.raises(PeteError, match="the folder has no config.json"):
+        _engine(empty, 64)
+    (empty / "config.json").write_text('{"model_type": "no_such_model"}')
     with pytest.raises(PeteError) as err:
         _engine(empty, 64)
     assert f"model {empty} could not be loaded" in str(err.value)

@@ -126,6 +126,6 @@ def test_run_with_default_mapping_reaches_oscdump(tmp_path, cli_env, scripted_ml
         assert proc.stdout.splitlines() == ["--- frame 0", "energy: 0.7", "energy: 0.7", "energy:",
                                             "--- frame 1", "energy: 0.7", "energy: 0.7", "energy:"]
         assert [without_time(l) for l in dump.take(4)] == ["/pete/energy f 0.700000"] * 4
-        assert "4 events" in proc.stderr and "4 messages sent" in proc.stderr
+        assert "events: 4" in proc.stderr and "4 messages sent" in proc.stderr
     finally:
         dump.stop()

@@ -119,3 +119,22 @@ def test_two_routes_one_event(director):
     r = router(director, "  - {event: energy, address: /a}\n  - {event: energy, cc: 3}")
     assert r.event(ev("energy", 1.0), 0.0) == [
         OscMessage("main", "/a", (1.0,), 1, 100.0), MidiMessage("synth", (0xB1, 3, 127))]
+
+
+@pytest.mark.parametrize("change_only, expected", [(True, [64, 76]), (False, [64, 64, 76])])
+def test_change_only_in_a_route_drops_repeats(director, change_only, expected):
+    """The route's own change_only setting reaches the gate: a repeated value is not resent."""
+    flag = "yes" if change_only else "no"
+    r = router(director, f"  - {{event: energy, cc: 1, change_only: {flag}}}")
+    sent = [m.data[2] for t, v in [(0.0, 0.5), (1.0, 0.5), (2.0, 0.6)]
+            for m in r.event(ev("energy", v), t)]
+    assert sent == expected
+
+
+def test_hold_in_a_route_delays_a_change_until_the_last_one_stood(director):
+    r = router(director, "  - {event: mood, address: /m, hold: 10}")
+    assert [m.args for m in r.event(ev("mood", "calm", "word"), 0.0)] == [("calm",)]
+    assert r.event(ev("mood", "tense", "word"), 1.0) == []  # calm has stood 1 s of 10
+    assert r.tick(9.9) == []
+    assert [m.args for m in r.tick(10.0)] == [("tense",)]  # the held value, once allowed
+    assert r.tick(11.0) == []

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import PeteError
+from ..models import default_model, engine_name, is_apple_silicon
 from .base import Engine, FrameTimes, GenerationSettings, Token, check_size, square_rgb
 
 ENGINES = ("auto", "mlx", "torch", "remote", "replay")
 
 __all__ = ["Engine", "FrameTimes", "GenerationSettings", "Token", "check_size",
-           "square_rgb", "open_engine", "EngineOptions", "ENGINES"]
+           "square_rgb", "open_engine", "EngineOptions", "ENGINES", "default_model",
+           "engine_name", "is_apple_silicon"]
 
 
 @dataclass(frozen=True)
@@ -26,24 +27,24 @@ class EngineOptions:
     device: str | None = None  # torch: cuda, mps or cpu (None: the best there is)
     compile: bool = True  # torch on CUDA: static cache + CUDA graphs
     progress: Callable[[str], None] = lambda message: None  # start-up steps, for stderr
+    path: str | None = None  # mlx, torch: the folder to load the model from (already found)
 
 
 def open_engine(name: str, model: str | None, system_prompt: str, instruction: str,
                 settings: GenerationSettings, options: EngineOptions = EngineOptions()) -> Engine:
     """Load the engine ``name`` with ``model`` (None: the engine's default model)."""
-    if name == "auto":
-        name = "mlx" if is_apple_silicon() else "torch"
+    name = engine_name(name)
     if name == "mlx":
-        from .mlx_engine import DEFAULT_MODEL, MlxEngine
+        from .mlx_engine import MlxEngine
 
-        return MlxEngine(model or DEFAULT_MODEL, system_prompt, instruction, settings)
+        return MlxEngine(model or default_model(name), system_prompt, instruction, settings,
+                         path=options.path)
     if name == "torch":
-        from .torch_engine import DEFAULT_MODEL as TORCH_MODEL
         from .torch_engine import TorchEngine
 
-        return TorchEngine(model or TORCH_MODEL, system_prompt, instruction, settings,
+        return TorchEngine(model or default_model(name), system_prompt, instruction, settings,
                            device=options.device, compile=options.compile,
-                           progress=options.progress)
+                           progress=options.progress, path=options.path)
     if name == "remote":
         from .remote import RemoteEngine
 
@@ -58,20 +59,3 @@ def open_engine(name: str, model: str | None, system_prompt: str, instruction: s
             raise PeteError("--engine replay needs --replay FILE (a --record file or DIRECTOR text)")
         return ReplayEngine(options.replay, options.replay_speed)
     raise PeteError(f"--engine {name}: unknown engine; choose one of {', '.join(ENGINES)}")
-
-
-def default_model(engine: str) -> str:
-    """The model an engine loads when --model is not given (mlx and torch only)."""
-    if engine == "auto":
-        engine = "mlx" if is_apple_silicon() else "torch"
-    if engine == "mlx":
-        from .mlx_engine import DEFAULT_MODEL
-
-        return DEFAULT_MODEL
-    from .torch_engine import DEFAULT_MODEL as TORCH_MODEL
-
-    return TORCH_MODEL
-
-
-def is_apple_silicon() -> bool:
-    return platform.system() == "Darwin" and platform.machine() == "arm64"

@@ -45,6 +45,9 @@ class FrameTimes:
 
     started: float = 0.0  # perf_counter() when the engine began the frame
     prompt_len: int | None = None  # prompt positions in the KV cache, image tokens included
+    # Positions this frame ran through the model before its first token: the image and
+    # the instruction only, while the DIRECTOR prefix's cache is reused.
+    prefilled: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -63,16 +66,13 @@ class Engine(Protocol):
         ...
 
 
-def model_source(model: str, example: str) -> str:
-    """``model`` as a local folder path when it names one, else as a Hugging Face id; a
-    path-like name that is no folder is refused in one line (``example``: an id to suggest)."""
-    from pathlib import Path
+def model_source(model: str) -> str:
+    """What to load ``model`` from: a local folder (given, or the Hugging Face cache's),
+    else the id itself, for the library to download; see :func:`pete_osc.models.locate`."""
+    from ..models import locate
 
-    local = Path(model).expanduser()
-    if (model.startswith((".", "/", "~")) or local.exists()) and not local.is_dir():
-        raise PeteError(f"--model {model}: no such folder (give a Hugging Face id such as "
-                        f"{example} or a folder with config.json and *.safetensors)")
-    return str(local) if local.is_dir() else model
+    folder = locate(model)
+    return str(folder) if folder is not None else model
 
 
 def check_size(size: int) -> int:

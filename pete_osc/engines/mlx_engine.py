@@ -14,11 +14,12 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import PeteError
+from ..models import DEFAULT_MODELS
 from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token, model_source
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "mlx-community/FastVLM-0.5B-bf16"
+DEFAULT_MODEL = DEFAULT_MODELS["mlx"]
 # Ids known to load in mlx-vlm 0.7 (named in the error when a model fails to load).
 KNOWN_GOOD = (
     "mlx-community/FastVLM-0.5B-bf16",
@@ -33,7 +34,8 @@ class MlxEngine:
     name = "mlx"
 
     def __init__(self, model: str, system_prompt: str, instruction: str,
-                 settings: GenerationSettings, prefix_cache: bool = True):
+                 settings: GenerationSettings, prefix_cache: bool = True,
+                 path: str | None = None):
         try:
             import mlx_vlm
             from mlx_vlm.prompt_utils import apply_chat_template
@@ -43,7 +45,7 @@ class MlxEngine:
         self.model_id = model
         self.settings = settings
         self._mlx_vlm = mlx_vlm
-        self.model, self.processor = _load(mlx_vlm, model)
+        self.model, self.processor = _load(mlx_vlm, model, path)
         _upcast_on_cpu(self.model)
         self._sized = _set_input_size(self.processor, settings.size)
         messages = [{"role": "system", "content": system_prompt},
@@ -104,7 +106,7 @@ class MlxEngine:
             now = time.perf_counter()
             if index == 0:
                 # The cache now holds the prompt: text plus the image's tokens.
-                times.prompt_len = _cache_len(cache)
+                times.prompt_len = times.prefilled = _cache_len(cache)
             if result.finish_reason is not None:
                 # The closing record repeats the last token; it only carries the reason.
                 yield Token(decoder.flush(), index, now, result.finish_reason)
@@ -147,9 +149,9 @@ def _cache_len(cache) -> int | None:
         return None
 
 
-def _load(mlx_vlm, model: str):
+def _load(mlx_vlm, model: str, path: str | None = None):
     """``mlx_vlm.load`` with one-line errors that name the model and the working ids."""
-    source = model_source(model, DEFAULT_MODEL)
+    source = model_source(path or model)
     try:
         return mlx_vlm.load(source)
     except Exception as exc:  # hub errors, missing files, weight mismatches
@@ -235,6 +237,7 @@ class _PrefixCache:
             self.constraint.reset()
         for c in self.cache:
             c.trim(c.offset - self.length)
+        kept = self.cache[0].offset
         pixels = engine.processor.image_processor(images=[Image.fromarray(image_rgb)],
                                                   return_tensors=None)["pixel_values"]
         pixels = mx.array(np.asarray(pixels))
@@ -242,6 +245,7 @@ class _PrefixCache:
         logits = self.model.language_model(self.after, cache=self.cache,
                                            inputs_embeds=embeds).logits[:, -1, :]
         times.prompt_len = self.cache[0].offset  # prefix + image tokens + instruction
+        times.prefilled = times.prompt_len - kept
         generated: list[int] = []
         token = self._choose(logits, generated)
         for index in range(max_tokens):

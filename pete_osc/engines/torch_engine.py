@@ -19,12 +19,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import PeteError
+from ..models import DEFAULT_MODELS
 from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token, model_source
 
 log = logging.getLogger(__name__)
 
-# FastVLM-0.5B in transformers' own format (model type fast_vlm), as its docs load it.
-DEFAULT_MODEL = "KamilaMila/FastVLM-0.5B"
+DEFAULT_MODEL = DEFAULT_MODELS["torch"]
 _PLACEHOLDER = "\x00IMAGE\x00"
 
 
@@ -36,7 +36,8 @@ class TorchEngine:
     def __init__(self, model: str, system_prompt: str, instruction: str,
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
                  progress: Callable[[str], None] = lambda message: None,
-                 static: bool | None = None, prefix_cache: bool = True):
+                 static: bool | None = None, prefix_cache: bool = True,
+                 path: str | None = None):
         try:
             import torch
             import transformers
@@ -50,7 +51,7 @@ class TorchEngine:
         self.progress = progress
         self.device = _pick_device(torch, device)
         self.dtype = {"cuda": torch.bfloat16, "mps": torch.float16}.get(self.device.type, torch.float32)
-        source = model_source(model, DEFAULT_MODEL)
+        source = model_source(path or model)
         transformers.utils.logging.disable_progress_bar()  # stderr is for our status lines
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
@@ -61,6 +62,12 @@ class TorchEngine:
             raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
+        # transformers renamed the model's cache argument (past_key_values -> cache, with a
+        # deprecation warning in between): pass whichever this version's forward takes.
+        import inspect
+
+        self._cache_arg = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
+                           else "past_key_values")
         self.image_tokens = (settings.size // 64) ** 2
         prefix, suffix = split_prompt(self.tokenizer, system_prompt, instruction)
         self.prefix_len = len(prefix)
@@ -146,8 +153,10 @@ class TorchEngine:
             self.constraint.reset()
         with torch.inference_mode():
             self._rewind(to=None if self.prefix_cache else 0)
+            prefilled = 0
             if not self.prefix_cache:
                 self._forward(ids=self._prefix_ids, start=0)
+                prefilled += self._prefix_ids.shape[1]
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
             features = self._vision(pixels)
@@ -159,6 +168,7 @@ class TorchEngine:
             logits = self._prefill(embeds=embeds, start=position)
             position += embeds.shape[1]
             times.prompt_len = position
+            times.prefilled = prefilled + embeds.shape[1]
             token = self._choose(logits)
         for index in range(max_tokens):
             token_id = int(token)  # waits for the GPU: the token must reach the music now
@@ -216,14 +226,14 @@ class TorchEngine:
         torch = self.torch
         length = (ids if ids is not None else embeds).shape[1]
         pos = torch.arange(start, start + length, device=self.device)
-        out = self.model(input_ids=ids, inputs_embeds=embeds, past_key_values=self.cache,
-                         cache_position=pos, position_ids=pos[None], use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(input_ids=ids, inputs_embeds=embeds, cache_position=pos,
+                         position_ids=pos[None], use_cache=True, logits_to_keep=1,
+                         **{self._cache_arg: self.cache})
         return out.logits[:, -1, :]
 
     def _decode_step(self, token, pos):
-        out = self.model(input_ids=token, past_key_values=self.cache, cache_position=pos,
-                         position_ids=pos[None], use_cache=True)
+        out = self.model(input_ids=token, cache_position=pos, position_ids=pos[None],
+                         use_cache=True, **{self._cache_arg: self.cache})
         return out.logits[:, -1, :]
 
     def _choose(self, logits):

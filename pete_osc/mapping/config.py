@@ -227,6 +227,11 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     key = director.keys[event]
     kinds = [k for k, marker in (("osc", "address"), ("cc", "cc"), ("note", "note"),
                                  ("program", "program")) if marker in spec]
+    if not kinds:  # a misspelt "address:" is named, not just missing
+        allowed = _ROUTE_COMMON.union(*_ROUTE_KIND.values())
+        for name in spec:
+            if name not in allowed:
+                _known(doc, where, {name: None}, allowed, "route setting")
     if len(kinds) != 1:
         raise doc.error(where, "a route sends exactly one of: address (OSC), cc, note, program"
                         + (f"; this one has {', '.join(kinds)}" if kinds else ""))

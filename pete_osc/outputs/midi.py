@@ -44,7 +44,13 @@ def open_midi_api(name: str | None = None):
     for api in names:
         if api not in APIS:
             raise PeteError(f"--midi-api {api}: expected one of {', '.join(APIS)}")
-        backend = mido.Backend(f"mido.backends.rtmidi/{APIS[api]}", load=True)
+        try:
+            backend = mido.Backend(f"mido.backends.rtmidi/{APIS[api]}", load=True)
+        except (ImportError, OSError) as exc:
+            # python-rtmidi is built against ALSA's library; a headless Linux server without
+            # libasound.so.2 cannot load it at all.
+            raise PeteError(f"the MIDI library python-rtmidi cannot load ({exc}); on Linux "
+                            "install ALSA's library (Debian: apt install libasound2)") from None
         try:
             with _quiet_stderr():  # ALSA and JACK print their own errors from C
                 backend.get_output_names()

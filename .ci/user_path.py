@@ -1,0 +1,127 @@
+"""CI, before any dev tool is installed: the user's own path, end to end.
+
+Run with the .venv that `./install.sh --no-model` made (the README's first command, no
+--dev extras). A dependency that only the dev extras bring fails here:
+
+1. `pete-osc run` as the README shows it, on the shared clip, with the default engine and
+   the default --constrain, on a tiny model built here (no weights can be downloaded in
+   CI): events come out, decoding is constrained, stderr has no traceback or warning.
+2. The wheel, built from the clone and installed in a fresh environment outside it:
+   `pete-osc parse` and `pete-osc send --mapping default` work there with the DIRECTOR.md
+   and mapping the wheel carries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv" / "bin"
+CLIP = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
+# Library noise that means a deprecated call or a broken install, not our own lines.
+NOISE = re.compile(r"Traceback|Warning:|warnings.warn|deprecated", re.IGNORECASE)
+
+
+def check(ok: bool, what: str, detail: str = "") -> None:
+    print(f"user path: {'ok  ' if ok else 'FAIL'} {what}", flush=True)
+    if not ok:
+        if detail:
+            print(detail, flush=True)
+        sys.exit(1)
+
+
+def clip(folder: Path) -> Path:
+    """The shared clip, or (a clone without ../shared) a short one written here."""
+    if CLIP.is_file():
+        return CLIP
+    import cv2
+    import numpy as np
+
+    path = folder / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 24, (320, 240))
+    for i in range(96):
+        writer.write(np.full((240, 320, 3), (i * 7) % 255, np.uint8))
+    writer.release()
+    return path
+
+
+def run_main_job(work: Path) -> None:
+    from pete_osc.synthetic import build_fastvlm_torch
+
+    model = build_fastvlm_torch(work / "model", script="energy: 0.7\n")
+    metrics = work / "metrics.jsonl"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([str(VENV / "pete-osc"), "run", "--model", str(model),
+                           "--source", str(clip(work)), "--size", "64", "--max-frames", "3",
+                           "--max-tokens", "14", "--metrics", str(metrics)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    check(proc.returncode == 0, "pete-osc run exits 0", proc.stderr)
+    check("decoding constrained to the DIRECTOR.md schema" in proc.stderr,
+          "decoding is constrained by default", proc.stderr)
+    check(not NOISE.search(proc.stderr), "no traceback or library warning on stderr", proc.stderr)
+    parsed = subprocess.run([str(VENV / "pete-osc"), "parse"], input=proc.stdout,
+                            capture_output=True, text=True, timeout=120)
+    events = [json.loads(line) for line in parsed.stdout.splitlines()]
+    check(len(events) >= 3 and {e["key"] for e in events} == {"energy"},
+          f"the token stream on stdout parses into events ({len(events)})", proc.stdout)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    check(len(records) == 3 and all(r["events"] >= 1 for r in records),
+          "three frames, each with events, in --metrics", metrics.read_text())
+
+
+def install_wheel(work: Path) -> Path:
+    wheels = work / "wheels"
+    subprocess.run([str(VENV / "python"), "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(wheels), str(ROOT)], check=True, timeout=600)
+    wheel = next(wheels.glob("pete_osc-*.whl"))
+    env_dir = work / "fresh-env"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
+    subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+                   check=True, timeout=900)
+    check(True, f"{wheel.name} installs in a fresh environment")
+    return env_dir / "bin" / "pete-osc"
+
+
+def run_wheel(pete: Path, work: Path) -> None:
+    elsewhere = work / "elsewhere"  # no DIRECTOR.md, no mappings/ here: the wheel's own
+    elsewhere.mkdir()
+    parsed = subprocess.run([str(pete), "parse"], input="energy: 0.7\nmood: tense\n",
+                            capture_output=True, text=True, cwd=elsewhere, timeout=120)
+    keys = [json.loads(line)["key"] for line in parsed.stdout.splitlines()]
+    check(parsed.returncode == 0 and keys == ["energy", "mood"],
+          "the installed wheel parses with its own DIRECTOR.md", parsed.stderr)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 9000))  # the default mapping's target
+    except OSError:
+        receiver.close()
+        receiver = None
+    sent = subprocess.run([str(pete), "send", "--mapping", "default"], input="energy: 0.7\n",
+                          capture_output=True, text=True, cwd=elsewhere, timeout=120)
+    check(sent.returncode == 0 and "1 events" in sent.stderr,
+          "the installed wheel sends through its shipped default mapping", sent.stderr)
+    if receiver is not None:
+        receiver.settimeout(5)
+        packet = receiver.recv(4096)
+        receiver.close()
+        check(packet.startswith(b"/pete/energy\0"), "a UDP receiver on port 9000 got /pete/energy",
+              repr(packet))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="pete-user-path-") as tmp:
+        work = Path(tmp)
+        run_main_job(work)
+        run_wheel(install_wheel(work), work)
+    print("user path: all checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Everything a run needs, checked before the slow part starts.
+
+DIRECTOR.md, the mapping, the engine's libraries, the model and the source are each
+checked here, before PyTorch or MLX is imported, and every problem found is reported
+together (one line each), so a musician fixes them in one go instead of one per start.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .capture import Source, open_source
+from .director import Director, load_director
+from .errors import PeteError, Problems
+from .models import default_model, download, engine_name, locate
+from .shipped import default_director, mapping_path
+
+# What each engine imports; found with importlib (no import, so no cost).
+ENGINE_LIBRARIES = {
+    "torch": ("torch", "torchvision", "timm", "transformers"),
+    "mlx": ("mlx_vlm",),
+    "remote": ("openai",),
+    "replay": (),
+}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run's checked inputs: the files read, the source open, the model found."""
+
+    director: Director
+    mapping: object | None  # a MappingConfig
+    source: Source
+    engine: str  # mlx, torch, remote or replay (never auto)
+    model: str | None  # as given, or the engine's default (None: remote's served model)
+    model_path: str | None  # mlx, torch: the folder to load from
+
+
+def prepare(args, width: int, height: int, say: Callable[[str], None]) -> Prepared:
+    """Check ``pete-osc run``'s arguments; raise :class:`Problems` naming all that is wrong."""
+    problems: list[str] = []
+
+    def attempt(check):
+        try:
+            return check()
+        except Problems as exc:
+            problems.extend(exc.lines)
+        except PeteError as exc:
+            problems.append(str(exc))
+        return None
+
+    director = attempt(lambda: load_director(args.director or default_director()))
+    mapping = None
+    if args.mapping is not None:
+        path = attempt(lambda: mapping_path(args.mapping))
+        if path is not None and director is not None:
+            from .mapping.config import load_mapping
+
+            mapping = attempt(lambda: load_mapping(path, director))
+    engine = engine_name(args.engine)
+    attempt(lambda: check_libraries(engine, args.constrain))
+    model = args.model
+    path = None
+    if engine in ("mlx", "torch"):
+        model = model or default_model(engine)
+        path = attempt(lambda: locate(model))
+    elif engine == "remote" and not args.server:
+        problems.append("--engine remote needs --server URL (such as http://gpu-box:8000)")
+    elif engine == "replay":
+        if not args.replay:
+            problems.append("--engine replay needs --replay FILE (a --record file or DIRECTOR text)")
+        elif not Path(args.replay).is_file():
+            problems.append(f"--replay {args.replay}: no such file")
+    spec = args.source or ("none" if engine == "replay" else "0")
+    source = attempt(lambda: open_source(spec, width, height))
+    if engine in ("mlx", "torch") and path is None and model is not None and not problems:
+        # An id that is not in the cache yet, online: fetch it now (fails fast offline).
+        path = attempt(lambda: download(model, say))
+    if problems:
+        if source is not None:
+            source.close()
+        raise Problems(problems)
+    return Prepared(director, mapping, source, engine, model,
+                    str(path) if path is not None else None)
+
+
+def check_libraries(engine: str, constrain: str) -> None:
+    """The engine's packages (and llguidance for --constrain on) are installed."""
+    missing = [name for name in ENGINE_LIBRARIES.get(engine, ()) if not _installed(name)]
+    if missing:
+        raise PeteError(f"the {engine} engine needs {', '.join(missing)}, which "
+                        f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                        f"pip install 'pete-osc[{engine}]' (or run ./install.sh)")
+    if constrain == "on" and engine in ("mlx", "torch") and not _installed("llguidance"):
+        raise PeteError("--constrain on needs llguidance, which is not installed: "
+                        "pip install llguidance (or --constrain off)")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
