@@ -114,3 +114,49 @@ def test_existing_port_by_name_and_missing_port(tmp_path, jack, cli_env):
     assert proc.stderr.startswith(f"pete-osc: error: {path}:2: MIDI target 'out': no output port "
                                   "'Nord Lead' (jack); there are: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_port_that_vanishes_and_returns_is_reopened(tmp_path, jack, cli_env):
+    """A synth's port opened by name goes away mid-show (the synth quits) and comes back
+    (restarted): one line for each, messages meanwhile are dropped, and the next message
+    after its return reaches the new port."""
+    import threading
+
+    backend = jack_backend()
+    env = dict(cli_env, JACK_DEFAULT_SERVER=jack.name, JACK_NO_START_SERVER="1")
+    path = tmp_path / "m.yaml"
+    path.write_text("midi:\n  out: {port: Synth In}\nroutes:\n  - {event: energy, cc: 1}\n")
+    synth = backend.open_input("Synth In", virtual=True, client_name="fakesynth")
+    proc = pete("send", "--mapping", str(path), "--midi-api", "jack", env=env)
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
+
+    def say(line):
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    try:
+        say("energy: 0.5")
+        assert synth.receive(block=True).bytes() == [0xB0, 1, 64]
+        synth.close()  # the synth quits
+        end = time.monotonic() + 10
+        while not any("vanished" in line for line in err):  # noticed within ~2 s
+            assert time.monotonic() < end, "".join(err)
+            say("energy: 0.1")  # dropped: nobody to send to
+            time.sleep(0.3)
+        synth = backend.open_input("Synth In", virtual=True, client_name="fakesynth")
+        end = time.monotonic() + 10
+        got = None
+        while got is None and time.monotonic() < end:
+            say("energy: 1.0")
+            time.sleep(0.3)
+            got = next((m.bytes() for m in synth.iter_pending()), None)
+        assert got == [0xB0, 1, 127], "".join(err)
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        synth.close()
+    text = "".join(err)
+    assert text.count("vanished") == 1 and text.count("is back") == 1, text
+    assert "MIDI target 'out' (fakesynth:Synth In)" in text

@@ -87,5 +87,29 @@ def test_prefix_cache_gives_the_same_tokens_as_mlx_vlm(tiny_mlx_model, director)
         # mlx-vlm's loop has already queued the next step when the generic path reads the
         # cache length, hence one position more there.
         assert t1.prompt_len == t2.prompt_len - 1
+        # The work done, not only the text: the cached engine ran only the image and the
+        # instruction through the model (1 image token at 64 px), the plain one everything.
+        assert t1.prefilled == t1.prompt_len - cached.prefix.length == len(cached.prefix.after[0])
+        assert t2.prefilled == t2.prompt_len
         answers.append(got)
     assert len(set(answers[0])) > 3  # varied text, not one repeated token
+
+
+def test_temperature_samples_other_answers_than_greedy(tiny_mlx_model, director):
+    """--temperature above 0 really samples: the same frame gives varied answers, unlike
+    greedy decoding, which repeats itself."""
+    import mlx.core as mx
+
+    from pete_osc.engines.mlx_engine import MlxEngine
+
+    image = np.random.default_rng(5).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    greedy = MlxEngine(str(tiny_mlx_model), director.prompt, director.instruction,
+                       GenerationSettings(max_tokens=10, size=64))
+    hot = MlxEngine(str(tiny_mlx_model), director.prompt, director.instruction,
+                    GenerationSettings(max_tokens=10, temperature=3.0, size=64))
+    answer = lambda engine: "".join(t.text for t in engine.stream(image, FrameTimes()))  # noqa: E731
+    plain = {answer(greedy) for _ in range(2)}
+    mx.random.seed(0)
+    sampled = {answer(hot) for _ in range(3)}
+    assert len(plain) == 1
+    assert len(sampled) >= 2 and plain.isdisjoint(sampled), (plain, sampled)

@@ -1,7 +1,9 @@
 """OSC as other programs decode it: liblo's oscdump (UDP, TCP) and Pure Data."""
 
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -61,14 +63,50 @@ def test_bundle_per_frame_with_timetag(tmp_path, cli_env):
         dump.stop()
 
 
+def test_tcp_frames_each_message_with_slip(tmp_path, cli_env):
+    """OSC 1.1 over TCP: each packet between SLIP END bytes (0xC0), not OSC 1.0's length
+    prefix (which oscdump would also accept). Read off the wire with a plain socket."""
+    from pythonosc.osc_message import OscMessage
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "pete_osc", "send", "--mapping",
+                               str(mapping(tmp_path, port, "tcp"))], input="energy: 0.7\nmood: tense\n",
+                              capture_output=True, text=True, env=cli_env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        conn, _ = server.accept()
+        with conn:
+            wire = b""
+            while chunk := conn.recv(4096):
+                wire += chunk
+    assert wire[:1] == b"\xc0" and wire[-1:] == b"\xc0", wire[:16]
+    packets = [p for p in wire.split(b"\xc0") if p]
+    assert b"\xdb" not in wire  # no escapes needed for these messages
+    decoded = [(m.address, m.params) for m in map(OscMessage, packets)]
+    assert decoded == [("/pete/energy", [pytest.approx(0.7)]), ("/pete/mood", ["tense", 3])]
+
+
 def test_dead_tcp_host_is_logged_once_and_retried(tmp_path, cli_env):
+    """Nobody listens for 3 s (about three retry intervals): one warning, not one per
+    message or per retry; then the receiver appears and the next message arrives."""
     port = free_port(kind=1)  # SOCK_STREAM
     proc = pete("send", "--mapping", str(mapping(tmp_path, port, "tcp")), env=cli_env)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        for _ in range(3):  # nobody listens: dropped, the sender goes on
+        proc.stdin.write("energy: 0.3\n")
+        proc.stdin.flush()
+        end = time.monotonic() + 30  # the sender is up once it says the host refused
+        while not any("Connection refused" in line for line in err):
+            assert time.monotonic() < end and proc.poll() is None, "".join(err)
+            time.sleep(0.05)
+        for _ in range(12):  # 3 s of messages into a dead host: retried, dropped
             proc.stdin.write("energy: 0.3\n")
             proc.stdin.flush()
-            time.sleep(0.1)
+            time.sleep(0.25)
         dump = oscdump(port, "tcp")
         try:
             time.sleep(1.2)  # past the retry interval
@@ -78,9 +116,11 @@ def test_dead_tcp_host_is_logged_once_and_retried(tmp_path, cli_env):
             assert [without_time(l) for l in dump.take(1)] == ["/pete/energy f 0.900000"]
         finally:
             dump.stop()
-        err = proc.stderr.read()
-        assert err.count("Connection refused") == 1, err
-        assert f"tcp://127.0.0.1:{port}" in err and "is back (3 messages were lost)" in err, err
+        reader.join(5)
+        text = "".join(err)
+        assert text.count("Connection refused") == 1, text
+        assert text.count("retrying every") == 1, text
+        assert f"tcp://127.0.0.1:{port}" in text and "is back (13 messages were lost)" in text, text
     finally:
         proc.kill()
 

@@ -202,3 +202,38 @@ def test_grammar_goes_to_the_server_and_falls_back_when_refused(cli_env, directo
     assert [("guided_regex" in b) for b in handler.bodies] == [True, False, False]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["key"], e["value"]) for e in events] == [("mood", "tense")] * 2
+
+
+def test_the_request_carries_the_frame_itself(cli_env, tmp_path):
+    """A served model answers the same whatever the image, so look at the request: each
+    frame's JPEG is that frame (squared and sized to --size), not a blank or a stale one."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from pete_osc.capture import fit
+    from pete_osc.engines import square_rgb
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    ramp = np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], (240, 1, 3))
+    pictures = [np.dstack([ramp[..., 0], np.full((240, 320), 200, np.uint8), ramp[..., 0][::-1]]),
+                np.full((240, 320, 3), (30, 90, 220), np.uint8)]
+    for i, picture in enumerate(pictures):
+        cv2.imwrite(str(folder / f"{i}.png"), picture)
+    handler = type("Handler", (_Picky,), {"bodies": []})
+    with serving(handler) as url:
+        proc = run("--engine", "remote", "--server", url, "--model", "m", "--source", str(folder),
+                   "--every-frame", "--size", "128", "--max-frames", "2", "--no-warmup",
+                   "--constrain", "off", "--json", env=cli_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(handler.bodies) == 2
+    for body, picture in zip(handler.bodies, pictures):
+        part = next(p for p in body["messages"][-1]["content"] if p["type"] == "image_url")
+        data = part["image_url"]["url"].removeprefix("data:image/jpeg;base64,")
+        sent = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        expected = square_rgb(fit(picture, 320, 240), 128)
+        assert sent.shape == (128, 128, 3)
+        error = np.abs(cv2.cvtColor(sent, cv2.COLOR_BGR2RGB).astype(int) - expected).mean()
+        assert error < 6, error  # JPEG's loss only

@@ -76,6 +76,42 @@ def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static
     assert len(set(expected)) > 1  # a real, varied answer, not one repeated token
 
 
+def test_prefix_is_prefilled_once_not_per_frame(engine_at, tiny_torch_model, director):
+    """The work done per frame, not only the text: with the DIRECTOR prefix cached, each
+    frame runs only its image tokens and the instruction through the model."""
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    engine = engine_at(64)
+    plain = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                        GenerationSettings(12, 0.0, 64), prefix_cache=False)
+    assert engine.prefix_len > 300  # DIRECTOR.md's text is in the prefix
+    suffix = engine._suffix.shape[1]
+    for seed in range(3):
+        cached_times, plain_times = FrameTimes(), FrameTimes()
+        got = "".join(t.text for t in engine.stream(frame(64, seed), cached_times))
+        assert got == "".join(t.text for t in plain.stream(frame(64, seed), plain_times))
+        assert cached_times.prefilled == engine.image_tokens + suffix == 1 + suffix
+        assert plain_times.prefilled == plain_times.prompt_len == cached_times.prompt_len
+
+
+def test_temperature_samples_other_answers_than_greedy(engine_at, tiny_torch_model, director):
+    """--temperature above 0 really samples: the same frame gives varied answers, unlike
+    greedy decoding, which repeats itself."""
+    import torch
+
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    hot = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                      GenerationSettings(12, 3.0, 64))
+    image = frame(64, seed=4)
+    answer = lambda engine: "".join(t.text for t in engine.stream(image, FrameTimes()))  # noqa: E731
+    plain = {answer(engine_at(64)) for _ in range(2)}
+    torch.manual_seed(0)
+    sampled = {answer(hot) for _ in range(3)}
+    assert len(plain) == 1
+    assert len(sampled) >= 2 and plain.isdisjoint(sampled), (plain, sampled)
+
+
 def test_run_engine_torch_streams_tokens_and_events(scripted_torch_model, shared_video, cli_env):
     proc = subprocess.run(
         [sys.executable, "-m", "pete_osc", "run", "--engine", "torch", "--source", str(shared_video),
