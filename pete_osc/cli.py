@@ -244,18 +244,16 @@ def cmd_run(args) -> int:
     """``pete-osc run``: the live loop."""
     from . import pipeline
     from .capture import LatestFrame, every_frame
-    from .engines import EngineOptions, GenerationSettings, check_size, open_engine
+    from .engines import EngineOptions, GenerationSettings, open_engine
     from .events import Event
     from .metrics import MetricsFile, SentTimes, StatusLine, frame_record
     from .preflight import prepare
     from .stopping import StopGuard
 
-    size = check_size(args.size)
-    width, height = _capture_size(args.capture_size)
-    # DIRECTOR.md, the mapping, the libraries, the model and the source, all before the
-    # slow imports; every problem is named at once (see preflight).
-    plan = prepare(args, width, height, say)
-    director, mapping, source = plan.director, plan.mapping, plan.source
+    # The sizes, DIRECTOR.md, the mapping, the libraries, the model and the source, all
+    # before the slow imports; every problem is named at once (see preflight).
+    plan = prepare(args, say)
+    director, mapping, source, size = plan.director, plan.mapping, plan.source, plan.size
     sent_times = SentTimes()
     dispatcher = metrics = None
     try:
@@ -507,16 +505,6 @@ def _status(report, drops: int) -> str:
     cut = " (cut at token limit)" if report.truncated else ""
     return (f"frame {report.frame_id}: TTFT {ttft}, TBT {tbt}, {report.tokens} tokens, "
             f"{report.events} events, {report.rejected} rejected{cut}; {drops} frames dropped")
-
-
-def _capture_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-        if width < 16 or height < 16:
-            raise ValueError
-    except ValueError:
-        raise PeteError(f"--capture-size {text}: expected WIDTHxHEIGHT such as 320x240") from None
-    return width, height
 
 
 def _quick_exit(code: int) -> None:

@@ -10,6 +10,7 @@ socket, tokens, events, rejected lines and frames dropped so far. Times are seco
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import sys
 import threading
@@ -19,6 +20,8 @@ from typing import TextIO
 
 from .errors import PeteError
 from .pipeline import FrameReport
+
+log = logging.getLogger(__name__)
 
 
 class SentTimes:
@@ -73,21 +76,55 @@ def frame_record(report: FrameReport, dropped: int, first_sent_at: float | None 
     }
 
 
-class MetricsFile:
-    """Appends one JSON line per frame to a file, flushed at once (readable while it runs)."""
+class TapFile:
+    """A file that only watches the show (--metrics, --record): lines appended and flushed
+    at once (readable while it runs). When a write fails (a full disk), that is said once
+    and the file is switched off; the frames, events and messages go on."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, option: str, mode: str = "a"):
+        self.path = path
+        self.option = option
         try:
-            self._file = open(path, "a", encoding="utf-8")
+            self._file = open(path, mode, encoding="utf-8")
         except OSError as exc:
-            raise PeteError(f"--metrics {path}: cannot write: {exc.strerror}") from None
+            raise PeteError(f"{option} {path}: cannot write: {exc.strerror}") from None
 
-    def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+    def write(self, line: str, flush: bool = True) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(line)
+            if flush:
+                self._file.flush()
+        except OSError as exc:
+            log.warning("%s %s: cannot write (%s); it is off from now on, the show goes on",
+                        self.option, self.path, exc.strerror or exc)
+            self._drop()
+
+    def flush(self) -> None:
+        self.write("", flush=True)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self.flush()
+            self._drop()
+
+    def _drop(self) -> None:
+        file, self._file = self._file, None
+        try:
+            file.close()
+        except OSError:  # the buffer it could not write
+            pass
+
+
+class MetricsFile(TapFile):
+    """Appends one JSON line per frame (see :class:`TapFile`)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, "--metrics")
+
+    def write(self, record: dict) -> None:  # type: ignore[override]
+        super().write(json.dumps(record) + "\n")
 
 
 class StatusLine:

@@ -32,7 +32,7 @@ def engine_name(engine: str) -> str:
 
 def default_model(engine: str) -> str:
     """The model an engine loads when --model is not given (mlx and torch only)."""
-    return DEFAULT_MODELS[engine_name(engine) if engine_name(engine) in DEFAULT_MODELS else "torch"]
+    return DEFAULT_MODELS.get(engine_name(engine), DEFAULT_MODELS["torch"])
 
 
 def _fix(model: str) -> str:

@@ -14,6 +14,7 @@ from typing import Callable
 
 from .capture import Source, open_source
 from .director import Director, load_director
+from .engines.base import check_size
 from .errors import PeteError, Problems
 from .models import default_model, download, engine_name, locate
 from .shipped import default_director, mapping_path
@@ -33,13 +34,15 @@ class Prepared:
 
     director: Director
     mapping: object | None  # a MappingConfig
+    size: int  # the model's input size, checked
+    capture_size: tuple[int, int]
     source: Source
     engine: str  # mlx, torch, remote or replay (never auto)
     model: str | None  # as given, or the engine's default (None: remote's served model)
     model_path: str | None  # mlx, torch: the folder to load from
 
 
-def prepare(args, width: int, height: int, say: Callable[[str], None]) -> Prepared:
+def prepare(args, say: Callable[[str], None]) -> Prepared:
     """Check ``pete-osc run``'s arguments; raise :class:`Problems` naming all that is wrong."""
     problems: list[str] = []
 
@@ -52,6 +55,8 @@ def prepare(args, width: int, height: int, say: Callable[[str], None]) -> Prepar
             problems.append(str(exc))
         return None
 
+    size = attempt(lambda: check_size(args.size))
+    width, height = attempt(lambda: capture_size(args.capture_size)) or (320, 240)
     director = attempt(lambda: load_director(args.director or default_director()))
     mapping = None
     if args.mapping is not None:
@@ -83,8 +88,19 @@ def prepare(args, width: int, height: int, say: Callable[[str], None]) -> Prepar
         if source is not None:
             source.close()
         raise Problems(problems)
-    return Prepared(director, mapping, source, engine, model,
+    return Prepared(director, mapping, size, (width, height), source, engine, model,
                     str(path) if path is not None else None)
+
+
+def capture_size(text: str) -> tuple[int, int]:
+    """``--capture-size`` WIDTHxHEIGHT."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+        if width < 16 or height < 16:
+            raise ValueError
+    except ValueError:
+        raise PeteError(f"--capture-size {text}: expected WIDTHxHEIGHT such as 320x240") from None
+    return width, height
 
 
 def check_libraries(engine: str, constrain: str) -> None:

@@ -70,3 +70,21 @@ def test_bad_recording_names_the_line(tmp_path):
     path.write_text('{"frame": 0, "t": 0.1, "text": "a"}\n{"frame": 0, "text": "b"}\n')
     with pytest.raises(PeteError, match=r"bad.jsonl:2: not a recorded token"):
         ReplayEngine(path)
+
+
+def test_a_full_disk_switches_the_taps_off_not_the_show(tmp_path, cli_env):
+    """--record and --metrics on a full disk (/dev/full): one line each, then the frames,
+    the events and the exit code go on as if they were not there."""
+    text = tmp_path / "answer.txt"
+    text.write_text("energy: 0.7\nmood: tense\n--- frame 1\nenergy: 0.2\n")
+    proc = subprocess.run([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
+                           "--replay", str(text), "--record", "/dev/full", "--metrics", "/dev/full",
+                           "--max-frames", "3", "--fps", "0", "--json", "--replay-speed", "4"],
+                          capture_output=True, text=True, env=cli_env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["key"], e["value"]) for e in events] == [
+        ("energy", 0.7), ("mood", "tense"), ("energy", 0.2), ("energy", 0.7), ("mood", "tense")]
+    for option in ("--record", "--metrics"):
+        assert proc.stderr.count(f"{option} /dev/full: cannot write (No space left on device)") == 1
+    assert "failed: 0" in proc.stderr and "Traceback" not in proc.stderr

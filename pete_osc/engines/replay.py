@@ -121,10 +121,9 @@ class Recording:
         self.engine = engine
         self.name = engine.name
         self.model_id = engine.model_id
-        try:
-            self._file = open(path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise PeteError(f"--record {path}: cannot write: {exc.strerror}") from None
+        from ..metrics import TapFile
+
+        self._file = TapFile(path, "--record", mode="w")
         self._frames = 0
 
     def warm_up(self) -> float:
@@ -138,7 +137,7 @@ class Recording:
             record = {"frame": frame, "t": round(token.at - times.started, 6), "text": token.text}
             if token.finish:
                 record["finish"] = token.finish
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps(record) + "\n", flush=False)
             yield token
         self._file.flush()
 
