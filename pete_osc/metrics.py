@@ -89,7 +89,8 @@ class TapFile:
         except OSError as exc:
             raise PeteError(f"{option} {path}: cannot write: {exc.strerror}") from None
 
-    def write(self, line: str, flush: bool = True) -> None:
+    def write_line(self, line: str, flush: bool = True) -> None:
+        """Append ``line`` (with its newline); flush it to the file unless told not to."""
         if self._file is None:
             return
         try:
@@ -102,7 +103,7 @@ class TapFile:
             self._drop()
 
     def flush(self) -> None:
-        self.write("", flush=True)
+        self.write_line("", flush=True)
 
     def close(self) -> None:
         if self._file is not None:
@@ -123,8 +124,8 @@ class MetricsFile(TapFile):
     def __init__(self, path: str | Path):
         super().__init__(path, "--metrics")
 
-    def write(self, record: dict) -> None:  # type: ignore[override]
-        super().write(json.dumps(record) + "\n")
+    def write(self, record: dict) -> None:
+        self.write_line(json.dumps(record) + "\n")
 
 
 class StatusLine:

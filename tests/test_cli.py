@@ -81,11 +81,11 @@ REPLAY = ["--engine", "replay", "--replay", str(ROOT / "DIRECTOR.md")]
 @pytest.mark.parametrize("args, message", [
     (REPLAY + ["--source", "nothere.mp4"], "pete-osc: error: nothere.mp4: no such file or folder"),
     (REPLAY + ["--source", "9"], "pete-osc: error: camera 9 could not be opened"),
-    (["--size", "100"], "pete-osc: error: --size 100: the model input size must be a multiple of 64"),
+    (REPLAY + ["--size", "100"], "pete-osc: error: --size 100: the model input size must be a multiple of 64"),
     (["--model", "./no-such-model", "--source", "README.md"],
      "pete-osc: error: --model ./no-such-model: no such folder"),
     (REPLAY + ["--director", "nothere.md"], "pete-osc: error: nothere.md: cannot read the DIRECTOR file"),
-    (["--capture-size", "big"], "pete-osc: error: --capture-size big: expected WIDTHxHEIGHT"),
+    (REPLAY + ["--capture-size", "big"], "pete-osc: error: --capture-size big: expected WIDTHxHEIGHT"),
     (REPLAY + ["--source", "pyproject.toml"], "pete-osc: error: pyproject.toml: OpenCV cannot open it"),
     (["--engine", "replay", "--replay", "nothere.txt"], "pete-osc: error: --replay nothere.txt: no such file"),
 ])

@@ -137,7 +137,7 @@ class Recording:
             record = {"frame": frame, "t": round(token.at - times.started, 6), "text": token.text}
             if token.finish:
                 record["finish"] = token.finish
-            self._file.write(json.dumps(record) + "\n", flush=False)
+            self._file.write_line(json.dumps(record) + "\n", flush=False)
             yield token
         self._file.flush()
 
