@@ -206,6 +206,7 @@ class LatestFrame:
         period = 0.0 if self.source.live else 1.0 / self.source.fps
         next_at = time.monotonic()
         failures = 0
+        since_rewind = 0  # a file that gives no frame is not rewound forever
         try:
             while not self._stop.is_set():
                 image = self.source.read()
@@ -214,12 +215,14 @@ class LatestFrame:
                         failures += 1  # a camera hiccup: try again shortly
                         self._stop.wait(0.02)
                         continue
-                    if self.loop and self.source.rewind():
+                    if self.loop and since_rewind and self.source.rewind():
+                        since_rewind = 0
                         continue
                     self.end_reason = ("stopped delivering frames" if self.source.live
                                        else f"ended after {self.captured} frames")
                     break
                 failures = 0
+                since_rewind += 1
                 self._publish(image)
                 if period:
                     next_at += period
@@ -286,14 +289,16 @@ class EveryFrame:
         return next(self._frames)
 
     def _read(self) -> Iterator[Frame]:
-        n = 0
+        n = since_rewind = 0
         try:
             while True:
                 image = self.source.read()
                 if image is None:
-                    if self.loop and self.source.rewind():
+                    if self.loop and since_rewind and self.source.rewind():
+                        since_rewind = 0  # (a file that gives no frame is not rewound forever)
                         continue
                     break
+                since_rewind += 1
                 yield Frame(n, image, time.time(), self.source.name)
                 n += 1
             self.end_reason = f"ended after {n} frames"

@@ -214,19 +214,13 @@ def cmd_init(args) -> int:
     return 0
 
 
-def _director(args):
-    from .director import load_director
-    from .shipped import default_director
-
-    return load_director(args.director or default_director())
-
-
 def cmd_parse(args) -> int:
     """``pete-osc parse``: check any model's output against DIRECTOR.md."""
     from .events import Rejection
+    from .shipped import read_director
     from .parser import parse_text_stream
 
-    director = _director(args)
+    director = read_director(args.director)
     stream, name = _open_text(args.file)
     with stream:
         for record in parse_text_stream(director, stream, source=name):
@@ -377,13 +371,6 @@ def _constrain(engine, director, mode: str) -> None:
     say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
 
 
-def _load_mapping(spec: str, director):
-    from .mapping.config import load_mapping
-    from .shipped import mapping_path
-
-    return load_mapping(mapping_path(spec), director)
-
-
 def _open_dispatcher(mapping, midi_api: str | None, on_sent=None):
     from .dispatch import open_dispatcher
 
@@ -402,9 +389,10 @@ def cmd_send(args) -> int:
     """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
     from .events import Event, FrameEnd, Rejection
     from .parser import parse_text_stream
+    from .shipped import read_director, read_mapping
 
-    director = _director(args)
-    mapping = _load_mapping(args.mapping, director)
+    director = read_director(args.director)
+    mapping = read_mapping(args.mapping, director)
     stream, name = _open_text(args.file)
     dispatcher = _open_dispatcher(mapping, args.midi_api)
     try:

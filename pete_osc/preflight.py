@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from .capture import Source, open_source
-from .director import Director, load_director
+from .director import Director
 from .engines.base import check_size
 from .errors import PeteError, Problems
 from .models import default_model, download, engine_name, locate
-from .shipped import default_director, mapping_path
+from .shipped import mapping_path, read_director, read_mapping
 
 # What each engine imports; found with importlib (no import, so no cost).
 ENGINE_LIBRARIES = {
@@ -57,14 +57,13 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
 
     size = attempt(lambda: check_size(args.size))
     width, height = attempt(lambda: capture_size(args.capture_size)) or (320, 240)
-    director = attempt(lambda: load_director(args.director or default_director()))
+    director = attempt(lambda: read_director(args.director))
     mapping = None
     if args.mapping is not None:
-        path = attempt(lambda: mapping_path(args.mapping))
-        if path is not None and director is not None:
-            from .mapping.config import load_mapping
-
-            mapping = attempt(lambda: load_mapping(path, director))
+        if director is None:  # the mapping cannot be checked, but can be found
+            attempt(lambda: mapping_path(args.mapping))
+        else:
+            mapping = attempt(lambda: read_mapping(args.mapping, director))
     engine = engine_name(args.engine)
     attempt(lambda: check_libraries(engine, args.constrain))
     model = args.model

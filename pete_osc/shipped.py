@@ -30,6 +30,20 @@ def default_director() -> Path:
     return here if here.is_file() else root() / "DIRECTOR.md"
 
 
+def read_director(path: str | Path | None = None):
+    """DIRECTOR.md as given (``--director``), else the default one, read and checked."""
+    from .director import load_director
+
+    return load_director(path or default_director())
+
+
+def read_mapping(spec: str | Path, director):
+    """``--mapping``'s file or shipped name, read and checked against ``director``."""
+    from .mapping.config import load_mapping
+
+    return load_mapping(mapping_path(spec), director)
+
+
 def mapping_names() -> list[str]:
     """The shipped mappings, by name (default, ableton, ...)."""
     return sorted(p.stem for p in (root() / "mappings").glob("*.yaml"))

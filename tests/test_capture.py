@@ -82,3 +82,29 @@ def test_sizes_are_multiples_of_64(size, ok):
     else:
         with pytest.raises(PeteError, match="multiple of 64"):
             check_size(size)
+
+
+@pytest.mark.parametrize("mode", ["every-frame", "latest-frame"])
+def test_loop_over_a_folder_with_no_readable_image_ends(tmp_path, mode):
+    """--loop on a source that yields nothing ends instead of rewinding for ever."""
+    from pete_osc.capture import FolderSource, LatestFrame, every_frame
+
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    source = FolderSource(str(tmp_path), 320, 240)
+    if mode == "every-frame":
+        import threading
+
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(every_frame(source, loop=True)),
+                                  daemon=True)  # a daemon: a broken loop must not hang the suite
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "still rewinding"
+        assert got == []
+    else:
+        grabber = LatestFrame(source, loop=True)
+        try:
+            assert grabber.ended.wait(5), "still rewinding"
+            assert grabber.end_reason == "ended after 0 frames"
+        finally:
+            grabber.close()

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PeteError
 from ..parser import FRAME_MARK
+from ..taps import TapFile
 from .base import FrameTimes, Token
 
 # Plain text has no timing: a first token after this, then one token per TBT.
@@ -121,8 +122,6 @@ class Recording:
         self.engine = engine
         self.name = engine.name
         self.model_id = engine.model_id
-        from ..metrics import TapFile
-
         self._file = TapFile(path, "--record", mode="w")
         self._frames = 0
 
