@@ -32,7 +32,7 @@ from pete_osc.dispatch import Dispatcher  # noqa: E402
 from pete_osc.events import FrameInfo  # noqa: E402
 from pete_osc.mapping.config import parse_mapping  # noqa: E402
 from pete_osc.mapping.router import Router  # noqa: E402
-from pete_osc.outputs.osc import OscOutput, build_message  # noqa: E402
+from pete_osc.outputs.osc import OscOutput  # noqa: E402
 from pete_osc.parser import LineParser  # noqa: E402
 
 LINE = "energy: 0.7\n"
@@ -91,7 +91,7 @@ def main() -> int:
     def ours():
         for ev in parser.feed(LINE):
             for m in router.event(ev, time.monotonic()):
-                out.send(build_message(m.address, m.args))
+                out.send(m)
 
     ev = parser.feed(LINE)[0]
     msg = router.event(ev, 0.0)[0]
@@ -101,7 +101,7 @@ def main() -> int:
         ("pete-osc: parse -> map -> build -> send", ours),
         ("  parse one line (LineParser.feed)", lambda: parser.feed(LINE)),
         ("  map one event (Router.event)", lambda: router.event(ev, time.monotonic())),
-        ("  build + send (OscOutput)", lambda: out.send(build_message(msg.address, msg.args))),
+        ("  build + send (OscOutput)", lambda: out.send(msg)),
     ]:
         timed(fn, min(n, 2000))  # warm up
         drain()

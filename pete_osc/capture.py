@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -23,6 +24,14 @@ import numpy as np
 from .errors import PeteError
 
 log = logging.getLogger(__name__)
+
+# A live source that delivers nothing for this long is lost: it is closed and reopened,
+# after 0.5 s, then 1, 2 and 4 s, then every REOPEN_MAX s, until it answers again.
+LOST_AFTER = 1.0
+REOPEN_FIRST = 0.5
+REOPEN_MAX = 5.0
+# Seconds OpenCV's FFmpeg backend waits to connect to a stream URL, or for its next frame.
+STREAM_TIMEOUT = 2.0
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -51,6 +60,10 @@ class Source:
         """Start again from the first frame; False where that means nothing (a camera)."""
         return False
 
+    def reopen(self) -> bool:
+        """Open a live source again after it stopped delivering; False: not (yet)."""
+        return False
+
     def close(self) -> None:
         pass
 
@@ -69,6 +82,21 @@ class VideoSource(Source):
         self._size = (width, height)
 
     def _open(self, spec: str, width: int, height: int) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            # FFmpeg's own lines ("[http @ 0x...] Stream ends prematurely") off: a lost
+            # stream gets our one line. Read by OpenCV when its FFmpeg backend starts.
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        if "://" in spec:
+            # A stream that stops answering must not hold the capture thread for FFmpeg's
+            # default 30 s: give up on a connect or a read after STREAM_TIMEOUT.
+            ms = int(STREAM_TIMEOUT * 1000)
+            self._cap = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            if not self._cap.isOpened():
+                self._cap.release()
+                raise PeteError(f"{spec}: the stream does not answer (is the camera or "
+                                "server on, and the URL right?)")
+            return
         if spec.isdigit():
             self._cap = cv2.VideoCapture(int(spec))
             # Ask the camera for the capture size; many honour it and send less data.
@@ -95,6 +123,17 @@ class VideoSource(Source):
 
     def rewind(self) -> bool:
         return not self.live and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    def reopen(self) -> bool:
+        """Open the camera or stream again (after it stopped delivering); False if it
+        cannot be opened yet."""
+        self._cap.release()
+        try:
+            with _opencv_quiet():
+                self._open(self.name, *self._size)
+        except PeteError:
+            return False
+        return True
 
     def close(self) -> None:
         self._cap.release()
@@ -185,43 +224,59 @@ class LatestFrame:
 
     The object that starts it owns it: ``close()`` sets the stop event, joins the thread
     and releases the source. Files play in real time (paced to their frame rate) so a
-    video stands in for a camera; ``loop`` restarts a file at its end.
+    video stands in for a camera; ``loop`` restarts a file at its end. A live source
+    (camera, stream) that stops delivering is lost, not ended: it is reopened with
+    backoff, and ``notify(what, text)`` hears of the loss and of the return, once each.
+    ``fresh`` (an Event shared by several grabbers) is set at every new frame.
     """
 
-    def __init__(self, source: Source, loop: bool = False):
+    def __init__(self, source: Source, loop: bool = False, name: str | None = None,
+                 notify: Callable[[str, str], None] | None = None,
+                 fresh: threading.Event | None = None):
         self.source = source
+        self.name = name or source.name
         self.loop = loop
+        self.notify = notify or (lambda what, text: None)
+        self.fresh = fresh
         self.captured = 0
         self.dropped = 0
+        self.lost = False  # a live source between its loss and its return
         self.ended = threading.Event()
         self.end_reason: str | None = None  # why the source ended by itself, once it has
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._newest: Frame | None = None
         self._taken_id = -1
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=False)
+        self._thread = threading.Thread(target=self._run, name=f"capture {self.name}")
         self._thread.start()
 
     def _run(self) -> None:
         period = 0.0 if self.source.live else 1.0 / self.source.fps
         next_at = time.monotonic()
-        failures = 0
+        silent_since = None
         since_rewind = 0  # a file that gives no frame is not rewound forever
         try:
             while not self._stop.is_set():
                 image = self.source.read()
                 if image is None:
-                    if self.source.live and failures < 50:
-                        failures += 1  # a camera hiccup: try again shortly
-                        self._stop.wait(0.02)
+                    if self.source.live:
+                        now = time.monotonic()
+                        silent_since = silent_since or now
+                        if now - silent_since < LOST_AFTER:
+                            self._stop.wait(0.02)  # a camera hiccup: try again shortly
+                        elif not self._reconnect(now - silent_since):
+                            break
                         continue
                     if self.loop and since_rewind and self.source.rewind():
                         since_rewind = 0
                         continue
-                    self.end_reason = ("stopped delivering frames" if self.source.live
-                                       else f"ended after {self.captured} frames")
+                    self.end_reason = f"ended after {self.captured} frames"
                     break
-                failures = 0
+                if self.lost:
+                    self.lost = False
+                    self.notify("back", f"source {self.name} is back after "
+                                        f"{time.monotonic() - silent_since:.1f} s")
+                silent_since = None
                 since_rewind += 1
                 self._publish(image)
                 if period:
@@ -233,19 +288,39 @@ class LatestFrame:
                         next_at = time.monotonic()
         except Exception as exc:  # a driver error must not kill the show silently
             self.end_reason = f"failed after {self.captured} frames: {exc}"
-            log.error("capture from %s stopped: %s", self.source.name, exc)
+            self.notify("ended", f"source {self.name} stopped: {exc}")
         finally:
             self.ended.set()
-            with self._cond:
-                self._cond.notify_all()
+            self._wake()
+
+    def _reconnect(self, silent: float) -> bool:
+        """The live source has been silent too long: reopen it with backoff until it
+        answers (True) or the grabber is stopped (False)."""
+        if not self.lost:
+            self.lost = True
+            self.notify("lost", f"source {self.name} delivers no frames since {silent:.1f} s; "
+                                "reopening it until it answers, the other sources go on")
+        wait = REOPEN_FIRST
+        while not self._stop.wait(wait):
+            if self.source.reopen():
+                return True
+            wait = min(wait * 2, REOPEN_MAX)
+        return False
 
     def _publish(self, image: np.ndarray) -> None:
         with self._cond:
             if self._newest is not None and self._newest.id > self._taken_id:
                 self.dropped += 1  # replaced before inference took it
-            self._newest = Frame(self.captured, image, time.time(), self.source.name)
+            self._newest = Frame(self.captured, image, time.time(), self.name)
             self.captured += 1
             self._cond.notify_all()
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+        if self.fresh is not None:
+            self.fresh.set()
 
     def newest(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet taken; waits up to ``timeout``. None: none came."""
@@ -261,12 +336,17 @@ class LatestFrame:
             self._taken_id = self._newest.id
             return self._newest
 
-    def close(self) -> None:
+    @property
+    def exhausted(self) -> bool:
+        """Ended, and its last frame taken."""
+        with self._cond:
+            return self.ended.is_set() and (self._newest is None or self._newest.id <= self._taken_id)
+
+    def close(self, timeout: float = 5.0) -> None:
         """Stop the thread, join it and release the device."""
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        self._wake()
+        self._thread.join(timeout=timeout)
         self.source.close()
 
 
@@ -276,8 +356,9 @@ class EveryFrame:
 
     dropped = 0  # nothing is ever replaced
 
-    def __init__(self, source: Source, loop: bool = False):
+    def __init__(self, source: Source, loop: bool = False, name: str | None = None):
         self.source = source
+        self.name = name or source.name
         self.loop = loop
         self.end_reason: str | None = None
         self._frames = self._read()
@@ -299,7 +380,7 @@ class EveryFrame:
                         continue
                     break
                 since_rewind += 1
-                yield Frame(n, image, time.time(), self.source.name)
+                yield Frame(n, image, time.time(), self.name)
                 n += 1
             self.end_reason = f"ended after {n} frames"
         finally:
@@ -313,6 +394,6 @@ class EveryFrame:
         self.source.close()
 
 
-def every_frame(source: Source, loop: bool = False) -> EveryFrame:
+def every_frame(source: Source, loop: bool = False, name: str | None = None) -> EveryFrame:
     """See :class:`EveryFrame`."""
-    return EveryFrame(source, loop)
+    return EveryFrame(source, loop, name)

@@ -6,8 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import threading
-import time
 from pathlib import Path
 
 from . import __version__
@@ -88,9 +86,11 @@ def _arguments() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common],
                          help="describe a camera or video live; tokens to stdout")
-    run.add_argument("--source", default=None,
+    run.add_argument("--source", action="append", default=None, metavar="[NAME=]SOURCE",
                      help="camera number, video file, folder of images, URL, or 'none' (blank "
-                          "frames; the default with --engine replay) (default 0)")
+                          "frames; the default with --engine replay) (default 0). Give it "
+                          "again for several sources, served in turn; NAME (stage=0) is what "
+                          "events carry and {source} in a mapping becomes")
     run.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
                      help="auto (mlx on Apple Silicon, torch elsewhere), mlx, torch, remote "
                           "(--server) or replay (--replay)")
@@ -144,6 +144,14 @@ def _arguments() -> argparse.ArgumentParser:
                           "name of a shipped one (default, ableton, synth-midi, puredata-max)")
     run.add_argument("--midi-api", default=None, choices=MIDI_APIS,
                      help="MIDI system (default: CoreMIDI on macOS; ALSA, else JACK, on Linux)")
+    run.add_argument("--no-reload", action="store_true",
+                     help="pin DIRECTOR.md and the mapping: saved edits (and SIGHUP) do not "
+                          "reload them")
+    run.add_argument("--stall", type=_number(low=0), default=10.0, metavar="SECONDS",
+                     help="end a frame that gets no token for this long, and go on with the "
+                          "next (default 10; 0: never)")
+    run.add_argument("--frame-limit", type=_number(low=0), default=60.0, metavar="SECONDS",
+                     help="end a frame that runs longer than this (default 60; 0: never)")
     run.add_argument("--metrics", default=None, metavar="FILE",
                      help="append per-frame latency records (JSON lines) to FILE")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")
@@ -235,152 +243,52 @@ def cmd_parse(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """``pete-osc run``: the live loop."""
-    from . import pipeline
-    from .capture import LatestFrame, every_frame
-    from .engines import EngineOptions, GenerationSettings, open_engine
-    from .events import Event
-    from .metrics import MetricsFile, SentTimes, StatusLine, frame_record
+    """``pete-osc run``: the live show (see pete_osc.show); this only turns the arguments
+    into a checked configuration and the taps that watch the show."""
+    from .engines import EngineOptions
+    from .engines.replay import Recording
+    from .metrics import MetricsFile, Status
     from .preflight import prepare
-    from .stopping import StopGuard
+    from .reload import Files
+    from .show import Show, ShowConfig
+    from .taps import TokenEcho
 
-    # The sizes, DIRECTOR.md, the mapping, the libraries, the model and the source, all
+    # The sizes, DIRECTOR.md, the mapping, the libraries, the model and the sources, all
     # before the slow imports; every problem is named at once (see preflight).
     plan = prepare(args, say)
-    director, mapping, source, size = plan.director, plan.mapping, plan.source, plan.size
-    sent_times = SentTimes()
-    dispatcher = metrics = None
-    try:
-        metrics = MetricsFile(args.metrics) if args.metrics else None
-        dispatcher = (_open_dispatcher(mapping, args.midi_api,
-                                       on_sent=lambda m, at: sent_times.sent(
-                                           getattr(m, "frame_id", None), time.time()))
-                      if mapping else None)
-    except BaseException:
-        source.close()
-        if metrics is not None:
-            metrics.close()
-        raise
-    status = StatusLine() if StatusLine.wanted() and not args.quiet else None
-    stop = threading.Event()
-    out = TokenStream(sys.stdout, on_closed=stop.set)
-    summary = pipeline.Summary()
-    frames = None
-    engine = None
-    settings = GenerationSettings(args.max_tokens, args.temperature, size)
-
-    def release() -> None:
-        (frames or source).close()
-
-    def forced_end() -> None:
-        # The watchdog ends the process while the engine is busy: keep what is done.
-        release()
-        if dispatcher is not None:
-            dispatcher.close(timeout=0.3)
-        out.end()
-        say(f"stopped (did not wait for the engine). {summary.line()}")
-
-    try:
+    files = Files.of(plan.director, plan.mapping)
+    show = Show(ShowConfig.from_args(args, plan.size), files, plan.sources, say)
+    with show:
+        echo = TokenEcho(sys.stdout, on_closed=show.stop.set, tokens=not args.json,
+                         events=args.json, sources=len(plan.sources))
+        show.subscribe(echo,
+                       MetricsFile(args.metrics) if args.metrics else None,
+                       Recording(args.record) if args.record else None,
+                       None if args.quiet else Status(show.sent if show.sender else None))
         say({"remote": f"connecting to {args.server} ...",
              "replay": f"replaying {args.replay} ..."}.get(plan.engine, f"loading {plan.model} ..."))
-        options = EngineOptions(server=args.server, timeout=args.timeout, replay=args.replay,
-                                replay_speed=args.replay_speed, device=args.device,
-                                compile=not args.no_compile, progress=say, path=plan.model_path)
-        engine = open_engine(plan.engine, plan.model, director.prompt, director.instruction,
-                             settings, options)
-        _constrain(engine, director, args.constrain)
-        if args.record:
-            from .engines.replay import Recording
-
-            engine = Recording(engine, args.record)
-        say(f"{engine.name} engine, model {engine.model_id}, input {size} px")
-        if not args.no_warmup and hasattr(engine, "warm_up"):
-            say("warming up ...")
-            say(f"warm-up took {engine.warm_up():.1f} s")
-        if args.every_frame and not source.live:
-            frames = every_frame(source, loop=args.loop)
-            paced = frames
-        else:
-            frames = LatestFrame(source, loop=args.loop)
-            paced = pipeline.paced(frames, args.fps, stop)
-        say(f"running on {source.name}; Ctrl-C to stop")
-
-        def on_record(record):
-            if isinstance(record, Event):
-                if dispatcher is not None:
-                    dispatcher.event(record)
-                if args.json:
-                    out.json(record.to_dict())
-
-        def on_report(report):
-            if dispatcher is not None:
-                dispatcher.end_frame(report.frame_id)
-            record = frame_record(report, frames.dropped, sent_times.first(report.frame_id))
-            if metrics is not None:
-                metrics.write(record)
-            if status is not None:
-                status.update(record, dispatcher.sent if dispatcher else None)
-            elif not args.quiet and report.error is None:  # failures are logged as they happen
-                say(_status(report, frames.dropped))
-
-        with StopGuard(stop, on_force=forced_end):
-            pipeline.run(
-                paced, engine, director, size,
-                on_text=(lambda text: None) if args.json else out.text,
-                on_record=on_record,
-                on_frame=(lambda frame: None) if args.json else out.frame,
-                on_report=on_report, stop=stop, max_frames=args.max_frames or None,
-                drops=lambda: frames.dropped, summary=summary,
-            )
-        out.end()
-    finally:
-        release()
-        if status is not None:
-            status.end()
-        if metrics is not None:
-            metrics.close()
-        if dispatcher is not None:
-            dispatcher.close()
-        if engine is not None:
-            engine.close()
-    if out.closed:
+        show.load(plan.engine, plan.model, EngineOptions(
+            server=args.server, timeout=args.timeout, replay=args.replay,
+            replay_speed=args.replay_speed, device=args.device, compile=not args.no_compile,
+            progress=say, path=plan.model_path))
+        summary = show.run()
+    if echo.closed:
         say("stdout was closed by its reader; stopping")
-    elif frames is not None and frames.end_reason and not (
-            args.max_frames and summary.frames >= args.max_frames):
-        say(f"source {source.name} {frames.end_reason}")
-    say(f"stopped. {summary.line()}" + (f"; {_sent_line(dispatcher)}" if dispatcher else ""))
+    say(f"stopped. {summary.line()}" + (f"; {show.sent_line()}" if show.sender else ""))
     return 0
 
 
-def _constrain(engine, director, mode: str) -> None:
-    """``--constrain``: on where the engine can (auto), required (on), or off."""
-    if mode == "off":
-        return
-    if not getattr(engine, "supports_constraint", False):
-        if mode == "on":
-            raise PeteError(f"--constrain on: the {engine.name} engine cannot constrain "
-                            "decoding; use --constrain off")
-        return
-    try:
-        engine.constrain(director)
-    except PeteError as exc:
-        if mode == "on":
-            raise
-        log.warning("decoding is not constrained: %s", exc)
-        return
-    say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
-
-
-def _open_dispatcher(mapping, midi_api: str | None, on_sent=None):
+def _open_dispatcher(mapping, midi_api: str | None):
     from .dispatch import open_dispatcher
 
-    dispatcher = open_dispatcher(mapping, midi_api, on_sent=on_sent)
+    dispatcher = open_dispatcher(mapping, midi_api)
     for line in dispatcher.describe():
         say(f"sending {line}")
     return dispatcher
 
 
 def _sent_line(dispatcher) -> str:
+    """How many messages left (and were lost), for ``send``'s closing line."""
     lost = f", {dispatcher.lost} for outputs that are off" if dispatcher.lost else ""
     return f"{dispatcher.sent} messages sent{lost}"
 
@@ -446,55 +354,6 @@ def cmd_ports(args) -> int:
     return 0
 
 
-class TokenStream:
-    """The raw token stream on stdout, flushed per token, with a line between frames.
-
-    When the reader goes away (``pete-osc run | head``), writing stops, ``on_closed`` is
-    called once (the run then ends quietly) and ``closed`` is set."""
-
-    def __init__(self, stream, on_closed=lambda: None):
-        self.stream = stream
-        self.on_closed = on_closed
-        self.closed = False
-        self._at_line_start = True
-
-    def frame(self, frame) -> None:
-        self._write(("" if self._at_line_start else "\n") + f"--- frame {frame.id}\n")
-
-    def text(self, text: str) -> None:
-        self._write(text)
-
-    def json(self, record: dict) -> None:
-        self._write(json.dumps(record) + "\n")
-
-    def end(self) -> None:
-        if not self._at_line_start:
-            self._write("\n")
-
-    def _write(self, text: str) -> None:
-        if not text or self.closed:
-            return
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except BrokenPipeError:
-            self.closed = True
-            _silence_stdout()  # so that no later flush raises again
-            self.on_closed()
-            return
-        self._at_line_start = text.endswith("\n")
-
-
-def _status(report, drops: int) -> str:
-    if report.error:
-        return f"frame {report.frame_id} failed: {report.error}"
-    tbt = (f"{sorted(report.tbt)[len(report.tbt) // 2] * 1000:.0f} ms" if report.tbt else "-")
-    ttft = f"{report.ttft * 1000:.0f} ms" if report.ttft is not None else "-"
-    cut = " (cut at token limit)" if report.truncated else ""
-    return (f"frame {report.frame_id}: TTFT {ttft}, TBT {tbt}, {report.tokens} tokens, "
-            f"{report.events} events, {report.rejected} rejected{cut}; {drops} frames dropped")
-
-
 def _quick_exit(code: int) -> None:
     """End the process now that the run has closed its camera, outputs and files.
 
@@ -511,13 +370,9 @@ def _quick_exit(code: int) -> None:
 
 
 def _silence_stdout() -> None:
-    import os
+    from .taps import silence_stdout
 
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
+    silence_stdout()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""The sender: events from the live loop become messages on the wire, on one thread.
+"""The sender: events from the show become messages on the wire, on one thread.
 
-The live loop (main thread) only hands events over through a queue, so a stalled TCP peer
-or a slow MIDI driver never delays the next token. The sender thread owns the router (the
+The show (main thread) only hands events over through a queue, so a stalled TCP peer or
+a slow MIDI driver never delays the next token. The sender thread owns the router (the
 mapping's state) and every output: it maps each event at once, sends it, and between
-events ticks at the control rate for glides, rate-limited values and note offs.
+events ticks at the control rate for glides, rate-limited values and note offs. A
+reloaded mapping is swapped in on the same thread, between two messages.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Callable
 from .errors import PeteError
 from .events import Event, FrameEnd
 from .mapping.config import MappingConfig
-from .mapping.router import Message, MidiMessage, OscMessage, Router
+from .mapping.router import Message, MidiMessage, Router
+from .outputs.base import BaseOutput
 from .outputs.midi import MidiOutput, open_midi_api
-from .outputs.osc import OscOutput, build_bundle, build_message
+from .outputs.osc import OscOutput
 
 log = logging.getLogger(__name__)
 
@@ -28,54 +30,85 @@ _STOP = object()
 IDLE_WAKE = 0.5
 
 
+class _Reload:
+    def __init__(self, mapping: MappingConfig, outputs: dict, closing: list):
+        self.mapping, self.outputs, self.closing = mapping, outputs, closing
+
+
 class Dispatcher:
     """Opens the mapping's outputs, sends what events map to, closes everything at the end.
 
-    Use as a context manager, or call :meth:`start` and :meth:`close`. ``on_sent`` (called
-    on the sender thread) gets each message and the time it left, for latency metrics.
+    Use as a context manager, or call :meth:`start` and :meth:`close`. The time each
+    frame's first message left is kept for the metrics (:meth:`first_sent`).
     """
 
     def __init__(self, mapping: MappingConfig, midi_api: str | None = None,
-                 on_sent: Callable[[Message, float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.mapping = mapping
         self.router = Router(mapping)
         self.clock = clock
-        self.on_sent = on_sent
         self.period = 1.0 / mapping.control_rate
-        self.midi_api = None
-        self.osc = {name: OscOutput(t) for name, t in mapping.osc.items()}
-        self.midi: dict[str, MidiOutput] = {}
-        self.lost = 0  # messages for outputs that are off
-        if mapping.midi:
-            try:
-                self.midi_api, backend = open_midi_api(midi_api)
-            except PeteError as exc:
-                # No MIDI library or system here: the show goes on with OSC alone (an
-                # explicit --midi-api that fails is refused instead).
-                if midi_api:
-                    raise
-                log.warning("%s: MIDI is off, OSC goes on: %s", mapping.path, exc)
-            else:
-                # Ports named in the mapping must exist before anything opens (PeteError if not).
-                for name, t in mapping.midi.items():
-                    try:
-                        self.midi[name] = MidiOutput(t, backend, self.midi_api)
-                    except PeteError as exc:
-                        raise PeteError(f"{mapping.path}:{t.line}: {exc}") from None
+        self.midi_api: str | None = None
+        self._midi_wanted = midi_api
+        self._backend = None
+        self._midi_off = False  # no MIDI system here: said once, OSC goes on
+        self.outputs: dict[str, BaseOutput] = {}
+        self.outputs, _ = self._outputs_for(mapping)
         self.events = 0
         self.sent = 0
+        self.unrouted = 0  # messages for a MIDI target while MIDI is off
+        self._first_sent: dict[int, float] = {}
+        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._bundles: dict[tuple[int, str], list[OscMessage]] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    # ---- the live loop's side (any thread) ---------------------------------------------
+    @property
+    def lost(self) -> int:
+        """Messages for outputs that are off (a dead host, a missing port, no MIDI)."""
+        return self.unrouted + sum(o.lost for o in self.outputs.values())
+
+    # ---- outputs -----------------------------------------------------------------------
+    def _outputs_for(self, mapping: MappingConfig) -> tuple[dict[str, BaseOutput], list]:
+        """The outputs ``mapping`` names: those already open where the target did not
+        change, new ones (not yet opened) for the rest; and the open ones no longer named."""
+        outputs: dict[str, BaseOutput] = {}
+        for name, target in mapping.osc.items():
+            out = self.outputs.get(name)
+            if isinstance(out, OscOutput) and out.same_target(target):
+                outputs[name] = out
+            else:
+                outputs[name] = OscOutput(target, mapping.bundle, mapping.bundle_delay)
+        backend = self._midi_backend(mapping) if mapping.midi else None
+        for name, target in mapping.midi.items():
+            out = self.outputs.get(name)
+            if isinstance(out, MidiOutput) and out.same_target(target):
+                outputs[name] = out
+            elif backend is not None:
+                try:  # a port named in the mapping must exist before anything opens
+                    outputs[name] = MidiOutput(target, backend, self.midi_api)
+                except PeteError as exc:
+                    raise PeteError(f"{mapping.path}:{target.line}: {exc}") from None
+        gone = [out for name, out in self.outputs.items() if outputs.get(name) is not out]
+        return outputs, gone
+
+    def _midi_backend(self, mapping: MappingConfig):
+        if self._backend is None and not self._midi_off:
+            try:
+                self.midi_api, self._backend = open_midi_api(self._midi_wanted)
+            except PeteError as exc:
+                # No MIDI library or system here: the show goes on with OSC alone (an
+                # explicit --midi-api that fails is refused instead).
+                if self._midi_wanted:
+                    raise
+                self._midi_off = True
+                log.warning("%s: MIDI is off, OSC goes on: %s", mapping.path, exc)
+        return self._backend
+
+    # ---- the show's side (any thread) --------------------------------------------------
     def start(self) -> "Dispatcher":
         """Open the outputs and start the sender thread."""
-        for out in self.midi.values():
-            out.open()
-        for out in self.osc.values():
+        for out in self.outputs.values():
             out.open()
         self._thread = threading.Thread(target=self._run, name="pete-osc sender")
         self._thread.start()
@@ -83,11 +116,30 @@ class Dispatcher:
 
     def event(self, event: Event) -> None:
         """Hand over one event; it is mapped and sent on the sender thread at once."""
-        self._queue.put((event, self.clock()))
+        self._queue.put(event)
 
     def end_frame(self, frame_id: int) -> None:
-        """The frame's answer is complete: send its OSC bundles (when bundling)."""
-        self._queue.put((FrameEnd(frame_id), self.clock()))
+        """The frame's answer is complete: outputs that bundle per frame send now."""
+        self._queue.put(FrameEnd(frame_id))
+
+    def reload(self, mapping: MappingConfig) -> list[str]:
+        """Swap in an edited mapping between two messages: unchanged outputs (and MIDI
+        ports) stay open, new ones open now, removed ones close; routes that did not change
+        keep their state; the notes of removed routes are released. A target that cannot
+        be found raises PeteError here, and the running mapping stays. Returns what
+        changed, in words."""
+        outputs, gone = self._outputs_for(mapping)
+        opened = [out for name, out in outputs.items() if self.outputs.get(name) is not out]
+        for out in opened:
+            out.open()
+        self._queue.put(_Reload(mapping, outputs, gone))
+        return ([f"opened {out.label}" for out in opened]
+                + [f"closed {out.label}" for out in gone])
+
+    def first_sent(self, frame_id: int) -> float | None:
+        """When (Unix time) the first message caused by frame ``frame_id`` left."""
+        with self._lock:
+            return self._first_sent.get(frame_id)
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued, then notes off and exit values; close the outputs."""
@@ -95,13 +147,13 @@ class Dispatcher:
             return
         self._closed = True
         if self._thread is not None:
-            self._queue.put((_STOP, self.clock()))
+            self._queue.put(_STOP)
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("the sender did not finish within %g s", timeout)
                 return
-        for out in list(self.osc.values()) + list(self.midi.values()):
-            out.close()
+        for out in self.outputs.values():
+            self._sent(out.close())
 
     def __enter__(self) -> "Dispatcher":
         return self.start()
@@ -111,9 +163,14 @@ class Dispatcher:
 
     def describe(self) -> list[str]:
         """One line per output, for the start-up messages."""
-        lines = [f"OSC {t.protocol} -> {t.host}:{t.port} ({name})" for name, t in self.mapping.osc.items()]
-        lines += [f"MIDI {'virtual port ' if o.target.virtual else ''}{o.full_name!r} via "
-                  f"{o.api} ({name})" for name, o in self.midi.items()]
+        lines = []
+        for name, out in self.outputs.items():
+            if isinstance(out, OscOutput):
+                t = out.target
+                lines.append(f"OSC {t.protocol} -> {t.host}:{t.port} ({name})")
+            elif isinstance(out, MidiOutput):
+                lines.append(f"MIDI {'virtual port ' if out.target.virtual else ''}"
+                             f"{out.full_name!r} via {out.api} ({name})")
         return lines
 
     # ---- the sender thread -------------------------------------------------------------
@@ -123,12 +180,11 @@ class Dispatcher:
             now = self.clock()
             wait = max(0.0, next_tick - now) if self.router.busy(now) else IDLE_WAKE
             try:
-                item, _queued_at = self._queue.get(timeout=wait)
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
                 item = None
             now = self.clock()
             if item is _STOP:
-                self._flush_bundles()
                 self._send(self.router.closing() + self._all_notes_off())
                 return
             try:
@@ -136,52 +192,51 @@ class Dispatcher:
                     self.events += 1
                     self._send(self.router.event(item, now))
                 elif isinstance(item, FrameEnd):
-                    self._flush_bundles()
+                    for out in self.outputs.values():
+                        self._sent(out.end_frame(item.frame_id))
+                elif isinstance(item, _Reload):
+                    self._swap(item)
                 if now >= next_tick:
                     self._send(self.router.tick(now))
                     next_tick = max(next_tick + self.period, now)
-                    for out in self.midi.values():
-                        out.check(now)
+                    for out in self.outputs.values():
+                        out.tick(now)
             except Exception:  # a bug here must not silence the show: log it, carry on
                 log.exception("sender: could not map or send")
 
+    def _swap(self, reload: _Reload) -> None:
+        self.router, released = self.router.reloaded(reload.mapping)
+        self._send(released)  # through the outputs they were sounding on
+        for out in self.outputs.values():
+            if isinstance(out, OscOutput) and out in reload.outputs.values():
+                self._sent(out.configure(reload.mapping.bundle, reload.mapping.bundle_delay))
+        for out in reload.closing:
+            self._sent(out.close())
+        self.outputs = reload.outputs
+        self.mapping = reload.mapping
+        self.period = 1.0 / reload.mapping.control_rate
+
     def _send(self, messages: list[Message]) -> None:
         for message in messages:
-            if isinstance(message, MidiMessage):
-                out = self.midi.get(message.target)
-                ok = out is not None and out.send(message.data)
-                self.lost += out is None
-            elif self.mapping.bundle and message.frame_id is not None:
-                self._bundle(message)
+            out = self.outputs.get(message.target)
+            if out is None:
+                self.unrouted += 1
                 continue
-            else:
-                ok = self.osc[message.target].send(build_message(message.address, message.args))
-            if ok:
-                self._sent(message)
+            self._sent(out.send(message))
 
-    def _bundle(self, message: OscMessage) -> None:
-        # A message of a newer frame means the older frame's answer is over.
-        for frame_id, _ in list(self._bundles):
-            if frame_id != message.frame_id:
-                self._flush_bundles(only=frame_id)
-        self._bundles.setdefault((message.frame_id, message.target), []).append(message)
-
-    def _flush_bundles(self, only: int | None = None) -> None:
-        for (frame_id, target), messages in list(self._bundles.items()):
-            if only is not None and frame_id != only:
-                continue
-            del self._bundles[(frame_id, target)]
-            delay = self.mapping.bundle_delay
-            timetag = messages[0].captured_at + delay if delay and messages[0].captured_at else None
-            bundle = build_bundle([build_message(m.address, m.args) for m in messages], timetag)
-            if self.osc[target].send(bundle):
-                for m in messages:
-                    self._sent(m)
-
-    def _sent(self, message: Message) -> None:
-        self.sent += 1
-        if self.on_sent is not None:
-            self.on_sent(message, self.clock())
+    def _sent(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        self.sent += len(messages)
+        at = time.time()
+        with self._lock:
+            for message in messages:
+                frame_id = getattr(message, "frame_id", None)
+                if frame_id is not None:
+                    self._first_sent.setdefault(frame_id, at)
+            if len(self._first_sent) > 256:  # keep the recent frames only
+                for old in sorted(self._first_sent)[:-128]:
+                    del self._first_sent[old]
 
     def _all_notes_off(self) -> list[MidiMessage]:
         channels = {(r.target, r.channel) for r in self.mapping.routes if r.kind == "note"}

@@ -12,39 +12,18 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import threading
 from collections import deque
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 from .pipeline import FrameReport
-from .taps import TapFile
+from .taps import Tap, TapFile
 
 
-class SentTimes:
-    """When each frame's first message left (set from the sender thread)."""
-
-    def __init__(self):
-        self._first: dict[int, float] = {}
-        self._lock = threading.Lock()
-
-    def sent(self, frame_id: int | None, at_unix: float) -> None:
-        if frame_id is None:
-            return
-        with self._lock:
-            self._first.setdefault(frame_id, at_unix)
-            if len(self._first) > 256:  # keep the recent frames only
-                for old in sorted(self._first)[:-128]:
-                    del self._first[old]
-
-    def first(self, frame_id: int) -> float | None:
-        with self._lock:
-            return self._first.get(frame_id)
-
-
-def frame_record(report: FrameReport, dropped: int, first_sent_at: float | None = None) -> dict:
+def frame_record(report: FrameReport) -> dict:
     """The JSON-ready metrics of one frame."""
     r = report
+    first_sent_at = r.first_sent_at
 
     def rounded(v):
         return None if v is None else round(v, 6)
@@ -68,19 +47,60 @@ def frame_record(report: FrameReport, dropped: int, first_sent_at: float | None 
         "events": r.events,
         "rejected": r.rejected,
         "finish": r.finish,
-        "dropped": dropped,
+        "dropped": r.dropped,
         "error": r.error,
+        "watchdog": r.watchdog,
     }
 
 
-class MetricsFile(TapFile):
+class MetricsFile(TapFile, Tap):
     """Appends one JSON line per frame (see :class:`TapFile`)."""
 
     def __init__(self, path: str | Path):
         super().__init__(path, "--metrics")
+        self.name = f"--metrics {path}"
+
+    def take(self, record) -> None:
+        if isinstance(record, FrameReport):
+            self.write(frame_record(record))
 
     def write(self, record: dict) -> None:
         self.write_line(json.dumps(record) + "\n")
+
+
+class Status(Tap):
+    """A line per frame on stderr: rewritten in place on a terminal (:class:`StatusLine`),
+    one plain line per frame otherwise; nothing with ``-q``."""
+
+    name = "the status line"
+
+    def __init__(self, sent: Callable[[], int] | None = None, stream: TextIO = sys.stderr):
+        self.sent = sent  # messages sent so far, where there is a mapping
+        self.stream = stream
+        self.line = StatusLine(stream) if StatusLine.wanted(stream) else None
+
+    def take(self, record) -> None:
+        if not isinstance(record, FrameReport):
+            return
+        sent = self.sent() if self.sent is not None else None
+        if self.line is not None:
+            self.line.update(frame_record(record), sent)
+        elif record.error is None and record.watchdog is None:  # failures have their line
+            print(f"pete-osc: {plain_status(record)}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.line is not None:
+            self.line.end()
+
+
+def plain_status(report: FrameReport) -> str:
+    """One frame in one line, for a log."""
+    tbt = (f"{sorted(report.tbt)[len(report.tbt) // 2] * 1000:.0f} ms" if report.tbt else "-")
+    ttft = f"{report.ttft * 1000:.0f} ms" if report.ttft is not None else "-"
+    cut = " (cut at token limit)" if report.truncated else ""
+    return (f"frame {report.frame_id} ({report.source}): TTFT {ttft}, TBT {tbt}, "
+            f"{report.tokens} tokens, {report.events} events, {report.rejected} rejected{cut}; "
+            f"{report.dropped} frames dropped")
 
 
 class StatusLine:
@@ -115,7 +135,8 @@ class StatusLine:
         tbt = statistics.median(tbts) * 1000 if tbts else None
         span = (frames[-1]["captured_at"] - frames[0]["captured_at"]) if len(frames) > 1 else 0
         fps = (len(frames) - 1) / span if span > 0 else 0.0
-        parts = [f"frame {frames[-1]['frame']}", _ms("TTFT", med("ttft")), _ms("TBT", tbt),
+        source = frames[-1].get("source")
+        parts = [f"frame {frames[-1]['frame']}" + (f" ({source})" if source else ""), _ms("TTFT", med("ttft")), _ms("TBT", tbt),
                  _ms("frame->event", med("capture_to_event")), f"{fps:.1f} fps",
                  f"dropped {frames[-1]['dropped']}"]
         if sent is not None:

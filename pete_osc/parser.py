@@ -23,7 +23,8 @@ _SEP = re.compile(r"\s*(?::|=|\s-\s|\u2192|->)\s*")
 _QUOTES = "\"'`*_\u201c\u201d\u2018\u2019"
 _TRAILING = " .,;!\t" + _QUOTES
 # The separator `pete-osc run` writes between frames on stdout: "--- frame 12"
-FRAME_MARK = re.compile(r"^--- frame (\d+)\b")
+# "--- frame 12", or "--- frame 12 from stage" when a run has several sources.
+FRAME_MARK = re.compile(r"^--- frame (\d+)(?: from ([A-Za-z0-9][A-Za-z0-9_-]*))?\b")
 
 
 def split_line(line: str) -> tuple[str, str] | None:
@@ -139,7 +140,8 @@ def parse_text_stream(director: Director, chunks: Iterable[str], source: str = "
                 if frame_ends and parser.lines:
                     yield FrameEnd(frame_id)
                 frame_id = int(mark.group(1))
-                parser = LineParser(director, FrameInfo(frame_id, source, clock()), clock)
+                parser = LineParser(director, FrameInfo(frame_id, mark.group(2) or source,
+                                                        clock()), clock)
                 continue
             yield from parser.feed(line + "\n")
     if buffer:

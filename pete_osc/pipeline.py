@@ -1,8 +1,11 @@
-"""The live loop: newest frame -> engine -> token stream -> parser -> events.
+"""One frame through the engine and the parser, as a stream of typed records.
 
-One frame at a time, on the calling (main) thread: MLX's streams are per thread, and a
-signal handler on the main thread can stop generation between two tokens. A frame whose
-inference fails is logged and skipped; the loop goes on.
+:func:`frame_records` yields, in order: a :class:`Text` per streamed token (the raw
+stream), each :class:`~pete_osc.events.Event` or :class:`~pete_osc.events.Rejection` the
+moment its line completes, and last the frame's :class:`FrameReport`. It runs on the
+calling (main) thread: MLX's streams are per thread, and a signal handler on the main
+thread can stop generation between two tokens. The show (:mod:`pete_osc.show`) runs it
+for every frame; a frame whose inference fails is reported, and the show goes on.
 """
 
 from __future__ import annotations
@@ -12,15 +15,33 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
-from .capture import Frame, LatestFrame
+from .capture import Frame
 from .director import Director
-from .engines import Engine, FrameTimes, square_rgb
+from .engines import Engine, FrameTimes, Prompt, square_rgb
 from .events import Event, FrameInfo, Rejection
 from .parser import LineParser, Record
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameStart:
+    """A frame goes to the engine now (its pixels at capture size, for who wants them)."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Text:
+    """One streamed token's text; ``t`` is seconds since the engine began the frame."""
+
+    frame_id: int
+    source: str
+    text: str
+    t: float
+    finish: str | None = None
 
 
 @dataclass
@@ -40,11 +61,22 @@ class FrameReport:
     prefilled: int | None = None  # positions run through the model before the first token
     error: str | None = None
     stopped: bool = False
+    watchdog: str | None = None  # why the watchdog ended the frame, if it did
     source: str = ""
     started_at: float | None = None  # time.time() when inference began
     vision: float | None = None  # seconds in the vision encoder, where the engine tells
     token_times: list[float] = field(default_factory=list)  # seconds since start, per token
     first_event_at: float | None = None  # time.time() when the first event was parsed
+    dropped: int = 0  # frames dropped so far (all sources)
+    first_sent_at: float | None = None  # time.time() when its first message left
+
+
+@dataclass
+class SourceTotals:
+    """One source's share of a run."""
+
+    frames: int = 0
+    to_event: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +85,7 @@ class Summary:
 
     frames: int = 0
     errors: int = 0
+    watchdog: int = 0  # frames ended by the watchdog
     tokens: int = 0
     events: int = 0
     rejected: int = 0
@@ -60,6 +93,7 @@ class Summary:
     ttft: list[float] = field(default_factory=list)
     tbt: list[float] = field(default_factory=list)
     to_event: list[float] = field(default_factory=list)  # capture -> first event, seconds
+    sources: dict[str, SourceTotals] = field(default_factory=dict)
     started: float | None = None  # time.monotonic() when the first frame began
     ended: float | None = None  # when the last frame finished
 
@@ -72,49 +106,64 @@ class Summary:
     def add(self, report: FrameReport) -> None:
         self.ended = time.monotonic()
         self.frames += 1
-        self.errors += report.error is not None
+        self.errors += report.error is not None and report.watchdog is None
+        self.watchdog += report.watchdog is not None
         self.tokens += report.tokens
         self.events += report.events
         self.rejected += report.rejected
+        self.dropped = max(self.dropped, report.dropped)
         if report.ttft is not None:
             self.ttft.append(report.ttft)
         self.tbt.extend(report.tbt)
+        totals = self.sources.setdefault(report.source, SourceTotals())
+        totals.frames += 1
         if report.first_event_at is not None:
             self.to_event.append(report.first_event_at - report.captured_at)
+            totals.to_event.append(report.first_event_at - report.captured_at)
 
     def line(self) -> str:
         """The closing summary: every figure with its label."""
         took = (self.ended or time.monotonic()) - self.started if self.started else 0.0
         rate = f" ({self.frames / took:.1f} frames/s)" if took > 0 and self.frames > 1 else ""
-        return (f"{self.frames} frames in {took:.1f} s from the first frame{rate}; "
-                f"frames dropped: {self.dropped}, failed: {self.errors}; "
+        watchdog = f", ended by the watchdog: {self.watchdog}" if self.watchdog else ""
+        text = (f"{self.frames} frames in {took:.1f} s from the first frame{rate}; "
+                f"frames dropped: {self.dropped}, failed: {self.errors}{watchdog}; "
                 f"tokens: {self.tokens}, events: {self.events}, lines rejected: {self.rejected}; "
                 f"median TTFT: {_ms(self.ttft)}, TBT: {_ms(self.tbt)}, "
                 f"frame to first event: {_ms(self.to_event)}")
+        if len(self.sources) > 1:
+            text += "; per source: " + ", ".join(
+                f"{name} {t.frames} frames (frame to first event {_ms(t.to_event)})"
+                for name, t in self.sources.items())
+        return text
 
 
 def _ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} ms" if values else "-"
 
 
-def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
-              on_text: Callable[[str], None], on_record: Callable[[Record], None],
-              stop: threading.Event) -> FrameReport:
-    """Run one frame through the engine and the parser.
+def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
+                  prompt: Prompt | None = None,
+                  cancel: Callable[[], str | None] = lambda: None,
+                  ) -> Iterator[Text | Record | FrameReport]:
+    """Run one frame through the engine and the parser; see the module docstring.
 
-    ``on_text`` gets each token's text as it arrives (the raw stream); ``on_record`` each
-    Event or Rejection the moment its line completes.
+    ``cancel`` is asked between tokens: "stop" ends the frame as stopped (Ctrl-C), any
+    other reason as ended by the watchdog. An engine error ends the frame as failed.
     """
     report = FrameReport(frame.id, frame.captured_at, source=frame.source)
     parser = LineParser(director, FrameInfo(frame.id, frame.source, frame.captured_at))
     times = FrameTimes()
     last = None
     report.started_at = time.time()
-    stream = engine.stream(square_rgb(frame.image, size), times)
+    stream = None
     try:
+        stream = engine.stream(square_rgb(frame.image, size), times, prompt)
         for token in stream:
-            if stop.is_set():
-                report.stopped = True
+            reason = cancel()
+            if reason is not None:
+                report.stopped = reason == "stop"
+                report.watchdog = None if report.stopped else reason
                 break
             if token.finish is None:  # a new token (the closing record only flushes text)
                 if last is None:
@@ -125,9 +174,17 @@ def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
                 report.tokens += 1
                 report.token_times.append(token.at - times.started)
             report.finish = token.finish or report.finish
+            if token.text or token.finish:
+                yield Text(frame.id, frame.source, token.text, token.at - times.started,
+                           token.finish)
             if token.text:
-                on_text(token.text)
-                _deliver(parser.feed(token.text), report, on_record)
+                yield from _counted(parser.feed(token.text), report)
+    except Exception as exc:  # one bad frame never ends the show
+        reason = cancel()
+        if reason is not None and reason != "stop":
+            report.watchdog = reason  # the engine gave up because the watchdog ended it
+        else:
+            report.error = f"{type(exc).__name__}: {exc}"
     finally:
         close = getattr(stream, "close", None)
         if close:
@@ -136,12 +193,12 @@ def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
     report.prompt_len = times.prompt_len
     report.prefilled = times.prefilled
     report.vision = times.extra.get("vision_s")
-    if not report.stopped:
-        _deliver(parser.finish(truncated=report.truncated), report, on_record)
-    return report
+    if not report.stopped and report.error is None:
+        yield from _counted(parser.finish(truncated=report.truncated), report)
+    yield report
 
 
-def _deliver(records: list[Record], report: FrameReport, on_record) -> None:
+def _counted(records: list[Record], report: FrameReport) -> Iterator[Record]:
     for record in records:
         if isinstance(record, Event):
             report.events += 1
@@ -151,54 +208,21 @@ def _deliver(records: list[Record], report: FrameReport, on_record) -> None:
             report.rejected += 1
             log.debug("frame %d line %d rejected: %s (%r)", record.frame_id, record.line,
                       record.reason, record.raw)
-        on_record(record)
+        yield record
 
 
-def paced(grabber: LatestFrame, fps: float, stop: threading.Event) -> Iterator[Frame]:
-    """The newest frame at most ``fps`` times a second (0: as fast as the engine goes).
-
-    A tick that finds inference still busy is not made up later: the next frame simply
-    starts as soon as the engine is free, on the newest frame.
-    """
-    period = 1.0 / fps if fps > 0 else 0.0
-    next_at = time.monotonic()
-    while not stop.is_set():
-        delay = next_at - time.monotonic()
-        if delay > 0 and stop.wait(delay):
-            return
-        frame = grabber.newest(timeout=0.25)
-        if frame is None:
-            if grabber.ended.is_set():
-                return
-            continue
-        next_at = max(next_at + period, time.monotonic()) if period else 0.0
-        yield frame
-
-
-def run(frames: Iterable[Frame], engine: Engine, director: Director, size: int,
-        on_text: Callable[[str], None], on_record: Callable[[Record], None],
-        on_frame: Callable[[Frame], None], on_report: Callable[[FrameReport], None],
-        stop: threading.Event, max_frames: int | None = None,
-        drops: Callable[[], int] = lambda: 0, summary: Summary | None = None) -> Summary:
-    """The main loop over ``frames``; returns the summary when the frames end or ``stop``.
-
-    ``summary`` (made by the caller, so that it can report a run it had to cut short) is
-    filled in frame by frame."""
-    summary = summary if summary is not None else Summary()
-    for frame in frames:
-        if stop.is_set():
-            break
-        summary.begin()
-        on_frame(frame)
-        try:
-            report = run_frame(engine, director, frame, size, on_text, on_record, stop)
-        except Exception as exc:  # one bad frame never ends the show
-            report = FrameReport(frame.id, frame.captured_at, error=f"{type(exc).__name__}: {exc}")
-            log.error("frame %d failed: %s", frame.id, report.error)
-        summary.dropped = drops()
-        summary.add(report)
-        on_report(report)
-        if report.stopped or (max_frames and summary.frames >= max_frames):
-            break
-    summary.dropped = drops()
-    return summary
+def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
+              on_text: Callable[[str], None], on_record: Callable[[Record], None],
+              stop: threading.Event, prompt: Prompt | None = None) -> FrameReport:
+    """:func:`frame_records` for one frame with a callback per record (for benchmarks
+    and tests that look at a single frame); returns the report."""
+    report = None
+    for record in frame_records(engine, director, frame, size, prompt,
+                                lambda: "stop" if stop.is_set() else None):
+        if isinstance(record, Text):
+            on_text(record.text)
+        elif isinstance(record, FrameReport):
+            report = record
+        else:
+            on_record(record)
+    return report

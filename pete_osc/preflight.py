@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .capture import Source, open_source
+from .capture import open_source
 from .director import Director
 from .engines.base import check_size
 from .errors import PeteError, Problems
+from .feeds import parse_sources
 from .models import default_model, download, engine_name, locate
 from .shipped import mapping_path, read_director, read_mapping
 
@@ -36,7 +37,7 @@ class Prepared:
     mapping: object | None  # a MappingConfig
     size: int  # the model's input size, checked
     capture_size: tuple[int, int]
-    source: Source
+    sources: list  # (name, open Source) per --source
     engine: str  # mlx, torch, remote or replay (never auto)
     model: str | None  # as given, or the engine's default (None: remote's served model)
     model_path: str | None  # mlx, torch: the folder to load from
@@ -78,16 +79,20 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
             problems.append("--engine replay needs --replay FILE (a --record file or DIRECTOR text)")
         elif not Path(args.replay).is_file():
             problems.append(f"--replay {args.replay}: no such file")
-    spec = args.source or ("none" if engine == "replay" else "0")
-    source = attempt(lambda: open_source(spec, width, height))
+    specs = attempt(lambda: parse_sources(args.source or ["none" if engine == "replay" else "0"]))
+    sources = []
+    for spec in specs or []:
+        source = attempt(lambda: open_source(spec.spec, width, height))
+        if source is not None:
+            sources.append((spec.name, source))
     if engine in ("mlx", "torch") and path is None and model is not None and not problems:
         # An id that is not in the cache yet, online: fetch it now (fails fast offline).
         path = attempt(lambda: download(model, say))
     if problems:
-        if source is not None:
+        for _, source in sources:
             source.close()
         raise Problems(problems)
-    return Prepared(director, mapping, size, (width, height), source, engine, model,
+    return Prepared(director, mapping, size, (width, height), sources, engine, model,
                     str(path) if path is not None else None)
 
 

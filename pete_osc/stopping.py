@@ -65,7 +65,13 @@ class StopGuard:
             if self._sig_r not in ready:
                 return  # the run ended normally
             # A signal first, even when the run is ending too: it is still announced.
-            data = os.read(self._sig_r, 64)
+            # The wake-up byte is written for every signal with a Python handler (SIGHUP
+            # reloads the files): only ours stop the run.
+            data = bytes(b for b in os.read(self._sig_r, 64) if b in SIGNALS)
+            if not data:
+                if self._quit_r in ready:
+                    return
+                continue
             if self._announced:
                 if self._quit_r in ready:
                     return

@@ -1,13 +1,66 @@
-"""Files that only watch the show (--metrics, --record): never a reason for it to stop."""
+"""Taps: whatever only watches a show (the token echo, --json, --metrics, --record, the
+status line). Each takes the show's records one by one; none is a reason for the show to
+stop: a tap that fails is reported once and switched off, and the frames, events and
+messages go on.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 from pathlib import Path
+from typing import Callable, Iterable, TextIO
 
 from .errors import PeteError
+from .events import Event
+from .pipeline import FrameStart, Text
 
 log = logging.getLogger(__name__)
+
+
+class Tap:
+    """Something that watches the records of a show (see :mod:`pete_osc.show`)."""
+
+    name = "tap"
+
+    def take(self, record) -> None:
+        """One record: FrameStart, Text, Event, Rejection, FrameReport or Notice."""
+
+    def close(self) -> None:
+        """The show is over."""
+
+
+class Taps:
+    """The show's taps, each given every record; a tap that raises is switched off."""
+
+    def __init__(self, taps: Iterable[Tap] = ()):
+        self.taps: list[Tap] = [t for t in taps if t is not None]
+
+    def take(self, record) -> None:
+        for tap in list(self.taps):
+            try:
+                tap.take(record)
+            except Exception as exc:
+                self._drop(tap, exc)
+
+    def _drop(self, tap: Tap, exc: Exception) -> None:
+        log.warning("%s failed (%s: %s); it is off from now on, the show goes on",
+                    tap.name, type(exc).__name__, exc)
+        self.taps.remove(tap)
+        try:
+            tap.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        for tap in list(self.taps):
+            try:
+                tap.close()
+            except Exception as exc:
+                log.warning("%s could not finish: %s: %s", tap.name, type(exc).__name__, exc)
+        self.taps = []
 
 
 class TapFile:
@@ -50,3 +103,60 @@ class TapFile:
             file.close()
         except OSError:  # the buffer it could not write
             pass
+
+
+class TokenEcho(Tap):
+    """The raw token stream on stdout, flushed per token, with a ``--- frame N`` line
+    before each frame's answer (``--- frame N from NAME`` when the run has several
+    sources).
+
+    When the reader goes away (``pete-osc run | head``), writing stops, ``on_closed`` is
+    called once (the run then ends quietly) and ``closed`` is set."""
+
+    name = "the token stream on stdout"
+
+    def __init__(self, stream: TextIO, on_closed: Callable[[], None] = lambda: None,
+                 tokens: bool = True, events: bool = False, sources: int = 1):
+        self.stream = stream
+        self.on_closed = on_closed
+        self.tokens = tokens  # the raw stream (default), or
+        self.events = events  # the events as JSON lines (--json)
+        self.named = sources > 1
+        self.closed = False
+        self._at_line_start = True
+
+    def take(self, record) -> None:
+        if self.tokens and isinstance(record, FrameStart):
+            frame = record.frame
+            self._write(("" if self._at_line_start else "\n") + f"--- frame {frame.id}"
+                        + (f" from {frame.source}" if self.named else "") + "\n")
+        elif self.tokens and isinstance(record, Text):
+            self._write(record.text)
+        elif self.events and isinstance(record, Event):
+            self._write(json.dumps(record.to_dict()) + "\n")
+
+    def close(self) -> None:
+        if not self._at_line_start:
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if not text or self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.closed = True
+            silence_stdout()  # so that no later flush raises again
+            self.on_closed()
+            return
+        self._at_line_start = text.endswith("\n")
+
+
+def silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null (its reader went away)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

@@ -1,5 +1,6 @@
 """Mapping files: the shipped ones load; a bad one is refused with file, line and reason."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,12 @@ def test_cli_refuses_bad_mapping_before_opening_anything(tmp_path, cli_env):
                               "connected and that this terminal may use the camera (macOS: "
                               "System Settings > Privacy & Security > Camera), or try --source 1, "
                               "a video file or a folder"] if argv[0] == "run" else [])
+
+
+@pytest.mark.parametrize("route,message", [
+    ("{event: energy, address: '/pete/{src}/e'}", "the only placeholder an address may hold is {source}"),
+    ("{event: energy, address: /e, source: 'my cam'}", "source must be a source's name"),
+])
+def test_source_placeholders_are_checked(director, route, message):
+    with pytest.raises(PeteError, match=re.escape(message)):
+        parse_mapping(f"osc:\n  main: {{port: 9000}}\nroutes:\n  - {route}\n", director)

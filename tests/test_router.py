@@ -138,3 +138,39 @@ def test_hold_in_a_route_delays_a_change_until_the_last_one_stood(director):
     assert r.tick(9.9) == []
     assert [m.args for m in r.tick(10.0)] == [("tense",)]  # the held value, once allowed
     assert r.tick(11.0) == []
+
+
+# ---- several sources -------------------------------------------------------------------
+
+def src(key, value, source, frame=1):
+    return Event(key, "number", value, f"{key}: {value}", 1, frame, source, 100.0, 100.1)
+
+
+def test_source_in_address_and_args_and_a_state_per_source(director):
+    r = router(director, "  - {event: energy, address: '/pete/{source}/energy', "
+                         "args: [$value, $source], change_only: yes}\n")
+    assert r.event(src("energy", 0.5, "stage"), 0.0) == [
+        OscMessage("main", "/pete/stage/energy", (0.5, "stage"), 1, 100.0)]
+    # Another source with the same value is its own control: change_only does not hide it.
+    assert r.event(src("energy", 0.5, "crowd"), 0.1) == [
+        OscMessage("main", "/pete/crowd/energy", (0.5, "crowd"), 1, 100.0)]
+    assert r.event(src("energy", 0.5, "stage"), 0.2) == []
+
+
+def test_a_route_for_one_source_ignores_the_others(director):
+    r = router(director, "  - {event: energy, cc: 20, source: crowd}\n")
+    assert r.event(src("energy", 1.0, "stage"), 0.0) == []
+    assert r.event(src("energy", 1.0, "crowd"), 0.0) == [MidiMessage("synth", (0xB1, 20, 127))]
+
+
+def test_a_reloaded_mapping_keeps_unchanged_routes_and_releases_removed_notes(director):
+    before = "  - {event: energy, note: C3, length: 5}\n  - {event: tempo, address: /t, change_only: yes}\n"
+    r = router(director, before)
+    assert r.event(ev("energy", 0.5), 0.0)[0].data[:2] == (0x91, 60)
+    assert r.event(ev("tempo", 120.0), 0.0) != []
+    # The note route removed, the tempo route moved up a line (same settings).
+    after = parse_mapping(HEAD + "  - {event: tempo, address: /t, change_only: yes}\n", director)
+    new, released = r.reloaded(after)
+    assert released == [MidiMessage("synth", (0x81, 60, 0))]
+    assert new.event(ev("tempo", 120.0), 1.0) == []  # its change_only state was kept
+    assert new.tick(10.0) == []  # and the released note has no off left to send

@@ -182,7 +182,7 @@ def test_summary_counts_from_the_first_frame_and_says_the_source_ended(
                 "--fps", "0", "--max-tokens", "6", "--max-frames", "9", "--metrics", str(metrics),
                 env=cli_env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert f"pete-osc: source {clip} ended after 5 frames" in proc.stderr
+    assert f"pete-osc: source {clip.stem} ended after 5 frames" in proc.stderr
     summary = next(l for l in proc.stderr.splitlines() if l.startswith("pete-osc: stopped."))
     m = re.search(r"(\d+) frames in ([\d.]+) s from the first frame", summary)
     records = [json.loads(line) for line in metrics.read_text().splitlines()]

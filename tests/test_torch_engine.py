@@ -123,3 +123,35 @@ def test_run_engine_torch_streams_tokens_and_events(scripted_torch_model, shared
     assert [(e["key"], e["value"], e["frame"]) for e in events] == [
         ("energy", 0.7, 0), ("energy", 0.7, 0), ("energy", 0.7, 1), ("energy", 0.7, 1)]
     assert "torch engine" in proc.stderr and "2 frames" in proc.stderr
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic cache", "static cache"])
+def test_a_new_prompt_answers_as_an_engine_opened_with_it(tiny_torch_model, director, static):
+    """A reloaded DIRECTOR.md: the request's prompt is made current (its prefix prefilled
+    once), the answer is what an engine opened with that prompt gives, the work per frame
+    stays the image and the instruction, and going back to the first prompt works (a
+    dynamic cache keeps it: nothing to prefill)."""
+    from pete_osc.engines import Prompt
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    settings = GenerationSettings(12, 0.0, 64)
+    first = Prompt.of(director)
+    second = Prompt(director.prompt + "\nThe stage is lit in warm colours.", "Describe it.")
+    engine = TorchEngine(str(tiny_torch_model), first.system, first.instruction, settings,
+                         static=static)
+    fresh = TorchEngine(str(tiny_torch_model), second.system, second.instruction, settings,
+                        static=static)
+    image = frame(64, seed=5)
+    answer = lambda e, prompt=None, times=None: "".join(  # noqa: E731
+        t.text for t in e.stream(image, times or FrameTimes(), prompt))
+    before = answer(engine)
+    times = FrameTimes()
+    assert answer(engine, second, times) == answer(fresh)
+    assert times.extra["prompt_s"] > 0 and engine.prefix_len == fresh.prefix_len
+    assert times.prefilled == 1 + fresh._suffix.shape[1]  # the image and the instruction
+    again = FrameTimes()
+    assert answer(engine, second, again) == answer(fresh) and again.extra["prompt_s"] == 0
+    back = FrameTimes()
+    assert answer(engine, first, back) == before
+    kept = back.extra["prompt_s"] < times.extra["prompt_s"] / 20  # a look-up, no prefill
+    assert kept != static  # a dynamic cache is kept per prompt; the static one is refilled

@@ -31,6 +31,21 @@ class Token:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """What a request asks, besides the image: DIRECTOR.md's system prompt and the
+    instruction after the image. It travels with each request, so the show can change it
+    between two frames (a reloaded DIRECTOR.md); engines keep the prefix's cache per
+    prompt."""
+
+    system: str
+    instruction: str
+
+    @classmethod
+    def of(cls, director) -> "Prompt":
+        return cls(director.prompt, director.instruction)
+
+
+@dataclass(frozen=True)
 class GenerationSettings:
     """Per-frame generation settings shared by all engines."""
 
@@ -57,8 +72,15 @@ class Engine(Protocol):
     name: str
     model_id: str
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
-        """Tokens of the model's answer for a square RGB image of the input size."""
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
+               prompt: Prompt | None = None) -> Iterator[Token]:
+        """Tokens of the model's answer for a square RGB image of the input size, asked
+        with ``prompt`` (None: the prompt the engine was opened with)."""
+        ...
+
+    def use_prompt(self, prompt: Prompt) -> float:
+        """Make ``prompt`` current now (prefill its prefix where the engine caches one);
+        the seconds that took (0 where it was cached or nothing is cached)."""
         ...
 
     def close(self) -> None:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import PeteError
 from ..models import DEFAULT_MODELS
-from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token, model_source
+from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, model_source
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = DEFAULT_MODELS["mlx"]
+PROMPTS_KEPT = 4  # prompts whose prefix cache is kept
 # Ids known to load in mlx-vlm 0.7 (named in the error when a model fails to load).
 KNOWN_GOOD = (
     "mlx-community/FastVLM-0.5B-bf16",
@@ -48,13 +50,38 @@ class MlxEngine:
         self.model, self.processor = _load(mlx_vlm, model, path)
         _upcast_on_cpu(self.model)
         self._sized = _set_input_size(self.processor, settings.size)
-        messages = [{"role": "system", "content": system_prompt},
-                    {"role": "user", "content": instruction}]
-        self.prompt = apply_chat_template(self.processor, self.model.config, messages,
-                                          num_images=1)
+        self._template = apply_chat_template
+        self._use_prefix = prefix_cache and self._sized
         self.logits_processors: list = []  # (token ids so far, logits) -> logits
-        # FastVLM: the DIRECTOR prefix's KV cache is computed here once and reused.
-        self.prefix = _PrefixCache.build(self) if prefix_cache and self._sized else None
+        self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
+        self.current: Prompt | None = None
+        self.prompt = ""  # the chat-templated text of the current prompt
+        self.prefix: _PrefixCache | None = None
+        # Prompt -> (templated text, its prefix cache), newest last: FastVLM's DIRECTOR
+        # prefix is prefilled once per prompt and its KV cache reused for every frame.
+        self._prompts: OrderedDict = OrderedDict()
+        self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
+
+    def use_prompt(self, prompt: Prompt) -> float:
+        """Make ``prompt`` current, prefilling its prefix unless it is kept (see
+        Engine.use_prompt)."""
+        if prompt == self.current:
+            return 0.0
+        t0 = time.perf_counter()
+        kept = self._prompts.get(prompt)
+        if kept is None:
+            messages = [{"role": "system", "content": prompt.system},
+                        {"role": "user", "content": prompt.instruction}]
+            text = self._template(self.processor, self.model.config, messages, num_images=1)
+            self.prompt = text
+            kept = (text, _PrefixCache.build(self) if self._use_prefix else None)
+            self._prompts[prompt] = kept
+            while len(self._prompts) > PROMPTS_KEPT:
+                self._prompts.popitem(last=False)
+        self._prompts.move_to_end(prompt)
+        self.prompt, self.prefix = kept
+        self.current = prompt
+        return time.perf_counter() - t0
 
     @property
     def supports_constraint(self) -> bool:
@@ -70,8 +97,7 @@ class MlxEngine:
                             "engine (FastVLM only); use --constrain off")
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         vocab = self.model.config.text_config.vocab_size
-        self.prefix.constraint = Constraint(director, tokenizer, vocab)
-        self.prefix.eos.add(self.prefix.constraint.eos)
+        self.constraint = Constraint(director, tokenizer, vocab)
 
     def warm_up(self) -> float:
         """Run one throw-away frame so the first frame of the show is not the slow one
@@ -86,8 +112,11 @@ class MlxEngine:
                 pass
         return time.perf_counter() - t0
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
+               prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
+        if prompt is not None:
+            times.extra["prompt_s"] = self.use_prompt(prompt)
         if self.prefix is not None:
             return self.prefix.stream(image_rgb, times, self.settings.max_tokens)
         return self._stream_generic(image_rgb, times)
@@ -205,7 +234,6 @@ class _PrefixCache:
         self.model.language_model(mx.array([before]), cache=self.cache)
         mx.eval([c.state for c in self.cache])
         self.length = self.cache[0].offset
-        self.constraint = None  # set by MlxEngine.constrain
         tokenizer = getattr(engine.processor, "tokenizer", engine.processor)
         self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -231,10 +259,12 @@ class _PrefixCache:
         from PIL import Image
 
         engine = self.engine
+        constraint = engine.constraint
+        eos = self.eos | ({constraint.eos} if constraint is not None else set())
         decoder = IncrementalDecoder(self.decode)
         times.started = time.perf_counter()
-        if self.constraint is not None:
-            self.constraint.reset()
+        if constraint is not None:
+            constraint.reset()
         for c in self.cache:
             c.trim(c.offset - self.length)
         kept = self.cache[0].offset
@@ -255,9 +285,9 @@ class _PrefixCache:
             mx.eval(token)  # mx.eval lets go of the GIL while it computes (a stop can land)
             token_id = token.item()
             now = time.perf_counter()
-            if self.constraint is not None:
-                self.constraint.consume(token_id)
-            if token_id in self.eos:
+            if constraint is not None:
+                constraint.consume(token_id)
+            if token_id in eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
             generated.append(token_id)
@@ -272,8 +302,8 @@ class _PrefixCache:
 
         for processor in self.engine.logits_processors:
             logits = processor(mx.array(generated), logits)
-        if self.constraint is not None:
-            allowed = mx.array(self.constraint.allowed())
+        if self.engine.constraint is not None:
+            allowed = mx.array(self.engine.constraint.allowed())
             logits = mx.where(allowed[: logits.shape[-1]], logits, -mx.inf)
         temperature = self.engine.settings.temperature
         if temperature <= 0:

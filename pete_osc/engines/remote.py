@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import PeteError
-from .base import FrameTimes, GenerationSettings, Token
+from .base import FrameTimes, GenerationSettings, Prompt, Token
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,25 @@ class RemoteEngine:
             pass
         return time.perf_counter() - t0
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
-        return self._stream(image_rgb, times, self.settings.max_tokens)
+    def use_prompt(self, prompt: Prompt) -> float:
+        """The server caches prefixes itself (vLLM's and SGLang's prefix caching): the
+        prompt is simply sent with each request."""
+        self.system_prompt, self.instruction = prompt.system, prompt.instruction
+        return 0.0
 
-    def _stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
+               prompt: Prompt | None = None) -> Iterator[Token]:
+        return self._stream(image_rgb, times, self.settings.max_tokens,
+                            prompt or Prompt(self.system_prompt, self.instruction))
+
+    def _stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
+                prompt: Prompt | None = None) -> Iterator[Token]:
+        prompt = prompt or Prompt(self.system_prompt, self.instruction)
         messages = [
-            {"role": "system", "content": self.system_prompt},
+            {"role": "system", "content": prompt.system},
             {"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": jpeg_data_url(image_rgb)}},
-                {"type": "text", "text": self.instruction},
+                {"type": "text", "text": prompt.instruction},
             ]},
         ]
         times.started = time.perf_counter()

@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import PeteError
 from ..parser import FRAME_MARK
-from ..taps import TapFile
-from .base import FrameTimes, Token
+from ..taps import Tap, TapFile
+from .base import FrameTimes, Prompt, Token
 
 # Plain text has no timing: a first token after this, then one token per TBT.
 TEXT_TTFT = 0.2
@@ -51,7 +51,11 @@ class ReplayEngine:
         self.frames = load_recording(Path(path))
         self._next = 0
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+    def use_prompt(self, prompt: Prompt) -> float:
+        return 0.0  # a recording answers what it answered
+
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
+               prompt: Prompt | None = None) -> Iterator[Token]:
         frame = self.frames[self._next % len(self.frames)]
         self._next += 1
         times.started = start = time.perf_counter()
@@ -114,32 +118,23 @@ def _from_text(text: str) -> list[list[RecordedToken]]:
     return frames
 
 
-class Recording:
-    """Wraps any engine and writes each token it streams as a JSON line, so that
-    ``--engine replay --replay FILE`` can play the session back with its timing."""
+class Recording(TapFile, Tap):
+    """``--record FILE``: every token with its time since its frame's start, one JSON line
+    each, so that ``--engine replay --replay FILE`` plays the session back with its
+    timing. A tap: it watches the token stream and never holds the show up."""
 
-    def __init__(self, engine, path: str | Path):
-        self.engine = engine
-        self.name = engine.name
-        self.model_id = engine.model_id
-        self._file = TapFile(path, "--record", mode="w")
-        self._frames = 0
+    def __init__(self, path: str | Path):
+        super().__init__(path, "--record", mode="w")
+        self.name = f"--record {path}"
 
-    def warm_up(self) -> float:
-        warm = getattr(self.engine, "warm_up", None)
-        return warm() if warm else 0.0
+    def take(self, record) -> None:
+        from ..pipeline import FrameReport, Text
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
-        frame = self._frames
-        self._frames += 1
-        for token in self.engine.stream(image_rgb, times):
-            record = {"frame": frame, "t": round(token.at - times.started, 6), "text": token.text}
-            if token.finish:
-                record["finish"] = token.finish
-            self._file.write_line(json.dumps(record) + "\n", flush=False)
-            yield token
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-        self.engine.close()
+        if isinstance(record, Text):
+            line = {"frame": record.frame_id, "source": record.source, "t": round(record.t, 6),
+                    "text": record.text}
+            if record.finish:
+                line["finish"] = record.finish
+            self.write_line(json.dumps(line) + "\n", flush=False)
+        elif isinstance(record, FrameReport):
+            self.flush()

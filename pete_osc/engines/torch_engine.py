@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import PeteError
 from ..models import DEFAULT_MODELS
-from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Token, model_source
+from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, model_source
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = DEFAULT_MODELS["torch"]
 _PLACEHOLDER = "\x00IMAGE\x00"
+# Prompts whose prefix cache is kept (dynamic caches only; a 600-token prefix of
+# FastVLM-0.5B is about 7 MB in bf16).
+PROMPTS_KEPT = 4
+# Positions a static cache keeps spare beyond the prompt it was made for.
+STATIC_HEADROOM = 64
 
 
 class TorchEngine:
@@ -69,20 +75,21 @@ class TorchEngine:
         self._cache_arg = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
                            else "past_key_values")
         self.image_tokens = (settings.size // 64) ** 2
-        prefix, suffix = split_prompt(self.tokenizer, system_prompt, instruction)
-        self.prefix_len = len(prefix)
         # Off only to measure what the cache saves: the prefix is then prefilled per frame.
         self.prefix_cache = prefix_cache
-        self._prefix_ids = torch.tensor([prefix], device=self.device)
-        self._suffix = torch.tensor([suffix], device=self.device)
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
         self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
         self.fast = compile and self.device.type == "cuda"
         # A static cache for the compiled path (and, for tests, on request anywhere).
         self.static = self.fast if static is None else static
-        self.max_len = self.prefix_len + self.image_tokens + len(suffix) + settings.max_tokens + 1
-        self.cache = self._new_cache()
+        self.max_len = 0
+        self.cache = None
+        self.prompt: Prompt | None = None
+        # Prompt -> (prefix ids, suffix ids, its cache), newest last. A dynamic cache is
+        # kept per prompt, so going back to an earlier DIRECTOR.md costs nothing; the
+        # static cache (CUDA graphs hold its addresses) is one, prefilled again instead.
+        self._prompts: OrderedDict = OrderedDict()
         self._step, self._vision, self._prefill = self._decode_step, self._encode, self._forward
         if self.fast:
             # Every shape is fixed for a given input size (image tokens, instruction, one
@@ -91,9 +98,7 @@ class TorchEngine:
             compiled = lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False)  # noqa: E731
             self._step, self._vision, self._prefill = (compiled(self._decode_step),
                                                        compiled(self._encode), compiled(self._forward))
-        t0 = time.perf_counter()
-        self._prefill_prefix(prefix)
-        self.prefix_seconds = time.perf_counter() - t0
+        self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
 
     # ---- set-up ------------------------------------------------------------------------
     def _new_cache(self):
@@ -104,11 +109,41 @@ class TorchEngine:
             return StaticCache(config=self.model.config, max_cache_len=self.max_len)
         return DynamicCache(config=self.model.config)
 
-    def _prefill_prefix(self, prefix: list[int]) -> None:
+    def use_prompt(self, prompt: Prompt) -> float:
+        """Make ``prompt`` current, prefilling its DIRECTOR prefix unless its cache is
+        kept; returns the seconds spent (see Engine.use_prompt)."""
+        if prompt == self.prompt:
+            return 0.0
         torch = self.torch
-        ids = torch.tensor([prefix], device=self.device)
-        with torch.inference_mode():
-            self._forward(ids=ids, start=0)
+        t0 = time.perf_counter()
+        kept = self._prompts.get(prompt) if not self.static else None
+        if kept is None:
+            prefix, suffix = split_prompt(self.tokenizer, prompt.system, prompt.instruction)
+            need = len(prefix) + self.image_tokens + len(suffix) + self.settings.max_tokens + 1
+            if self.static:
+                if need > self.max_len:  # a longer prompt than the cache was made for
+                    # Room for a DIRECTOR.md edit: a new cache (and new CUDA graphs) only
+                    # when a prompt grows past it.
+                    self.max_len = need + STATIC_HEADROOM
+                    self.cache = self._new_cache()
+                cache = self.cache
+            else:
+                self.max_len = max(self.max_len, need)
+                cache = self._new_cache()
+            kept = (torch.tensor([prefix], device=self.device),
+                    torch.tensor([suffix], device=self.device), cache)
+            self.cache = cache
+            with torch.inference_mode():  # (the static cache's tensors are inference tensors)
+                self._rewind(to=0)
+                self._forward(ids=kept[0], pos=self._positions(0, kept[0].shape[1]))
+            self._prompts[prompt] = kept
+            while len(self._prompts) > PROMPTS_KEPT:
+                self._prompts.popitem(last=False)
+        self._prompts.move_to_end(prompt)
+        self._prefix_ids, self._suffix, self.cache = kept
+        self.prefix_len = self._prefix_ids.shape[1]
+        self.prompt = prompt
+        return time.perf_counter() - t0
 
     supports_constraint = True
 
@@ -141,8 +176,11 @@ class TorchEngine:
         return time.perf_counter() - t0
 
     # ---- per frame ---------------------------------------------------------------------
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
+               prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
+        if prompt is not None:
+            times.extra["prompt_s"] = self.use_prompt(prompt)
         return self._generate(image_rgb, times, self.settings.max_tokens)
 
     def _generate(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
@@ -155,7 +193,7 @@ class TorchEngine:
             self._rewind(to=None if self.prefix_cache else 0)
             prefilled = 0
             if not self.prefix_cache:
-                self._forward(ids=self._prefix_ids, start=0)
+                self._forward(ids=self._prefix_ids, pos=self._positions(0, self.prefix_len))
                 prefilled += self._prefix_ids.shape[1]
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
@@ -165,7 +203,7 @@ class TorchEngine:
             times.extra["vision_s"] = time.perf_counter() - times.started
             embeds = torch.cat([features.to(self.dtype), self._embed(self._suffix)], dim=1)
             position = self.prefix_len
-            logits = self._prefill(embeds=embeds, start=position)
+            logits = self._prefill(embeds=embeds, pos=self._positions(position, embeds.shape[1]))
             position += embeds.shape[1]
             times.prompt_len = position
             times.prefilled = prefilled + embeds.shape[1]
@@ -221,11 +259,14 @@ class TorchEngine:
     def _embed(self, ids):
         return self.model.get_input_embeddings()(ids)
 
-    def _forward(self, ids=None, embeds=None, start: int = 0):
-        """Prefill ``ids`` or ``embeds`` at positions start..; the last position's logits."""
-        torch = self.torch
-        length = (ids if ids is not None else embeds).shape[1]
-        pos = torch.arange(start, start + length, device=self.device)
+    def _positions(self, start: int, length: int):
+        # Made outside the compiled prefill and passed in as a tensor: a Python int there
+        # would be specialised on, and a DIRECTOR.md of another length would recompile
+        # (36 s on an H100) at the first frame after the reload.
+        return self.torch.arange(start, start + length, device=self.device)
+
+    def _forward(self, ids=None, embeds=None, pos=None):
+        """Prefill ``ids`` or ``embeds`` at positions ``pos``; the last position's logits."""
         out = self.model(input_ids=ids, inputs_embeds=embeds, cache_position=pos,
                          position_ids=pos[None], use_cache=True, logits_to_keep=1,
                          **{self._cache_arg: self.cache})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -31,8 +31,12 @@ FIELDS = {
     "hex": "the colour as #rrggbb",
     "key": "the event's key (energy, mood, ...)",
     "frame": "the frame number",
+    "source": "the name of the source the frame came from (--source NAME=...)",
 }
+# The one placeholder an OSC address may hold: /pete/{source}/energy.
+ADDRESS_FIELDS = ("{source}",)
 COLOR_PARTS = ("r", "g", "b", "h", "s", "v")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _NOTE = re.compile(r"^([A-Ga-g])([#b]?)(-?\d)$")
 _SEMITONE = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
@@ -97,6 +101,17 @@ class Route:
 
     key_type: str = "number"  # the event's type in DIRECTOR.md
     vocabulary: tuple[str, ...] = ()  # a word event's values, for $index
+    source: str = ""  # only events from this source (--source NAME=...); "" = any
+
+    @property
+    def per_source(self) -> bool:
+        """Each source has its own address or argument here, so its own state (a glide,
+        change_only, a hold) too; otherwise the sources share the route."""
+        return "{source}" in self.address or "$source" in self.args
+
+    def same(self, other: "Route") -> bool:
+        """The same route, wherever it moved in the file (for a reloaded mapping)."""
+        return replace(self, line=0) == replace(other, line=0)
 
 
 @dataclass(frozen=True)
@@ -117,7 +132,7 @@ _OSC_TARGET = {"host", "port", "protocol"}
 _MIDI_TARGET = {"port", "virtual", "channel"}
 _ROUTE_COMMON = {"event", "to", "table", "default", "part", "in", "out", "curve", "steepness",
                  "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "glide",
-                 "glide_time", "exit"}
+                 "glide_time", "exit", "source"}
 _ROUTE_KIND = {
     "osc": {"address", "args"},
     "cc": {"cc", "channel"},
@@ -265,6 +280,12 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
         if not isinstance(address, str) or not address.startswith("/") or " " in address:
             raise doc.error(where + ("address",), f"OSC address must start with / and have no "
                             f"spaces, got {address!r}")
+        bare = address
+        for name in ADDRESS_FIELDS:
+            bare = bare.replace(name, "x")
+        if "{" in bare or "}" in bare:
+            raise doc.error(where + ("address",), f"OSC address {address!r}: the only "
+                            f"placeholder an address may hold is {', '.join(ADDRESS_FIELDS)}")
         fields["address"] = address
         fields["args"] = _args(doc, where + ("args",), spec.get("args", ["$value"]), key.type)
     else:
@@ -309,6 +330,12 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
         and all(float(v).is_integer() for v in fields["table"].values()))
     if "exit" in spec:
         fields["exit_value"] = _number(doc, where + ("exit",), spec["exit"])
+    if "source" in spec:
+        source = spec["source"]
+        if not isinstance(source, str) or not _SOURCE_NAME.match(source):
+            raise doc.error(where + ("source",), f"source must be a source's name (letters, "
+                            f"digits, - and _), as in --source stage=0; got {source!r}")
+        fields["source"] = source
     return Route(event, target, kind, line, key_type=key.type, vocabulary=key.values, **fields)
 
 

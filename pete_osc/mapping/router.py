@@ -42,32 +42,70 @@ Message = Union[OscMessage, MidiMessage]
 class _State:
     gate: Gate
     glide: Glide | None = None
+    source: str = ""  # the source this state is for ("" where the sources share the route)
     event: Event | None = None  # the last one, for OSC fields beside a glided $value
     last_out: object = None  # the last glide output sent (ints for MIDI: no repeats)
     notes_on: dict[int, float] = field(default_factory=dict)  # note -> off time
     exit_sent: bool = False
 
 
+def _new_state(route: Route, source: str = "") -> _State:
+    gate = Gate(route.change_only, 1.0 / route.max_rate if route.max_rate else 0.0, route.hold)
+    return _State(gate, Glide(route.glide, route.glide_time) if route.glide else None, source)
+
+
 class Router:
-    """Applies a :class:`MappingConfig` to events; one per run."""
+    """Applies a :class:`MappingConfig` to events; one per mapping (see :meth:`reloaded`).
+
+    A route's state (its gate, glide and sounding notes) is one per route, or one per
+    source where the route's address or arguments name the source (``{source}``)."""
 
     def __init__(self, mapping: MappingConfig):
         self.mapping = mapping
-        self._by_key: dict[str, list[tuple[Route, _State]]] = {}
-        self._states: list[tuple[Route, _State]] = []
-        for route in mapping.routes:
-            gate = Gate(route.change_only, 1.0 / route.max_rate if route.max_rate else 0.0, route.hold)
-            state = _State(gate, Glide(route.glide, route.glide_time) if route.glide else None)
-            self._states.append((route, state))
-            self._by_key.setdefault(route.event, []).append((route, state))
+        self._by_key: dict[str, list[Route]] = {}
+        # route index -> source ("" if shared) -> state
+        self._states: dict[int, dict[str, _State]] = {}
+        self._routes = list(mapping.routes)
+        for i, route in enumerate(self._routes):
+            self._by_key.setdefault(route.event, []).append((i, route))
+            self._states[i] = {} if route.per_source else {"": _new_state(route)}
+
+    def reloaded(self, mapping: MappingConfig) -> tuple["Router", list[Message]]:
+        """A router for an edited ``mapping`` that keeps the state (glides, holds,
+        sounding notes) of every route that did not change, and the note offs of the
+        notes that removed or changed routes leave sounding."""
+        new = Router(mapping)
+        kept: set[int] = set()
+        for j, route in enumerate(new._routes):
+            for i, old in enumerate(self._routes):
+                if i not in kept and old.same(route):
+                    kept.add(i)
+                    new._states[j] = self._states[i]
+                    break
+        released = [_note_off(route, note)
+                    for i, route in enumerate(self._routes) if i not in kept
+                    for state in self._states[i].values() for note in list(state.notes_on)]
+        return new, released
+
+    def _each(self):
+        for i, route in enumerate(self._routes):
+            for state in self._states[i].values():
+                yield route, state
 
     def event(self, ev: Event, now: float) -> list[Message]:
         """The messages ``ev`` causes right now."""
         out: list[Message] = []
-        for route, state in self._by_key.get(ev.key, ()):
+        for i, route in self._by_key.get(ev.key, ()):
+            if route.source and route.source != ev.source:
+                continue
             value = route_value(route, ev)
             if value is None:
                 continue
+            states = self._states[i]
+            key = ev.source if route.per_source else ""
+            state = states.get(key)
+            if state is None:
+                state = states[key] = _new_state(route, key)
             state.event = ev
             if state.gate.offer(value, now):
                 out.extend(self._emit(route, state, value, now))
@@ -76,7 +114,7 @@ class Router:
     def tick(self, now: float) -> list[Message]:
         """Messages due at ``now``: glide steps, held-back values, note offs."""
         out: list[Message] = []
-        for route, state in self._states:
+        for route, state in self._each():
             for note, off_at in list(state.notes_on.items()):
                 if off_at <= now:
                     del state.notes_on[note]
@@ -94,7 +132,7 @@ class Router:
 
     def busy(self, now: float) -> bool:
         """Whether :meth:`tick` has work soon (so the dispatcher keeps its control rate)."""
-        for route, state in self._states:
+        for route, state in self._each():
             if state.notes_on or state.gate.pending is not None:
                 return True
             if state.glide is not None and not state.glide.settled(now, _tolerance(route)):
@@ -104,7 +142,7 @@ class Router:
     def closing(self) -> list[Message]:
         """What to send when pete-osc stops: sounding notes off, then each route's exit value."""
         out: list[Message] = []
-        for route, state in self._states:
+        for route, state in self._each():
             for note in list(state.notes_on):
                 out.append(_note_off(route, note))
             state.notes_on.clear()
@@ -155,10 +193,13 @@ class Router:
         if route.kind == "program":
             return MidiMessage(route.target, (0xC0 | ch, value))
         ev = state.event
-        args = tuple(osc_field(arg, value, ev, route) for arg in route.args)
+        args = tuple(osc_field(arg, value, ev, route, state.source) for arg in route.args)
+        address = route.address
+        if route.per_source:
+            address = address.replace("{source}", state.source)
         if tick or ev is None:
-            return OscMessage(route.target, route.address, args)
-        return OscMessage(route.target, route.address, args, ev.frame_id, ev.captured_at)
+            return OscMessage(route.target, address, args)
+        return OscMessage(route.target, address, args, ev.frame_id, ev.captured_at)
 
 
 def route_value(route: Route, ev: Event) -> float | str | None:
@@ -187,13 +228,16 @@ def color_part(color: Color, part: str) -> float:
     return {"h": h, "s": s, "v": v}[part]
 
 
-def osc_field(arg: object, value: object, ev: Event | None, route: Route) -> object:
+def osc_field(arg: object, value: object, ev: Event | None, route: Route,
+              source: str = "") -> object:
     """One OSC argument: a literal, or a ``$field`` of the event (see config.FIELDS)."""
     if not isinstance(arg, str) or not arg.startswith("$"):
         return arg
     name = arg[1:]
     if name == "value":
         return value
+    if name == "source":
+        return source or (ev.source if ev is not None else "")
     if ev is None:  # an exit value: only $value is known
         return 0
     v = ev.value

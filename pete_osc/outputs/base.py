@@ -1,24 +1,18 @@
-"""What every output shares: a send that never raises into the live loop, and retries."""
+"""What every output shares, in mido's shape: the public ``send``/``close`` do the checks,
+the lazy connect, the retry and the log-once; a transport fills in ``_connect``,
+``_send`` and (where it needs one) ``_check``."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 log = logging.getLogger("pete_osc.outputs")
 
 
 class Unavailable(Exception):
     """The device or host cannot take messages right now (it may come back)."""
-
-
-class Output(Protocol):
-    name: str
-
-    def send(self, packet) -> bool: ...
-
-    def close(self) -> None: ...
 
 
 class Retrying:
@@ -74,3 +68,76 @@ class Retrying:
                 conn.close()
             except Exception:
                 pass
+
+
+class BaseOutput:
+    """One named target. ``send(message)`` never raises into the show: it returns the
+    messages that left now (none while the target is down, or while a bundle fills).
+
+    A subclass sets ``label`` and ``target`` and fills in ``_connect()`` (an object with
+    ``close()``) and ``_send(conn, message)``; ``_check`` refuses a malformed message
+    before anything is sent (a bug, not a dead host: it raises ``ValueError``).
+    """
+
+    retry_interval = 1.0
+    label = "output"
+
+    def __init__(self, target):
+        self.target = target
+        self.name = target.name
+        self.sent = 0
+        self._conn = Retrying(self.label, self._connect, self.retry_interval)
+
+    @property
+    def lost(self) -> int:
+        """Messages dropped while the target is unavailable (since it last came back)."""
+        return self._conn.failures
+
+    def open(self) -> None:
+        """Connect now, so a dead host is reported at start (the run goes on)."""
+        self._conn.get()
+
+    def send(self, message) -> list:
+        """Send ``message``; the messages that left (``[]`` if none did)."""
+        self._check(message)
+        return self._deliver(message, [message])
+
+    def _deliver(self, packet, messages: list) -> list:
+        conn = self._conn.get()
+        if conn is None:
+            self._conn.failures += len(messages)
+            return []
+        try:
+            self._send(conn, packet)
+        except Exception as exc:  # refused, reset, unreachable, a port that went away
+            self._conn.failed(exc)
+            self._conn.failures += len(messages)
+            return []
+        self.sent += len(messages)
+        return messages
+
+    def end_frame(self, frame_id: int) -> list:
+        """The frame's answer is complete (outputs that collect per frame send now)."""
+        return []
+
+    def tick(self, now: float) -> None:
+        """Called at the control rate (outputs that watch their device do it here)."""
+
+    def same_target(self, target) -> bool:
+        """Whether a reloaded mapping's ``target`` is this output's (so it stays open)."""
+        return target == self.target
+
+    def close(self) -> list:
+        """Send what is held back, then close; the messages that left."""
+        self._conn.close()
+        return []
+
+    # ---- filled in by each transport ---------------------------------------------------
+    def _connect(self):
+        raise NotImplementedError
+
+    def _send(self, conn, packet) -> None:
+        raise NotImplementedError
+
+    def _check(self, message) -> None:
+        pass

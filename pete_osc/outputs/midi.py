@@ -10,7 +10,8 @@ import time
 
 from ..errors import PeteError
 from ..mapping.config import MidiTarget
-from .base import Retrying
+from ..mapping.router import MidiMessage
+from .base import BaseOutput
 
 log = logging.getLogger("pete_osc.outputs")
 
@@ -95,12 +96,14 @@ def find_port(backend, wanted: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-class MidiOutput:
-    """One MIDI target: our own virtual port, or an existing port opened by name."""
+class MidiOutput(BaseOutput):
+    """One MIDI target: our own virtual port, or an existing port opened by name.
+    ``send`` takes a :class:`MidiMessage`; its bytes become a ``mido.Message`` (which
+    checks every data byte before anything reaches the port)."""
+
+    retry_interval = PORT_CHECK_INTERVAL
 
     def __init__(self, target: MidiTarget, backend, api: str):
-        self.target = target
-        self.name = target.name
         self.backend = backend
         self.api = api
         self.port_name = target.port
@@ -110,20 +113,18 @@ class MidiOutput:
                 raise PeteError(f"MIDI target {target.name!r}: no output port {target.port!r} "
                                 f"({api}); there are: {', '.join(backend.get_output_names()) or 'none'}")
             self.port_name = found
-        self._conn = Retrying(f"MIDI target {target.name!r} ({self.port_name})", self._open,
-                              PORT_CHECK_INTERVAL)
+        self.label = f"MIDI target {target.name!r} ({self.port_name})"
+        super().__init__(target)
         self._checked_at = time.monotonic()
-        self.sent = 0
-
-    def _open(self):
-        if self.target.virtual:
-            return self.backend.open_output(self.port_name, virtual=True, client_name=CLIENT_NAME)
-        return self.backend.open_output(self.port_name)
 
     def open(self) -> None:
         """Open the port now; a virtual port that cannot be made is an error at start."""
         if self._conn.get() is None:
             raise PeteError(f"MIDI target {self.target.name!r}: cannot open {self.port_name!r} ({self.api})")
+
+    def same_target(self, target) -> bool:
+        # The line a target is declared on moves with any edit above it.
+        return (target.port, target.virtual) == (self.target.port, self.target.virtual)
 
     @property
     def full_name(self) -> str:
@@ -132,23 +133,13 @@ class MidiOutput:
             return f"{CLIENT_NAME}:{self.port_name}"
         return self.port_name
 
-    def send(self, data: tuple[int, ...]) -> bool:
+    def send(self, message: MidiMessage) -> list:
         import mido
 
-        port = self._conn.get()
-        if port is None:
-            self._conn.failures += 1
-            return False
-        try:
-            port.send(mido.Message.from_bytes(list(data)))
-        except Exception as exc:  # the port went away under us
-            self._conn.failed(exc)
-            self._conn.failures += 1
-            return False
-        self.sent += 1
-        return True
+        data = mido.Message.from_bytes(list(message.data))  # ValueError on a bad byte
+        return self._deliver(data, [message])
 
-    def check(self, now: float) -> None:
+    def tick(self, now: float) -> None:
         """Notice a port opened by name vanishing (so it is reopened when it returns)."""
         if self.target.virtual or now - self._checked_at < PORT_CHECK_INTERVAL:
             return
@@ -156,5 +147,10 @@ class MidiOutput:
         if self._conn.conn is not None and self.port_name not in self.backend.get_output_names():
             self._conn.failed(OSError(f"port {self.port_name!r} vanished"))
 
-    def close(self) -> None:
-        self._conn.close()
+    def _connect(self):
+        if self.target.virtual:
+            return self.backend.open_output(self.port_name, virtual=True, client_name=CLIENT_NAME)
+        return self.backend.open_output(self.port_name)
+
+    def _send(self, conn, packet) -> None:
+        conn.send(packet)

@@ -1,4 +1,9 @@
-"""OSC out through python-osc: UDP datagrams, or TCP with SLIP framing (OSC 1.1)."""
+"""OSC out through python-osc: UDP datagrams, or TCP with SLIP framing (OSC 1.1).
+
+With ``bundle: yes`` in the mapping, the messages one frame's answer causes leave as one
+bundle per target when the answer is complete (or when the next frame's first message
+arrives), with the frame's capture time plus ``bundle_delay`` as the timetag.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from pythonosc.tcp_client import TCPClient
 from pythonosc.udp_client import UDPClient
 
 from ..mapping.config import OscTarget
-from .base import Retrying
+from ..mapping.router import OscMessage
+from .base import BaseOutput
 
 # Past this, a connect or send to a stalled TCP peer gives up so the sender thread moves on.
 TCP_TIMEOUT = 0.5
@@ -32,15 +38,52 @@ def build_bundle(messages: list, timetag: float | None = None):
     return builder.build()
 
 
-class OscOutput:
-    """One OSC target. ``send`` takes a built message or bundle and never raises."""
+class OscOutput(BaseOutput):
+    """One OSC target; ``send`` takes an :class:`OscMessage` and never raises."""
 
-    def __init__(self, target: OscTarget, retry_interval: float = 1.0):
-        self.target = target
-        self.name = target.name
-        where = f"OSC target {target.name!r} ({target.protocol}://{target.host}:{target.port})"
-        self._conn = Retrying(where, self._connect, retry_interval)
-        self.sent = 0
+    def __init__(self, target: OscTarget, bundle: bool = False, bundle_delay: float = 0.0,
+                 retry_interval: float = 1.0):
+        self.retry_interval = retry_interval
+        self.label = f"OSC target {target.name!r} ({target.protocol}://{target.host}:{target.port})"
+        super().__init__(target)
+        self.bundle = bundle
+        self.bundle_delay = bundle_delay
+        self._held: list[OscMessage] = []  # this frame's messages, while bundling
+
+    def configure(self, bundle: bool, bundle_delay: float) -> list:
+        """A reloaded mapping's bundle settings; what was held leaves first."""
+        out = self._flush() if (bundle, bundle_delay) != (self.bundle, self.bundle_delay) else []
+        self.bundle, self.bundle_delay = bundle, bundle_delay
+        return out
+
+    def send(self, message: OscMessage) -> list:
+        if not (self.bundle and message.frame_id is not None):
+            return self._deliver(build_message(message.address, message.args), [message])
+        out = []
+        if self._held and self._held[0].frame_id != message.frame_id:
+            out = self._flush()  # a newer frame's message: the older answer is over
+        self._held.append(message)
+        return out
+
+    def end_frame(self, frame_id: int) -> list:
+        if self._held and self._held[0].frame_id == frame_id:
+            return self._flush()
+        return []
+
+    def close(self) -> list:
+        out = self._flush()
+        super().close()
+        return out
+
+    def _flush(self) -> list:
+        held, self._held = self._held, []
+        if not held:
+            return []
+        first = held[0]
+        timetag = (first.captured_at + self.bundle_delay
+                   if self.bundle_delay and first.captured_at else None)
+        bundle = build_bundle([build_message(m.address, m.args) for m in held], timetag)
+        return self._deliver(bundle, held)
 
     def _connect(self):
         t = self.target
@@ -48,26 +91,8 @@ class OscOutput:
             return TCPClient(t.host, t.port, mode="1.1", timeout=TCP_TIMEOUT)
         return _Udp(UDPClient(t.host, t.port))
 
-    def open(self) -> None:
-        """Try to connect now, so a dead host is reported at start (the run goes on)."""
-        self._conn.get()
-
-    def send(self, packet) -> bool:
-        client = self._conn.get()
-        if client is None:
-            self._conn.failures += 1
-            return False
-        try:
-            client.send(packet)
-        except OSError as exc:  # refused, reset, unreachable, timed out
-            self._conn.failed(exc)
-            self._conn.failures += 1
-            return False
-        self.sent += 1
-        return True
-
-    def close(self) -> None:
-        self._conn.close()
+    def _send(self, conn, packet) -> None:
+        conn.send(packet)
 
 
 class _Udp:

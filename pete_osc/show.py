@@ -1,0 +1,387 @@
+"""The show: one object that owns a live run.
+
+It owns the sources (:class:`~pete_osc.feeds.Feeds`), the engine, the sender (the mapping
+and its outputs), the files it runs on, the watchdog and the stop. The data walks one
+way, one frame at a time::
+
+    frames -> engine -> tokens -> parser -> events -> mapping -> outputs
+
+and every record on the way (FrameStart, Text, Event, Rejection, FrameReport, Notice) is
+also given to the taps that watch the show (the token echo, --json, --metrics, --record,
+the status line), which can never stop it. Between two frames is the frame boundary:
+there, saved edits of DIRECTOR.md and the mapping are applied (see :mod:`pete_osc.reload`)
+and the notices of the capture threads (a source lost, back or ended) reach the taps.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from .engines import EngineOptions, GenerationSettings, Prompt, open_engine
+from .errors import PeteError
+from .events import Event
+from .feeds import Feeds
+from .pipeline import FrameReport, FrameStart, Summary, Text, frame_records
+from .reload import Files, Watch
+from .stopping import StopGuard
+from .taps import Tap, Taps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a person should hear of: a source lost, back or ended; a reload done or
+    refused; a frame ended by the watchdog."""
+
+    what: str  # lost | back | ended | reloaded | refused | watchdog
+    text: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ShowConfig:
+    """A run's settings, from the command line (``pete-osc run --help`` says each)."""
+
+    size: int = 128
+    max_tokens: int = 50
+    temperature: float = 0.0
+    fps: float = 2.0
+    every_frame: bool = False
+    loop: bool = False
+    max_frames: int = 0  # 0: no limit
+    constrain: str = "auto"  # auto | on | off
+    warm_up: bool = True
+    reload: bool = True
+    stall: float = 10.0  # seconds a frame may go without a token (0: no limit)
+    frame_limit: float = 60.0  # seconds a frame may take in all (0: no limit)
+    midi_api: str | None = None
+
+    @classmethod
+    def from_args(cls, args, size: int) -> "ShowConfig":
+        return cls(size=size, max_tokens=args.max_tokens, temperature=args.temperature,
+                   fps=args.fps, every_frame=args.every_frame, loop=args.loop,
+                   max_frames=args.max_frames, constrain=args.constrain,
+                   warm_up=not args.no_warmup, reload=not args.no_reload,
+                   stall=args.stall, frame_limit=args.frame_limit, midi_api=args.midi_api)
+
+
+class Show:
+    """A live run; see the module docstring. ``open`` the outputs and sources, ``load``
+    the engine, ``run``, then ``close`` (also a context manager)."""
+
+    def __init__(self, config: ShowConfig, files: Files, sources: list,
+                 say: Callable[[str], None] = lambda message: None):
+        self.config = config
+        self.files = files
+        self.say = say
+        self.stop = threading.Event()
+        self.summary = Summary()
+        self.taps = Taps()
+        self.engine = None
+        self.sender = None
+        self._sources = sources  # (name, open Source), handed to the feeds at open
+        self.feeds: Feeds | None = None
+        self._notices: queue.SimpleQueue = queue.SimpleQueue()
+        mapping = files.mapping
+        self.watch = Watch(files.director.path, mapping.path if mapping else None, config.reload)
+        self.prompt = Prompt.of(files.director)
+
+    # ---- set-up ------------------------------------------------------------------------
+    def open(self) -> "Show":
+        """Open the mapping's outputs (a missing MIDI port is an error now, before the
+        model loads) and start reading the sources."""
+        try:
+            if self.files.mapping is not None:
+                from .dispatch import open_dispatcher
+
+                self.sender = open_dispatcher(self.files.mapping, self.config.midi_api)
+                for line in self.sender.describe():
+                    self.say(f"sending {line}")
+                names = {name for name, _ in self._sources}
+                for route in self.files.mapping.routes:
+                    if route.source and route.source not in names:
+                        log.warning("%s:%d: source %r is not one of this run's sources (%s)",
+                                    self.files.mapping.path, route.line, route.source,
+                                    ", ".join(sorted(names)))
+        except BaseException:
+            self._close_sources()
+            raise
+        return self
+
+    def subscribe(self, *taps: Tap | None) -> None:
+        """Taps that watch the show's records (None is skipped)."""
+        self.taps.taps.extend(t for t in taps if t is not None)
+
+    def load(self, engine: str, model: str | None, options: EngineOptions) -> None:
+        """Load the engine, constrain it to DIRECTOR.md's grammar, warm it up."""
+        c = self.config
+        settings = GenerationSettings(c.max_tokens, c.temperature, c.size)
+        if c.stall:
+            # A remote answer that stalls is cut by its read timeout just after the
+            # watchdog has ended the frame (an HTTP read cannot be interrupted otherwise).
+            options = replace(options, timeout=min(options.timeout, c.stall + 0.5))
+        self.attach(open_engine(engine, model, self.prompt.system, self.prompt.instruction,
+                                settings, options))
+
+    def attach(self, engine) -> None:
+        """Use an engine already open (``load`` opens one): constrain it, warm it up."""
+        c = self.config
+        self.engine = engine
+        self.engine.use_prompt(self.prompt)
+        self._constrain(self.files.director)
+        self.say(f"{self.engine.name} engine, model {self.engine.model_id}, input {c.size} px")
+        if c.warm_up and hasattr(self.engine, "warm_up"):
+            self.say("warming up ...")
+            self.say(f"warm-up took {self.engine.warm_up():.1f} s")
+
+    def _constrain(self, director) -> None:
+        """``--constrain``: on where the engine can (auto), required (on), or off."""
+        mode = self.config.constrain
+        if mode == "off":
+            return
+        if not getattr(self.engine, "supports_constraint", False):
+            if mode == "on":
+                raise PeteError(f"--constrain on: the {self.engine.name} engine cannot "
+                                "constrain decoding; use --constrain off")
+            return
+        try:
+            self.engine.constrain(director)
+        except PeteError as exc:
+            if mode == "on":
+                raise
+            log.warning("decoding is not constrained: %s", exc)
+            return
+        self.say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
+
+    # ---- the run -----------------------------------------------------------------------
+    def run(self) -> Summary:
+        """Frames until the sources end, ``max_frames``, or the stop (Ctrl-C)."""
+        c = self.config
+        self.feeds = Feeds(self._sources, c.every_frame, c.loop, c.fps, self._notice)
+        self._sources = []
+        self.say(f"running on {', '.join(self._describe_sources())}; Ctrl-C to stop")
+        dog = Watchdog(c.stall, c.frame_limit, self.engine)
+        with StopGuard(self.stop, on_force=self._forced_end), self.watch, dog:
+            while not self.stop.is_set():
+                self._boundary()
+                frame = self.feeds.next(self.stop, timeout=0.25)
+                if frame is None:
+                    if self.feeds.ended:
+                        self._boundary()
+                        break
+                    continue
+                report = self._frame(frame, dog)
+                if report.stopped or (c.max_frames and self.summary.frames >= c.max_frames):
+                    break
+        return self.summary
+
+    def _describe_sources(self) -> list[str]:
+        return [f.name if f.name == f.source.name else f"{f.name} ({f.source.name})"
+                for f in self.feeds.feeds]
+
+    def _frame(self, frame, dog: "Watchdog") -> FrameReport:
+        self.summary.begin()
+        self.taps.take(FrameStart(frame))
+        dog.begin(frame.id, frame.source)
+        stop = self.stop
+        cancel = lambda: "stop" if stop.is_set() else dog.tripped  # noqa: E731
+        report = None
+        try:
+            for record in frame_records(self.engine, self.files.director, frame,
+                                        self.config.size, self.prompt, cancel):
+                if isinstance(record, Text):
+                    dog.token()
+                elif isinstance(record, Event) and self.sender is not None:
+                    self.sender.event(record)
+                elif isinstance(record, FrameReport):
+                    report = record
+                    continue
+                self.taps.take(record)
+        finally:
+            dog.end()
+        if self.sender is not None:
+            self.sender.end_frame(frame.id)
+            report.first_sent_at = self.sender.first_sent(frame.id)
+        report.dropped = self.feeds.dropped
+        if report.error is not None:
+            log.error("frame %d (%s) failed: %s", frame.id, frame.source, report.error)
+        self.summary.add(report)
+        self.taps.take(report)
+        return report
+
+    def _boundary(self) -> None:
+        """Between two frames: what the capture threads noticed, and saved edits."""
+        while True:
+            try:
+                self.taps.take(self._notices.get_nowait())
+            except queue.Empty:
+                break
+        if self.watch.due():
+            self._reload()
+
+    def _notice(self, source: str, what: str, text: str) -> None:
+        # On the capture thread that noticed it: said at once, the taps hear of it at
+        # the next frame boundary.
+        self.say(text)
+        self._notices.put(Notice(what, text, source))
+
+    def _reload(self) -> None:
+        old = self.files
+        director_path = old.director.path
+        mapping_path = old.mapping.path if old.mapping is not None else None
+        try:
+            new = Files.read(director_path, mapping_path)
+        except PeteError as exc:
+            return self._refused(exc)
+        director_changed = new.director_text != old.director_text
+        mapping_changed = director_changed or new.mapping_text != old.mapping_text
+        if not director_changed and not mapping_changed:
+            return None
+        changes = []
+        if mapping_changed and self.sender is not None:
+            try:
+                changes = self.sender.reload(new.mapping)
+            except PeteError as exc:
+                return self._refused(exc)
+        if director_changed:
+            prompt = Prompt.of(new.director)
+            took = self.engine.use_prompt(prompt)
+            self.prompt = prompt
+            self._constrain_quietly(new.director)
+            self._said("reloaded", f"{director_path} reloaded: the new prompt was prefilled in "
+                                   f"{took * 1000:.0f} ms" + (", the grammar rebuilt" if
+                                                              getattr(self.engine, "constraint", None) else ""))
+        if mapping_changed and new.mapping is not None and new.mapping_text != old.mapping_text:
+            self._said("reloaded", f"{mapping_path} reloaded: {len(new.mapping.routes)} routes"
+                                   + "".join(f"; {c}" for c in changes))
+        self.files = new
+        return None
+
+    def _constrain_quietly(self, director) -> None:
+        if self.config.constrain == "off" or not getattr(self.engine, "supports_constraint", False):
+            return
+        try:
+            self.engine.constrain(director)
+        except PeteError as exc:
+            log.warning("decoding is not constrained for the new DIRECTOR.md: %s", exc)
+
+    def _refused(self, exc: PeteError) -> None:
+        self._said("refused", f"error: {exc}; the previous version keeps running")
+
+    def _said(self, what: str, text: str) -> None:
+        self.say(text)
+        self.taps.take(Notice(what, text))
+
+    # ---- the end -----------------------------------------------------------------------
+    def sent(self) -> int:
+        return self.sender.sent if self.sender is not None else 0
+
+    def sent_line(self) -> str:
+        s = self.sender
+        lost = f", {s.lost} for outputs that are off" if s.lost else ""
+        return f"{s.sent} messages sent{lost}"
+
+    def _forced_end(self) -> None:
+        # The stop guard ends the process while the engine is busy: keep what is done.
+        self._close_sources(timeout=0.2)
+        if self.sender is not None:
+            self.sender.close(timeout=0.3)
+        self.taps.close()
+        self.say(f"stopped (did not wait for the engine). {self.summary.line()}")
+
+    def _close_sources(self, timeout: float = 5.0) -> None:
+        if self.feeds is not None:
+            self.feeds.close(timeout)
+        for _, source in self._sources:
+            source.close()
+        self._sources = []
+
+    def close(self) -> None:
+        """Release the sources, send the exit values, close the outputs, taps and engine."""
+        try:
+            self._close_sources(timeout=1.0)
+            self.taps.close()
+        finally:
+            if self.sender is not None:
+                self.sender.close()
+            if self.engine is not None:
+                self.engine.close()
+
+    def __enter__(self) -> "Show":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Watchdog:
+    """Ends a frame whose generation stalls (no token for ``stall`` seconds: a server that
+    stops answering mid-stream, a wedged device) or runs away (longer than ``limit``).
+
+    Its thread, started and joined by ``with``, looks every 50 ms; when a frame trips it,
+    one line goes to stderr, ``tripped`` holds the reason (the frame loop ends the frame at
+    its next token) and the engine's ``abort`` (where it has one) cuts a blocked request.
+    """
+
+    def __init__(self, stall: float, limit: float, engine=None):
+        self.stall = stall
+        self.limit = limit
+        self.engine = engine
+        self.tripped: str | None = None
+        self._lock = threading.Lock()
+        self._frame: tuple[int, str] | None = None
+        self._started = self._last = 0.0
+        self._quit = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="watchdog")
+
+    def begin(self, frame_id: int, source: str) -> None:
+        with self._lock:
+            self.tripped = None
+            self._frame = (frame_id, source)
+            self._started = self._last = time.monotonic()
+
+    def token(self) -> None:
+        self._last = time.monotonic()
+
+    def end(self) -> None:
+        with self._lock:
+            self._frame = None
+
+    def _watch(self) -> None:
+        while not self._quit.wait(0.05):
+            with self._lock:
+                if self._frame is None or self.tripped is not None:
+                    continue
+                now = time.monotonic()
+                if self.stall and now - self._last > self.stall:
+                    reason = f"no token for {self.stall:g} s"
+                elif self.limit and now - self._started > self.limit:
+                    reason = f"the frame ran past {self.limit:g} s"
+                else:
+                    continue
+                self.tripped = reason
+                frame_id, source = self._frame
+            log.warning("frame %d (%s): %s; ended by the watchdog, the show goes on with "
+                        "the next frame", frame_id, source, reason)
+            abort = getattr(self.engine, "abort", None)
+            if abort is not None:
+                try:
+                    abort()
+                except Exception as exc:
+                    log.debug("abort: %s", exc)
+
+    def __enter__(self) -> "Watchdog":
+        if self.stall or self.limit:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._quit.set()
+        if self._thread.is_alive():
+            self._thread.join()

@@ -1,0 +1,146 @@
+"""Several sources for one engine: names, fair turns, a stalled source passed over."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pete_osc.capture import Source
+from pete_osc.errors import PeteError
+from pete_osc.feeds import Feeds, SourceSpec, default_name, parse_sources
+
+
+@pytest.mark.parametrize("values, expected", [
+    (["0"], [("cam0", "0")]),
+    (["stage=0", "crowd=clip.mp4"], [("stage", "0"), ("crowd", "clip.mp4")]),
+    (["clips/big buck.mp4", "other/big buck.mp4"], [("big-buck", "clips/big buck.mp4"),
+                                                    ("big-buck-2", "other/big buck.mp4")]),
+    (["http://10.0.0.5:8080/video?action=stream"],
+     [("video", "http://10.0.0.5:8080/video?action=stream")]),
+    (["cam=http://10.0.0.5:8080/?a=b"], [("cam", "http://10.0.0.5:8080/?a=b")]),
+    (["none", "stills/"], [("blank", "none"), ("stills", "stills/")]),
+])
+def test_source_names(values, expected):
+    assert [(s.name, s.spec) for s in parse_sources(values)] == expected
+
+
+def test_source_names_refused():
+    with pytest.raises(PeteError, match="same name"):
+        parse_sources(["a=0", "a=1"])
+    with pytest.raises(PeteError, match="letters, digits"):
+        parse_sources(["my cam=0"])
+
+
+def test_default_name_of_a_url_without_path():
+    assert default_name("rtsp://192.168.1.20") == "192-168-1-20"
+
+
+class Counting(Source):
+    """A live source of numbered frames; ``stalled`` makes it deliver nothing."""
+
+    live = True
+    fps = 100.0
+
+    def __init__(self, name: str, stalled: threading.Event | None = None):
+        self.name = name
+        self.stalled = stalled or threading.Event()
+        self.n = 0
+
+    def read(self):
+        time.sleep(0.005)
+        if self.stalled.is_set():
+            return None
+        self.n += 1
+        return np.full((8, 8, 3), self.n % 256, np.uint8)
+
+    def reopen(self) -> bool:
+        return not self.stalled.is_set()
+
+
+def take(feeds: Feeds, n: int, stop: threading.Event) -> list:
+    frames = []
+    deadline = time.monotonic() + 10
+    while len(frames) < n and time.monotonic() < deadline:
+        frame = feeds.next(stop, timeout=0.1)
+        if frame is not None:
+            frames.append(frame)
+    return frames
+
+
+def test_sources_take_turns_and_ids_are_unique():
+    stop = threading.Event()
+    feeds = Feeds([("a", Counting("a")), ("b", Counting("b")), ("c", Counting("c"))])
+    try:
+        frames = take(feeds, 30, stop)
+    finally:
+        feeds.close()
+    assert [f.source for f in frames[:6]] == ["a", "b", "c", "a", "b", "c"]
+    assert {f.source: sum(1 for g in frames if g.source == f.source) for f in frames} == \
+        {"a": 10, "b": 10, "c": 10}
+    assert [f.id for f in frames] == list(range(30))
+
+
+def test_a_stalled_source_never_blocks_the_others_and_comes_back():
+    stop = threading.Event()
+    stalled = threading.Event()
+    notices = []
+    feeds = Feeds([("a", Counting("a")), ("b", Counting("b", stalled))],
+                  notify=lambda source, what, text: notices.append((source, what)))
+    try:
+        take(feeds, 4, stop)
+        stalled.set()
+        time.sleep(0.2)
+        during = take(feeds, 20, stop)
+        assert {f.source for f in during[5:]} == {"a"}  # b delivers nothing: a goes on
+        time.sleep(1.5)  # b is silent past LOST_AFTER: announced lost, reopened with backoff
+        stalled.clear()  # reopened at the next try of the backoff (0.5, 1, 2 s...)
+        back = []
+        deadline = time.monotonic() + 10
+        while "b" not in {f.source for f in back} and time.monotonic() < deadline:
+            back += take(feeds, 10, stop)
+    finally:
+        feeds.close()
+    assert ("b", "lost") in notices and ("b", "back") in notices
+    assert notices.count(("b", "lost")) == 1 and notices.count(("b", "back")) == 1
+    assert "b" in {f.source for f in back}
+
+
+def test_fps_paces_each_source():
+    stop = threading.Event()
+    feeds = Feeds([("a", Counting("a")), ("b", Counting("b"))], fps=5)
+    try:
+        t0 = time.monotonic()
+        frames = take(feeds, 6, stop)
+        took = time.monotonic() - t0
+    finally:
+        feeds.close()
+    # 5 frames a second per source: 6 frames (3 each) need two periods, not six.
+    assert [f.source for f in frames] == ["a", "b"] * 3
+    assert 0.3 < took < 1.2
+
+
+def test_files_end_and_say_so(tmp_path):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((16, 16, 3), i * 40, np.uint8))
+    from pete_osc.capture import open_source
+
+    stop = threading.Event()
+    notices = []
+    feeds = Feeds([("stills", open_source(str(tmp_path))), ("live", Counting("live"))],
+                  every_frame=True, notify=lambda s, what, text: notices.append((s, what, text)))
+    try:
+        frames = take(feeds, 12, stop)
+    finally:
+        feeds.close()
+    assert sum(1 for f in frames if f.source == "stills") == 3
+    assert ("stills", "ended", "source stills ended after 3 frames") in notices
+    assert not feeds.ended  # the live source goes on
+
+
+def test_specs_are_frozen():
+    spec = SourceSpec("a", "0")
+    with pytest.raises(Exception):
+        spec.name = "b"

@@ -1,0 +1,395 @@
+"""The show as the user runs it: several sources at once, files edited while it runs, a
+stream that goes away and comes back, a stalled answer, Ctrl-C. The CLI as a subprocess,
+real sources (the shared clip, a folder of images, an MJPEG-over-HTTP server), a tiny
+model through the real engine, and oscdump as the receiver."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+
+from peers import ROOT, Lines, free_port, oscdump, stop_process, without_time
+from test_remote_engine import serving, start_events
+
+PETE = [sys.executable, "-m", "pete_osc"]
+
+
+def stills(folder, n=4):
+    """A folder of ``n`` different images (a slide show source)."""
+    folder.mkdir(exist_ok=True)
+    for i in range(n):
+        image = np.zeros((120, 160, 3), np.uint8)
+        image[:, : 40 * (i + 1)] = (40 * i, 200 - 40 * i, 90)
+        cv2.imwrite(str(folder / f"{i:02d}.png"), image)
+    return folder
+
+
+def osc_mapping(path, port, address="/pete/{source}/energy", extra=""):
+    path.write_text(f"osc:\n  main: {{host: 127.0.0.1, port: {port}}}\nroutes:\n"
+                    f"  - {{event: energy, address: '{address}', args: [$value, $frame, $source]}}\n"
+                    + extra)
+    return path
+
+
+def replace_text(path, text):
+    """Save as editors do: a new file renamed over the old one."""
+    tmp = path.with_name(path.name + ".saving")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Run:
+    """``pete-osc run`` in the background; stdout and stderr lines collected."""
+
+    def __init__(self, *argv, env, cwd=ROOT):
+        self.proc = subprocess.Popen(PETE + ["run", *argv], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [threading.Thread(target=self._read, args=(s, into), daemon=True)
+                         for s, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _read(stream, into):
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def frames(self) -> list[int]:
+        return [int(m.group(1)) for m in map(re.compile(r"^--- frame (\d+)").match, list(self.out)) if m]
+
+    def wait_for(self, predicate, timeout=120.0, what=""):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)
+                if predicate():
+                    return
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {what}; stderr:\n" + "\n".join(self.err[-30:]))
+
+    def interrupt(self, timeout=30.0) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        rc = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(5)
+        return rc
+
+    def finish(self, timeout=300.0) -> int:
+        rc = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(5)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            stop_process(self.proc)
+
+
+def dumped(dump: Lines, into: list, seconds=0.0) -> list:
+    """oscdump's lines so far (without times) added to ``into``."""
+    into.extend(without_time(l) for l in dump.take(10_000, timeout=seconds))
+    return into
+
+
+# ---- several sources at once -----------------------------------------------------------
+
+def test_two_sources_reach_the_model_and_their_own_addresses(
+        scripted_torch_model, shared_video, cli_env, tmp_path):
+    port = free_port()
+    dump = oscdump(port)
+    mapping = osc_mapping(tmp_path / "m.yaml", port)
+    metrics = tmp_path / "metrics.jsonl"
+    folder = stills(tmp_path / "stills")
+    try:
+        # --every-frame: both files always have a frame ready, so the turns are exact.
+        run = Run("--model", str(scripted_torch_model), "--size", "64", "--every-frame",
+                  "--max-tokens", "8", "--max-frames", "8", "--no-warmup", "--loop",
+                  "--source", f"clip={shared_video}", "--source", str(folder),
+                  "--mapping", str(mapping), "--metrics", str(metrics), env=cli_env)
+        assert run.finish() == 0, "\n".join(run.err)
+        got = dumped(dump, [], seconds=1.0)
+    finally:
+        dump.stop()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    by_source = {name: [r for r in records if r["source"] == name] for name in ("clip", "stills")}
+    # Served in turn, frame ids unique across the run.
+    assert [r["source"] for r in records] == ["clip", "stills"] * 4
+    assert [r["frame"] for r in records] == list(range(8))
+    # Each frame's image went through the model: 64 px is one image token, prefilled
+    # with the instruction after the cached DIRECTOR prefix, for both sources alike.
+    assert {r["prefilled"] for r in records} == {records[0]["prefilled"]}
+    assert records[0]["prefilled"] > 1 and records[0]["prompt_len"] > records[0]["prefilled"]
+    addresses = {line.split(" ")[0] for line in got}
+    assert addresses == {"/pete/clip/energy", "/pete/stills/energy"}, got
+    # Each message names its frame and source: every frame's messages came from it.
+    for line in got:
+        address, _types, value, frame, source = line.split(" ")
+        assert source == f'"{address.split("/")[2]}"'
+        assert records[int(frame)]["source"] == address.split("/")[2]
+    assert all(len(rs) == 4 and all(r["events"] >= 1 for r in rs) for rs in by_source.values())
+    stderr = "\n".join(run.err)
+    assert "running on clip (" in stderr and "stills (" in stderr
+    assert re.search(r"per source: clip 4 frames \(frame to first event \d+ ms\), "
+                     r"stills 4 frames", stderr), stderr
+
+
+def test_ctrl_c_ends_a_run_with_several_sources_within_a_second(
+        shared_video, cli_env, tmp_path):
+    folder = stills(tmp_path / "stills")
+    text = tmp_path / "answer.txt"
+    text.write_text("energy: 0.7\nmood: tense\n" * 20)
+    run = Run("--engine", "replay", "--replay", str(text), "--fps", "0",
+              "--source", str(shared_video), "--source", str(folder), "--loop",
+              "--source", "blank=none", env=cli_env)
+    try:
+        run.wait_for(lambda: len(run.frames()) >= 3, what="three frames")
+        t0 = time.monotonic()
+        rc = run.interrupt()
+        took = time.monotonic() - t0
+    finally:
+        run.kill()
+    assert rc == 0
+    assert took < 1.5, took  # the issue's bound is a second; CI's 2 cores get some slack
+    assert any(l.startswith("pete-osc: stopped.") for l in run.err), run.err
+    assert not any("Traceback" in l for l in run.err)
+
+
+# ---- files edited while the show runs --------------------------------------------------
+
+def test_edits_apply_within_two_frames_and_a_broken_edit_is_refused(
+        scripted_torch_model, cli_env, tmp_path):
+    port = free_port()
+    dump = oscdump(port)
+    mapping = osc_mapping(tmp_path / "m.yaml", port, address="/before")
+    director = tmp_path / "DIRECTOR.md"
+    director.write_text((ROOT / "DIRECTOR.md").read_text())
+    metrics = tmp_path / "metrics.jsonl"
+    folder = stills(tmp_path / "stills")
+    run = Run("--model", str(scripted_torch_model), "--size", "64", "--fps", "0",
+              "--max-tokens", "8", "--no-warmup", "--loop", "--source", str(folder),
+              "--director", str(director), "--mapping", str(mapping), "--metrics", str(metrics),
+              env=cli_env)
+    got: list[str] = []
+    try:
+        run.wait_for(lambda: any(l.startswith("/before") for l in dumped(dump, got)),
+                     what="/before")
+        # 1. The mapping: a new address.
+        edited_at = max(run.frames())
+        replace_text(mapping, mapping.read_text().replace("/before", "/after"))
+        run.wait_for(lambda: any(l.startswith("/after") for l in dumped(dump, got)),
+                     what="/after")
+        first_after = min(int(l.split(" ")[3]) for l in got if l.startswith("/after"))
+        assert first_after <= edited_at + 2, (edited_at, first_after)
+        # 2. A broken edit: one error line with the file and line; the old mapping goes on.
+        mapping.write_text(mapping.read_text().replace("address:", "adress:"))
+        run.wait_for(lambda: any("error:" in l for l in run.err), what="the refusal")
+        refused = [l for l in run.err if "error:" in l]
+        assert len(refused) == 1 and f"{mapping}:4: unknown" in refused[0], refused
+        assert "did you mean 'address'" in refused[0]
+        assert refused[0].endswith("the previous version keeps running")
+        count = len([l for l in dumped(dump, got) if l.startswith("/after")])
+        run.wait_for(lambda: len([l for l in dumped(dump, got) if l.startswith("/after")])
+                     >= count + 2, what="/after still sent")
+        # 3. DIRECTOR.md: a longer prompt is prefilled once and used from the next frame.
+        # (the typo fixed first: the same text as the running mapping, so nothing to reload)
+        replace_text(mapping, mapping.read_text().replace("adress:", "address:"))
+        edited_at = max(run.frames())
+        text = director.read_text().replace("```prompt\n", "```prompt\nYou watch a rehearsal "
+                                            "on a small stage, lit in warm colours.\n", 1)
+        replace_text(director, text)
+        run.wait_for(lambda: any("reloaded: the new prompt was prefilled in" in l
+                                 for l in run.err), what="the DIRECTOR reload")
+        run.wait_for(lambda: max(run.frames()) >= edited_at + 3, what="frames after the edit")
+        rc = run.interrupt()
+    finally:
+        run.kill()
+        dump.stop()
+    assert rc == 0
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    before = records[0]["prompt_len"]
+    after = [r for r in records if r["prompt_len"] != before]
+    assert after and after[0]["frame"] <= edited_at + 2, (edited_at, after[:1])
+    assert all(r["prompt_len"] > before for r in after)
+    # Only the image and the instruction are prefilled per frame, before and after.
+    assert {r["prefilled"] for r in records} == {records[0]["prefilled"]}
+    assert sum("reloaded" in l for l in run.err) == 2, run.err  # the mapping, then DIRECTOR.md
+
+
+def test_a_new_key_appears_after_the_director_gains_it_and_sighup_reloads(cli_env, tmp_path):
+    director = tmp_path / "DIRECTOR.md"
+    original = (ROOT / "DIRECTOR.md").read_text()
+    director.write_text(original)
+    answer = tmp_path / "answer.txt"
+    answer.write_text("energy: 0.7\nglow: 0.5\n")
+    run = Run("--engine", "replay", "--replay", str(answer), "--fps", "5", "--json",
+              "--director", str(director), "--no-reload", "-vv", env=cli_env)
+    try:
+        run.wait_for(lambda: len([l for l in run.out if '"energy"' in l]) >= 2, what="events")
+        assert not any('"glow"' in l for l in run.out)
+        # glow added to the schema; --no-reload pins the file until SIGHUP.
+        replace_text(director, original.replace(
+            "keys:\n", "keys:\n  glow:\n    type: number\n    min: 0\n    max: 1\n", 1))
+        time.sleep(1.0)
+        assert not any('"glow"' in l for l in run.out)
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for(lambda: any('"glow"' in l for l in run.out), what="a glow event")
+        rc = run.interrupt()
+    finally:
+        run.kill()
+    assert rc == 0
+    glow = [json.loads(l) for l in run.out if '"glow"' in l]
+    assert glow[0]["value"] == 0.5
+
+
+# ---- a live stream that goes away ------------------------------------------------------
+
+class MjpegServer:
+    """A camera as many IP cameras and phone apps serve one: MJPEG over HTTP
+    (multipart/x-mixed-replace), numbered grey frames at ``fps``."""
+
+    def __init__(self, port: int, fps: float = 15.0):
+        self.port, self.fps = port, fps
+        self.stopping = threading.Event()
+        self.server = None
+
+    def start(self) -> None:
+        owner = self
+        self.stopping.clear()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                n = 0
+                try:
+                    while not owner.stopping.is_set():
+                        image = np.full((120, 160, 3), (n * 9) % 256, np.uint8)
+                        data = cv2.imencode(".jpg", image)[1].tobytes()
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         b"Content-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
+                        self.wfile.flush()
+                        n += 1
+                        time.sleep(1 / owner.fps)
+                except OSError:
+                    pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_stream_that_goes_away_is_reopened_and_the_others_go_on(cli_env, tmp_path):
+    port = free_port(kind=1)
+    camera = MjpegServer(port)
+    camera.start()
+    answer = tmp_path / "answer.txt"
+    answer.write_text("energy: 0.7\n")
+    metrics = tmp_path / "metrics.jsonl"
+    folder = stills(tmp_path / "stills")
+    run = Run("--engine", "replay", "--replay", str(answer), "--replay-speed", "4",
+              "--fps", "4", "--source", f"door=http://127.0.0.1:{port}/stream.mjpg",
+              "--source", str(folder), "--loop", "--metrics", str(metrics), "--quiet",
+              env=cli_env)
+    try:
+        sources = lambda: [json.loads(l)["source"] for l in metrics.read_text().splitlines()]  # noqa: E731
+        run.wait_for(lambda: metrics.exists() and sources().count("door") >= 2, what="door frames")
+        camera.stop()
+        run.wait_for(lambda: any("source door delivers no frames" in l for l in run.err),
+                     what="the loss", timeout=20)
+        lost_at = len(sources())
+        time.sleep(3.0)
+        during = sources()[lost_at:]
+        assert during and set(during) == {"stills"}  # the other source carried on
+        camera.start()
+        run.wait_for(lambda: any("source door is back" in l for l in run.err),
+                     what="the return", timeout=20)
+        back_at = len(sources())
+        run.wait_for(lambda: "door" in sources()[back_at:], what="door frames again", timeout=20)
+        rc = run.interrupt()
+    finally:
+        run.kill()
+        camera.stop()
+    assert rc == 0
+    assert sum("source door delivers no frames" in l for l in run.err) == 1, run.err
+    assert sum("source door is back" in l for l in run.err) == 1, run.err
+    # Our lines only: no traceback, no FFmpeg or OpenCV chatter ("[http @ 0x...] ...").
+    assert all(l.startswith("pete-osc: ") for l in run.err if l), run.err
+
+
+# ---- the watchdog ----------------------------------------------------------------------
+
+class _Stalling(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server whose first answer stops mid-stream; later ones finish."""
+
+    requests = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).requests += 1
+        first = type(self).requests == 1
+        start_events(self)
+
+        def chunk(text, finish=None):
+            body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+            self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+            self.wfile.flush()
+
+        try:
+            chunk("energy: 0.7\n" if first else "energy: 0.2\n")
+            if first:
+                time.sleep(8)  # the answer stalls mid-stream
+                return
+            chunk("", "stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+        except OSError:
+            pass
+
+
+def test_the_watchdog_ends_a_stalled_frame_and_the_show_goes_on(cli_env, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    with serving(type("Handler", (_Stalling,), {"requests": 0})) as url:
+        t0 = time.monotonic()
+        proc = subprocess.run(PETE + ["run", "--engine", "remote", "--server", url, "--model", "m",
+                                      "--source", "none", "--fps", "0", "--size", "64",
+                                      "--max-frames", "3", "--stall", "1", "--no-warmup", "--json",
+                                      "--metrics", str(metrics)],
+                              capture_output=True, text=True, env=cli_env, timeout=120)
+        took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert took < 8, took  # did not wait for the stalled answer
+    lines = [l for l in proc.stderr.splitlines() if "watchdog" in l]
+    assert lines[0] == ("pete-osc: frame 0 (blank): no token for 1 s; ended by the watchdog, "
+                        "the show goes on with the next frame"), proc.stderr
+    assert "ended by the watchdog: 1" in lines[-1] and "failed: 0" in lines[-1]
+    records = [json.loads(l) for l in metrics.read_text().splitlines()]
+    assert [r["watchdog"] for r in records] == ["no token for 1 s", None, None]
+    # What the stalled frame said before it stalled still went out; the next frames too.
+    events = [json.loads(l) for l in proc.stdout.splitlines()]
+    assert [(e["frame"], e["value"]) for e in events] == [(0, 0.7), (1, 0.2), (2, 0.2)]
