@@ -44,12 +44,14 @@ def plan(quick: bool) -> list[list[str]]:
                           *frames, "--tokens", "50"])
             steps.append(["torch_engine.py", "--sizes", "128", "--modes", "fast,fast-noprefix",
                           *frames, "--tokens", "50", "--short-prompt"])
+            steps.append(["sources.py", "--frames", "12" if quick else "24", "--tokens", "24"])
         else:
             sizes = "64" if quick else "64,128"
             steps.append(["torch_engine.py", "--modes", "eager,eager-noprefix,eager+grammar,naive",
                           "--eager-sizes", sizes, *frames, "--tokens", "20"])
             steps.append(["torch_engine.py", "--modes", "eager,eager-noprefix", "--eager-sizes",
                           "128", *frames, "--tokens", "20", "--short-prompt"])
+            steps.append(["sources.py", "--frames", "4" if quick else "8", "--tokens", "16"])
     if available("mlx_vlm"):
         metal = platform.system() == "Darwin" and platform.machine() == "arm64"
         if metal:
