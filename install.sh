@@ -5,7 +5,8 @@
 #   ./install.sh --no-model skip the model download (offline, CI)
 #   ./install.sh --dev      also the test tools (pytest, hypothesis, tokenizers) and, on
 #                           Debian/Ubuntu, the real receivers the tests talk to: liblo-tools
-#                           (oscdump), puredata-core (pd), jackd2 (a JACK MIDI server)
+#                           (oscdump), puredata-core (pd), jackd2 (a JACK MIDI server), and
+#                           chromium with chromium-driver (the monitor page's browser)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,7 +17,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-model) model=0 ;;
     --dev) extras="$extras,dev"; dev=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -43,8 +44,9 @@ echo "install.sh: installed pete-osc into .venv (extras: ${extras:-none})" >&2
 
 if [ "$dev" = 1 ]; then
   # Programs written by other projects decode what the tests send (OSC, MIDI).
-  peers="liblo-tools puredata-core jackd2"
-  if command -v oscdump >/dev/null && command -v pd >/dev/null && command -v jackd >/dev/null; then
+  peers="liblo-tools puredata-core jackd2 chromium chromium-driver"
+  if command -v oscdump >/dev/null && command -v pd >/dev/null && command -v jackd >/dev/null &&
+     command -v chromedriver >/dev/null; then
     :
   elif command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
@@ -57,7 +59,7 @@ if [ "$dev" = 1 ]; then
       echo "install.sh: installed $peers for the tests" >&2
     fi
   else
-    echo "install.sh: no apt-get: install oscdump (liblo), pd and jackd yourself, or those tests skip" >&2
+    echo "install.sh: no apt-get: install oscdump (liblo), pd, jackd and chromium with its driver yourself, or those tests skip" >&2
   fi
 fi
 

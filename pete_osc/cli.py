@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -66,6 +67,14 @@ def _number(kind=float, low: float | None = None, above: float | None = None):
             raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
         return value
     return check
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    port = _number(int, low=1)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
+    return port
 
 
 def _arguments() -> argparse.ArgumentParser:
@@ -152,6 +161,13 @@ def _arguments() -> argparse.ArgumentParser:
                           "next (default 10; 0: never)")
     run.add_argument("--frame-limit", type=_number(low=0), default=60.0, metavar="SECONDS",
                      help="end a frame that runs longer than this (default 60; 0: never)")
+    run.add_argument("--monitor", type=_port, nargs="?", const=8765, default=None,
+                     metavar="PORT",
+                     help="serve a live page of the show on http://127.0.0.1:PORT/ (default "
+                          "8765): frames, tokens, values, messages, latency, learn buttons")
+    run.add_argument("--monitor-host", default="127.0.0.1", metavar="HOST",
+                     help="listen for the page on HOST instead (0.0.0.0: every network); "
+                          "the URL then carries a token, printed at start")
     run.add_argument("--metrics", default=None, metavar="FILE",
                      help="append per-frame latency records (JSON lines) to FILE")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")
@@ -167,6 +183,23 @@ def _arguments() -> argparse.ArgumentParser:
     send.add_argument("--midi-api", default=None, choices=MIDI_APIS)
     send.add_argument("--echo", action="store_true", help="copy the text read to stdout as it arrives")
     send.set_defaults(func=cmd_send)
+
+    learn = sub.add_parser("learn", parents=[common],
+                           help="send one route of a mapping alone, for a DAW's MIDI/OSC learn")
+    learn.add_argument("routes", nargs="*", metavar="ROUTE",
+                       help="route numbers (as listed without ROUTE) or event names, each sent "
+                            "alone in turn; none: list the routes")
+    learn.add_argument("--mapping", required=True, metavar="FILE|NAME")
+    learn.add_argument("--director", type=Path, default=None)
+    learn.add_argument("--midi-api", default=None, choices=MIDI_APIS)
+    learn.add_argument("--seconds", type=_number(above=0), default=2.0,
+                       help="how long each route's sweep takes (default 2)")
+    learn.add_argument("--delay", type=_number(low=0), default=1.0,
+                       help="seconds before each route is sent, to arm the DAW's learn "
+                            "(default 1)")
+    learn.add_argument("--gap", type=_number(low=0), default=1.0,
+                       help="silence between two routes (default 1 s)")
+    learn.set_defaults(func=cmd_learn)
 
     ports = sub.add_parser("ports", parents=[common], help="list MIDI ports (inputs and outputs)")
     ports.add_argument("--midi-api", default=None, choices=MIDI_APIS)
@@ -261,6 +294,7 @@ def cmd_run(args) -> int:
     with show:
         echo = TokenEcho(sys.stdout, on_closed=show.stop.set, tokens=not args.json,
                          events=args.json, sources=len(plan.sources))
+        show.subscribe(_monitor(args, show, plan.size) if args.monitor else None)
         show.subscribe(echo,
                        MetricsFile(args.metrics) if args.metrics else None,
                        Recording(args.record) if args.record else None,
@@ -276,6 +310,65 @@ def cmd_run(args) -> int:
         say("stdout was closed by its reader; stopping")
     say(f"stopped. {summary.line()}" + (f"; {show.sent_line()}" if show.sender else ""))
     return 0
+
+
+def _monitor(args, show, size: int):
+    """``--monitor``: the page, listening before the model loads (a busy port is one line)."""
+    from .monitor import Monitor
+
+    monitor = Monitor(args.monitor, args.monitor_host, size,
+                      activity=show.sender.activity if show.sender else None,
+                      learn=show.learn if show.sender else None, routes=show.routes,
+                      files=show.live_files()).start()
+    say(f"monitor page: {monitor.url}")
+    return monitor
+
+
+def cmd_learn(args) -> int:
+    """``pete-osc learn``: one route of a mapping alone, for a DAW's MIDI or OSC learn."""
+    from dataclasses import replace
+
+    from .dispatch import describe_route, open_dispatcher
+    from .shipped import read_director, read_mapping
+
+    director = read_director(args.director)
+    mapping = read_mapping(args.mapping, director)
+    routes = list(mapping.routes)
+    if not args.routes:
+        print(f"routes of {mapping.path} (pete-osc learn --mapping {args.mapping} NUMBER):")  # stdout: the list is this command's data
+        for i, route in enumerate(routes, 1):
+            print(f"  {i}  {describe_route(route)}")  # stdout: the list is this command's data
+        return 0
+    chosen = [_route_number(mapping, routes, text) for text in args.routes]
+    for n, i in enumerate(chosen):
+        alone = replace(mapping, routes=(routes[i],))
+        dispatcher = open_dispatcher(alone, args.midi_api)
+        try:
+            # Time to arm the DAW's learn (and for a new virtual port to be connected).
+            say(f"route {i + 1} in {args.delay:g} s: {describe_route(routes[i])}")
+            time.sleep(args.delay)
+            say(f"sending route {i + 1} alone for {args.seconds:g} s: {dispatcher.learn(0, args.seconds)}")
+            time.sleep(args.seconds + 0.3)
+        except KeyboardInterrupt:
+            break
+        finally:
+            dispatcher.close()
+        if n + 1 < len(chosen):
+            time.sleep(args.gap)
+    return 0
+
+
+def _route_number(mapping, routes: list, text: str) -> int:
+    """A route named by its number (1..n, as ``learn`` lists them) or its event's name."""
+    if text.isdigit() and 1 <= int(text) <= len(routes):
+        return int(text) - 1
+    found = [i for i, r in enumerate(routes) if r.event == text]
+    if len(found) == 1:
+        return found[0]
+    hint = (f"the routes of {text!r} are numbers {', '.join(str(i + 1) for i in found)}" if found
+            else f"give a number from 1 to {len(routes)} or an event's name "
+                 "(pete-osc learn --mapping FILE lists them)")
+    raise PeteError(f"{mapping.path}: route {text!r}: {hint}")
 
 
 def _open_dispatcher(mapping, midi_api: str | None):

@@ -30,6 +30,11 @@ _STOP = object()
 IDLE_WAKE = 0.5
 
 
+class _Learn:
+    def __init__(self, route: int, events: list):
+        self.route, self.events = route, events
+
+
 class _Reload:
     def __init__(self, mapping: MappingConfig, outputs: dict, closing: list):
         self.mapping, self.outputs, self.closing = mapping, outputs, closing
@@ -58,6 +63,11 @@ class Dispatcher:
         self.sent = 0
         self.unrouted = 0  # messages for a MIDI target while MIDI is off
         self._first_sent: dict[int, float] = {}
+        # target -> [messages sent, the last one in words, when (time.time())]
+        self._activity: dict[str, list] = {}
+        self._learning: list[tuple[float, Event]] = []  # a route alone (see learn)
+        self._learn_router: Router | None = None
+        self.muted = 0  # events not sent while a route was being learnt
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -136,6 +146,20 @@ class Dispatcher:
         return ([f"opened {out.label}" for out in opened]
                 + [f"closed {out.label}" for out in gone])
 
+    def learn(self, route: int, seconds: float = 2.0) -> str:
+        """Send route number ``route`` (0-based) alone, as a sweep over its values (see
+        :func:`learn_events`), while the show's events are not sent; for a DAW's MIDI or
+        OSC learn. Returns the route in words."""
+        chosen = self.mapping.routes[route]
+        events = learn_events(chosen, self.mapping, seconds)
+        self._queue.put(_Learn(route, events))
+        return describe_route(chosen)
+
+    def activity(self) -> dict[str, tuple[int, str, float]]:
+        """Per target: messages sent, the last one in words, when it left (Unix time)."""
+        with self._lock:
+            return {name: tuple(a) for name, a in self._activity.items()}
+
     def first_sent(self, frame_id: int) -> float | None:
         """When (Unix time) the first message caused by frame ``frame_id`` left."""
         with self._lock:
@@ -178,7 +202,9 @@ class Dispatcher:
         next_tick = self.clock()
         while True:
             now = self.clock()
-            wait = max(0.0, next_tick - now) if self.router.busy(now) else IDLE_WAKE
+            busy = self.router.busy(now) or self._learning or (
+                self._learn_router is not None and self._learn_router.busy(now))
+            wait = max(0.0, next_tick - now) if busy else IDLE_WAKE
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -190,19 +216,42 @@ class Dispatcher:
             try:
                 if isinstance(item, Event):
                     self.events += 1
-                    self._send(self.router.event(item, now))
+                    if self._learn_router is None:
+                        self._send(self.router.event(item, now))
+                    else:
+                        self.muted += 1
+                elif isinstance(item, _Learn):
+                    self._start_learning(item, now)
                 elif isinstance(item, FrameEnd):
                     for out in self.outputs.values():
                         self._sent(out.end_frame(item.frame_id))
                 elif isinstance(item, _Reload):
                     self._swap(item)
                 if now >= next_tick:
+                    if self._learn_router is not None:
+                        self._learn_step(now)
                     self._send(self.router.tick(now))
                     next_tick = max(next_tick + self.period, now)
                     for out in self.outputs.values():
                         out.tick(now)
             except Exception:  # a bug here must not silence the show: log it, carry on
                 log.exception("sender: could not map or send")
+
+    def _start_learning(self, item: "_Learn", now: float) -> None:
+        from dataclasses import replace
+
+        alone = replace(self.mapping, routes=(self.mapping.routes[item.route],))
+        self._learn_router = Router(alone)
+        self._learning = [(now + at, event) for at, event in item.events]
+
+    def _learn_step(self, now: float) -> None:
+        while self._learning and self._learning[0][0] <= now:
+            _, event = self._learning.pop(0)
+            self._send(self._learn_router.event(event, now))
+        self._send(self._learn_router.tick(now))
+        if not self._learning and not self._learn_router.busy(now):
+            self._send(self._learn_router.closing())
+            self._learn_router = None
 
     def _swap(self, reload: _Reload) -> None:
         self.router, released = self.router.reloaded(reload.mapping)
@@ -234,6 +283,9 @@ class Dispatcher:
                 frame_id = getattr(message, "frame_id", None)
                 if frame_id is not None:
                     self._first_sent.setdefault(frame_id, at)
+                seen = self._activity.setdefault(message.target, [0, "", 0.0])
+                seen[0] += 1
+                seen[1], seen[2] = describe_message(message), at
             if len(self._first_sent) > 256:  # keep the recent frames only
                 for old in sorted(self._first_sent)[:-128]:
                     del self._first_sent[old]
@@ -251,3 +303,70 @@ def open_dispatcher(mapping: MappingConfig, midi_api: str | None = None, **kw) -
         raise
     except OSError as exc:
         raise PeteError(f"{mapping.path}: cannot open an output: {exc}") from None
+
+
+def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tuple[float, Event]]:
+    """Events that walk ``route`` through its values over ``seconds``, as (offset, event):
+    a number from its low end to its high end and back (a CC sweeps 0 -> 127 -> 0), each
+    word of its table or vocabulary, a few colours; a note route plays its notes."""
+    from .values import Invalid, parse_color
+
+    kind, key = route.key_type, route.event
+    if route.table is not None:
+        values = list(route.table)
+        kind = "color" if route.key_type == "color" else "word"
+    elif kind == "number":
+        lo, hi = route.shape.lo, route.shape.hi
+        steps = 24 if route.kind != "note" else 3
+        up = [lo + (hi - lo) * i / steps for i in range(steps + 1)]
+        values = up + up[-2::-1] if route.kind != "note" else up[1:]
+    elif kind == "word":
+        values = list(route.vocabulary)
+    elif kind == "color":
+        values = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "white"]
+    else:
+        values = ["a test", "of this route"]
+    if kind == "color":
+        colors = []
+        for v in values:
+            try:
+                colors.append(parse_color(v))
+            except Invalid:
+                pass  # a table may key colours by hex
+        values = colors
+    gap = seconds / max(1, len(values))
+    now = time.time()
+    return [(i * gap, Event(key, kind, value, f"{key}: {value}", 1, -1, "learn", now, now))
+            for i, value in enumerate(values)]
+
+
+def describe_route(route) -> str:
+    """A route in a few words: 'energy -> CC 74 on synth'."""
+    if route.kind == "osc":
+        what = f"OSC {route.address}"
+    elif route.kind == "cc":
+        what = f"CC {route.number} ch {route.channel}"
+    elif route.kind == "note":
+        what = f"notes ch {route.channel}"
+    else:
+        what = f"program ch {route.channel}"
+    return f"{route.event} -> {what} on {route.target}"
+
+
+def describe_message(message: Message) -> str:
+    """A message as a musician reads it: '/pete/energy 0.7' or 'CC 74 = 90 ch 1'."""
+    if isinstance(message, MidiMessage):
+        status, *data = message.data
+        ch = (status & 0x0F) + 1
+        kind = status & 0xF0
+        if kind == 0xB0:
+            return f"CC {data[0]} = {data[1]} ch {ch}"
+        if kind == 0x90:
+            return f"note on {data[0]} vel {data[1]} ch {ch}"
+        if kind == 0x80:
+            return f"note off {data[0]} ch {ch}"
+        if kind == 0xC0:
+            return f"program {data[0]} ch {ch}"
+        return " ".join(str(b) for b in message.data)
+    args = " ".join(f"{a:g}" if isinstance(a, float) else str(a) for a in message.args)
+    return f"{message.address} {args}".strip()

@@ -278,6 +278,24 @@ class Show:
         self.say(text)
         self.taps.take(Notice(what, text))
 
+    # ---- for the monitor page ------------------------------------------------------------
+    def routes(self) -> list[str]:
+        """The live mapping's routes in words, numbered as ``learn`` takes them."""
+        from .dispatch import describe_route
+
+        mapping = self.files.mapping
+        return [describe_route(r) for r in mapping.routes] if mapping is not None else []
+
+    def learn(self, route: int) -> str:
+        """Send one route of the live mapping alone for a moment (a DAW's learn)."""
+        if self.sender is None or not 0 <= route < len(self.files.mapping.routes):
+            raise IndexError(route)
+        return self.sender.learn(route)
+
+    def live_files(self) -> list[str]:
+        mapping = self.files.mapping
+        return [str(self.files.director.path)] + ([str(mapping.path)] if mapping else [])
+
     # ---- the end -----------------------------------------------------------------------
     def sent(self) -> int:
         return self.sender.sent if self.sender is not None else 0

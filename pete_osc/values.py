@@ -102,3 +102,8 @@ def _text(spec: KeySpec, text: str) -> str:
     if len(words) > spec.max_words:
         raise Invalid(f"{len(words)} words, at most {spec.max_words} allowed")
     return " ".join(words)
+
+
+def parse_color(text: str, extra: Mapping[str, str] | None = None) -> Color:
+    """A colour name or hex code as a :class:`Color` (Invalid if it is neither)."""
+    return _color(text, extra or {})

@@ -1,0 +1,273 @@
+"""The monitor page in a real browser (headless Chromium, driven by Selenium) during a run
+with a tiny model on the shared clip; who may open it; and learn mode on real receivers
+(oscdump, the JACK MIDI loopback)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from peers import ROOT, free_port, oscdump, without_time
+from test_midi_real import jack, jack_backend, wait_for_port  # noqa: F401 (jack: a fixture)
+from test_show import Run
+
+PETE = [sys.executable, "-m", "pete_osc"]
+
+
+def browser():
+    """Headless Chromium through chromedriver (Debian's chromium and chromium-driver)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev extra")
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        pytest.skip("chromium and chromium-driver are not installed (Debian packages; "
+                    "install.sh --dev installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,900"):
+        options.add_argument(flag)
+    from selenium.webdriver.chrome.service import Service
+
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def wait(predicate, timeout=60.0, what=""):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"never saw {what}")
+
+
+def test_the_page_shows_frames_tokens_and_values_changing(
+        tiny_torch_model, shared_video, cli_env, tmp_path):
+    port = free_port(kind=socket.SOCK_STREAM)
+    osc = free_port()
+    mapping = tmp_path / "m.yaml"
+    from pete_osc.director import load_director
+
+    keys = list(load_director(ROOT / "DIRECTOR.md").keys)  # a random model says any of them
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nroutes:\n" + "".join(
+        f"  - {{event: {key}, address: /{key}}}\n" for key in keys))
+    dump = oscdump(osc)
+    run = Run("--model", str(tiny_torch_model), "--source", f"clip={shared_video}",
+              "--size", "64", "--fps", "0", "--max-tokens", "24", "--constrain", "on",
+              "--no-warmup", "--loop", "--mapping", str(mapping), "--monitor", str(port),
+              env=cli_env)
+    page = None
+    try:
+        run.wait_for(lambda: any("monitor page: http://127.0.0.1:" in l for l in run.err),
+                     what="the monitor's address")
+        page = browser()
+        page.get(f"http://127.0.0.1:{port}/")
+        from selenium.webdriver.common.by import By
+
+        image = wait(lambda: page.find_element(By.ID, "frame-clip"), what="the frame")
+        wait(lambda: page.execute_script("return arguments[0].complete && "
+                                         "arguments[0].naturalWidth", image) == 64,
+             what="the frame as the model saw it (64 px)")
+        first_frame = image.get_attribute("data-frame")
+        first_text = page.find_element(By.ID, "tokens-clip").text
+        values = wait(lambda: {e.get_attribute("id"): e.get_attribute("data-frame") for e in
+                               page.find_elements(By.CSS_SELECTOR, "[id^=value-]")},
+                      what="a value")
+        # It stays live: a newer frame, its tokens, and values from newer frames.
+        wait(lambda: image.get_attribute("data-frame") != first_frame, what="a newer frame")
+        wait(lambda: page.find_element(By.ID, "tokens-clip").text != first_text,
+             what="new tokens")
+        wait(lambda: any(page.find_element(By.ID, key).get_attribute("data-frame") != frame
+                         for key, frame in values.items()), what="a value from a newer frame")
+        assert first_text.startswith(f"frame {first_frame}")
+        # The latency chart and the sent messages have something to show.
+        wait(lambda: "TTFT" in page.find_element(By.ID, "medians").text and
+             "ms" in page.find_element(By.ID, "medians").text, what="latency")
+        wait(lambda: page.find_element(By.ID, "target-main"), what="the OSC target")
+        shot = tmp_path / "monitor.png"
+        page.save_screenshot(str(shot))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+        if os.environ.get("PETE_SCREENSHOT"):  # how docs/monitor.png is made
+            shutil.copy(shot, os.environ["PETE_SCREENSHOT"])
+        # A learn button: route 2 alone (see the next test for what it sends).
+        page.find_element(By.ID, "learn-1").click()
+        wait(lambda: any(f"sending {keys[1]} -> OSC /{keys[1]} on main alone" in e.text
+                         for e in page.find_elements(By.CSS_SELECTOR, "#log div")),
+             what="the learn note in the log")
+        rc = run.interrupt()
+    finally:
+        if page is not None:
+            page.quit()
+        run.kill()
+        dump.stop()
+    assert rc == 0
+    assert not any("Traceback" in l for l in run.err)
+
+
+def test_learn_on_the_page_sends_that_route_alone(cli_env, tmp_path):
+    """During a run, the button's request: only the chosen route's messages, its sweep."""
+    port, osc = free_port(kind=socket.SOCK_STREAM), free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nroutes:\n"
+                       "  - {event: energy, address: /e}\n  - {event: tempo, address: /t}\n")
+    answer = tmp_path / "a.txt"
+    answer.write_text("energy: 0.7\n")
+    dump = oscdump(osc)
+    run = Run("--engine", "replay", "--replay", str(answer), "--fps", "20", "--quiet",
+              "--mapping", str(mapping), "--monitor", str(port), env=cli_env)
+    try:
+        got = []
+        run.wait_for(lambda: got.extend(without_time(l) for l in dump.take(100, 0.1)) or
+                     any(l.startswith("/e ") for l in got), what="energy messages")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/learn?route=1", method="POST")
+        said = json.loads(urllib.request.urlopen(request, timeout=5).read())
+        assert said == {"learning": "tempo -> OSC /t on main"}
+        during = [without_time(l) for l in dump.take(200, timeout=2.2)]
+        run.interrupt()
+    finally:
+        run.kill()
+        dump.stop()
+    tempos = [float(l.split(" ")[2]) for l in during if l.startswith("/t ")]
+    # 60 -> 180 -> 60 BPM (DIRECTOR.md's tempo range) in 49 steps; nothing else meanwhile.
+    assert tempos[0] == 60 and max(tempos) == 180 and len(tempos) >= 40, tempos
+    assert tempos.index(180.0) == 24
+    first, last = during.index(next(l for l in during if l.startswith("/t "))), None
+    for i, line in enumerate(during):
+        if line.startswith("/t "):
+            last = i
+    assert not any(l.startswith("/e ") for l in during[first:last + 1]), during
+
+
+def test_the_page_is_for_this_computer_unless_opened_with_a_token(cli_env):
+    from pete_osc.monitor import Monitor
+
+    port = free_port(kind=socket.SOCK_STREAM)
+    monitor = Monitor(port).start()
+    try:
+        ok = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        assert ok.status == 200 and b"pete-osc" in ok.read()
+        # Another site renamed to this address (DNS rebinding) is refused by its Host.
+        forged = urllib.request.Request(f"http://127.0.0.1:{port}/events",
+                                        headers={"Host": f"evil.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(forged, timeout=5)
+        # Other computers: it listens on 127.0.0.1 only.
+        outside = _own_address()
+        if outside is not None:
+            with pytest.raises(OSError):
+                socket.create_connection((outside, port), timeout=2).close()
+    finally:
+        monitor.close()
+    # --monitor-host opens it to the network, with a token.
+    opened = Monitor(port, host="0.0.0.0").start()
+    try:
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        assert urllib.request.urlopen(opened.url, timeout=5).status == 200
+        assert "?token=" in opened.url
+    finally:
+        opened.close()
+
+
+def _own_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--monitor", "70000"], "argument --monitor: 70000 is not a port (1 to 65535)"),
+    (["--monitor", "http"], "argument --monitor: 'http' is not a whole number"),
+])
+def test_a_bad_monitor_port_is_one_line(cli_env, argv, message):
+    proc = subprocess.run(PETE + ["run", "--engine", "replay", "--replay", str(ROOT / "DIRECTOR.md"),
+                                  *argv], capture_output=True, text=True, env=cli_env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"pete-osc: error: {message} (see pete-osc run --help)"]
+
+
+def test_a_busy_monitor_port_is_one_line(cli_env, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run(PETE + ["run", "--engine", "replay", "--replay",
+                                      str(ROOT / "DIRECTOR.md"), "--monitor", str(port)],
+                              capture_output=True, text=True, env=cli_env, timeout=60)
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if "error" in l]
+    assert errors == [f"pete-osc: error: --monitor {port}: cannot listen on 127.0.0.1:{port}: "
+                      "Address already in use (is another program using it? try another port)"]
+    assert "replaying" not in proc.stderr  # refused before the engine started
+
+
+# ---- pete-osc learn --------------------------------------------------------------------
+
+def test_learn_sends_only_the_chosen_osc_route(cli_env, tmp_path):
+    osc = free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nroutes:\n"
+                       "  - {event: energy, address: /e}\n"
+                       "  - {event: mood, address: /m, args: [$word]}\n"
+                       "  - {event: color, address: /c, args: [$hex]}\n")
+    listed = subprocess.run(PETE + ["learn", "--mapping", str(mapping)], capture_output=True,
+                            text=True, env=cli_env, timeout=60)
+    assert listed.stdout.splitlines()[1:] == [
+        "  1  energy -> OSC /e on main", "  2  mood -> OSC /m on main",
+        "  3  color -> OSC /c on main"]
+    dump = oscdump(osc)
+    try:
+        proc = subprocess.run(PETE + ["learn", "--mapping", str(mapping), "mood", "--seconds", "1"],
+                              capture_output=True, text=True, env=cli_env, timeout=60)
+        got = [without_time(l) for l in dump.take(100, timeout=1.0)]
+    finally:
+        dump.stop()
+    assert proc.returncode == 0, proc.stderr
+    from pete_osc.director import load_director
+
+    moods = load_director(ROOT / "DIRECTOR.md").keys["mood"].values
+    assert got == [f'/m s "{word}"' for word in moods]
+
+
+def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
+    mapping = tmp_path / "synth.yaml"
+    mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 3}\nroutes:\n"
+                       "  - {event: energy, cc: 74}\n  - {event: brightness, cc: 71}\n"
+                       "  - {event: mood, program: {calm: 1, tense: 5}}\n")
+    env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
+    proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
+                                    "2", "--seconds", "1.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    backend = jack_backend()
+    wait_for_port(backend, "pete-osc:Pete Sounds")
+    with backend.open_input("pete-osc:Pete Sounds") as port:
+        received, end = [], time.monotonic() + 6
+        while time.monotonic() < end and proc.poll() is None:
+            received += list(port.iter_pending())
+            time.sleep(0.01)
+        received += list(port.iter_pending())
+    assert proc.wait(10) == 0, proc.stderr.read()
+    # Only CC 71 on channel 3 (mido counts channels from 0), swept 0 -> 127 -> 0.
+    assert {(m.type, m.channel, m.control) for m in received} == {("control_change", 2, 71)}
+    values = [m.value for m in received]
+    top = values.index(127)
+    assert values[0] == 0 and values[-1] == 0 and top > 5, values
+    assert values[:top + 1] == sorted(values[:top + 1])
+    assert values[top:] == sorted(values[top:], reverse=True)
