@@ -232,8 +232,10 @@ class LatestFrame:
 
     def __init__(self, source: Source, loop: bool = False, name: str | None = None,
                  notify: Callable[[str, str], None] | None = None,
-                 fresh: threading.Event | None = None):
+                 fresh: threading.Event | None = None,
+                 on_image: Callable[[np.ndarray, float], None] | None = None):
         self.source = source
+        self.on_image = on_image  # every captured image, on this thread (pixel keys)
         self.name = name or source.name
         self.loop = loop
         self.notify = notify or (lambda what, text: None)
@@ -308,13 +310,21 @@ class LatestFrame:
         return False
 
     def _publish(self, image: np.ndarray) -> None:
+        frame = Frame(self.captured, image, time.time(), self.name)
         with self._cond:
             if self._newest is not None and self._newest.id > self._taken_id:
                 self.dropped += 1  # replaced before inference took it
-            self._newest = Frame(self.captured, image, time.time(), self.name)
+            self._newest = frame
             self.captured += 1
             self._cond.notify_all()
         self._wake()
+        if self.on_image is not None:
+            try:
+                self.on_image(image, frame.captured_at)
+            except Exception as exc:  # a measure must not stop the camera
+                log.warning("source %s: measuring the pixels failed (%s); they are off",
+                            self.name, exc)
+                self.on_image = None
 
     def _wake(self) -> None:
         with self._cond:

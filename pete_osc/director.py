@@ -35,6 +35,9 @@ class KeySpec:
     values: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_words: int = 4
+    # "" for the model's keys; else what is measured from the pixels of every captured
+    # frame (see pete_osc.pixels): brightness, motion, warmth or color.
+    measure: str = ""
 
     def describe(self) -> str:
         """What the prompt asks for this key (``{values}`` expands to the vocabulary)."""
@@ -57,8 +60,18 @@ class Director:
     prompt: str
     instruction: str
     max_lines: int
-    keys: Mapping[str, KeySpec]
+    keys: Mapping[str, KeySpec]  # every key: the model's and those measured from pixels
     colors: Mapping[str, str]  # extra colour names -> "#rrggbb"
+
+    @property
+    def model_keys(self) -> Mapping[str, KeySpec]:
+        """The keys the model is asked for (the prompt, the grammar, the parser)."""
+        return {n: k for n, k in self.keys.items() if not k.measure}
+
+    @property
+    def pixel_keys(self) -> Mapping[str, KeySpec]:
+        """The keys measured from the pixels at camera rate (``from: pixels``)."""
+        return {n: k for n, k in self.keys.items() if k.measure}
 
 
 def load_director(path: str | Path) -> Director:
@@ -87,10 +100,14 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
     keys = _read_keys(doc)
     colors = _read_colors(doc)
     instruction = str(doc.data.get("instruction", "Describe this frame.")).strip()
-    max_lines = doc.data.get("max_lines", len(keys))
+    asked = [k for k in keys.values() if not k.measure]
+    if not asked:
+        raise doc.error(("keys",), "every key is measured from the pixels: the model needs "
+                        "at least one key to answer")
+    max_lines = doc.data.get("max_lines", len(asked))
     if not isinstance(max_lines, int) or isinstance(max_lines, bool) or max_lines < 1:
         raise doc.error(("max_lines",), f"max_lines must be a whole number >= 1, got {max_lines!r}")
-    key_lines = "\n".join(f"{k.name}: {k.describe()}" for k in keys.values())
+    key_lines = "\n".join(f"{k.name}: {k.describe()}" for k in asked)
     if "{keys}" not in prompt_template:
         raise PeteError(
             f"{path}:{prompt_line}: the prompt has no {{keys}} line, so the model would not "
@@ -171,8 +188,15 @@ _ALLOWED = {
 }
 
 
+# What can be measured from the pixels, with its type and range (see pete_osc.pixels).
+MEASURES = {"brightness": ("number", 0.0, 1.0), "motion": ("number", 0.0, 1.0),
+            "warmth": ("number", -1.0, 1.0), "color": ("color", None, None)}
+
+
 def _read_key(doc: Located, name: str, spec: dict) -> KeySpec:
     where = ("keys", name)
+    if "from" in spec:
+        return _pixel_key(doc, name, spec)
     kind = spec.get("type")
     if kind not in TYPES:
         raise doc.error(where + ("type",), f"key {name!r}: type must be one of {', '.join(TYPES)}, got {kind!r}")
@@ -218,6 +242,24 @@ def _read_key(doc: Located, name: str, spec: dict) -> KeySpec:
             raise doc.error(where + ("max_words",), f"key {name!r}: max_words must be a whole number >= 1")
         return KeySpec(name, kind, ask, max_words=max_words)
     return KeySpec(name, kind, ask)
+
+
+def _pixel_key(doc: Located, name: str, spec: dict) -> KeySpec:
+    """``from: pixels`` with a ``measure``: a key computed from every captured frame."""
+    where = ("keys", name)
+    if spec.get("from") != "pixels":
+        raise doc.error(where + ("from",), f"key {name!r}: 'from' can only be 'pixels' (keys "
+                        "without it are the model's)")
+    _check_known(doc, where, spec, {"from", "measure", "type", "ask"})
+    measure = spec.get("measure")
+    if measure not in MEASURES:
+        raise doc.error(where + ("measure",) if "measure" in spec else where,
+                        f"key {name!r}: measure must be one of {', '.join(MEASURES)}, "
+                        f"got {measure!r}")
+    kind, lo, hi = MEASURES[measure]
+    if spec.get("type", kind) != kind:
+        raise doc.error(where + ("type",), f"key {name!r}: {measure} is a {kind}")
+    return KeySpec(name, kind, str(spec.get("ask", "")), lo, hi, measure=measure)
 
 
 def _read_colors(doc: Located) -> dict[str, str]:

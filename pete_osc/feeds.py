@@ -84,7 +84,8 @@ class Feed:
     file with ``--every-frame``, every frame in order."""
 
     def __init__(self, name: str, source: Source, every_frame: bool, loop: bool, fps: float,
-                 notify: Callable[[str, str, str], None], fresh: threading.Event):
+                 notify: Callable[[str, str, str], None], fresh: threading.Event,
+                 measure: Callable[[str, object, float], None] | None = None):
         self.name = name
         self.source = source
         # --fps paces each live source; --every-frame files go as fast as the engine.
@@ -94,12 +95,15 @@ class Feed:
         self.taken = 0
         self.announced = False
         say = lambda what, text: notify(name, what, text)  # noqa: E731
+        self.measure = measure
         if every_frame:
             self.every: EveryFrame | None = EveryFrame(source, loop, name)
             self.latest: LatestFrame | None = None
         else:
             self.every = None
-            self.latest = LatestFrame(source, loop, name, notify=say, fresh=fresh)
+            on_image = (lambda image, at: measure(name, image, at)) if measure else None
+            self.latest = LatestFrame(source, loop, name, notify=say, fresh=fresh,
+                                      on_image=on_image)
 
     @property
     def dropped(self) -> int:
@@ -123,6 +127,8 @@ class Feed:
             frame = self.latest.newest(timeout=0)
         else:
             frame = next(self.every, None)
+            if frame is not None and self.measure is not None:
+                self.measure(self.name, frame.image, frame.captured_at)
         if frame is not None:
             self.taken += 1
             # The next frame is due a period after this one was due (not after it was
@@ -142,17 +148,20 @@ class Feeds:
     """All the run's sources; :meth:`next` gives the next frame, fairly (see module).
 
     ``notify(source, what, text)`` hears of a source lost, back or ended (``what``), on
-    the thread that noticed it."""
+    the thread that noticed it; ``measure(source, image, captured_at)`` sees every
+    captured image (for the pixel keys), on the capture thread."""
 
     def __init__(self, sources: list[tuple[str, Source]], every_frame: bool = False,
                  loop: bool = False, fps: float = 0.0,
-                 notify: Callable[[str, str, str], None] = lambda source, what, text: None):
+                 notify: Callable[[str, str, str], None] = lambda source, what, text: None,
+                 measure: Callable[[str, object, float], None] | None = None):
         self.notify = notify
         self._fresh = threading.Event()
         self.feeds: list[Feed] = []
         try:
             for name, source in sources:
-                self.feeds.append(Feed(name, source, every_frame, loop, fps, notify, self._fresh))
+                self.feeds.append(Feed(name, source, every_frame, loop, fps, notify, self._fresh,
+                                       measure))
         except BaseException:
             self.close()
             raise

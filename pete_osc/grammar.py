@@ -33,8 +33,8 @@ MAX_WORD = 16
 def lark_grammar(director: Director) -> str:
     """The llguidance Lark grammar of one frame's answer."""
     rules = [f"start: line{{1,{director.max_lines}}}",
-             "line: (" + " | ".join(f"k_{name}" for name in director.keys) + ') "\\n"']
-    for name, spec in director.keys.items():
+             "line: (" + " | ".join(f"k_{name}" for name in director.model_keys) + ') "\\n"']
+    for name, spec in director.model_keys.items():
         rules.append(f"k_{name}: {_lark_string(name + ': ')} ({_lark_value(spec, director)})")
     return "\n".join(rules) + "\n"
 
@@ -42,7 +42,7 @@ def lark_grammar(director: Director) -> str:
 def answer_regex(director: Director) -> str:
     """The same language as one regular expression (for servers' guided decoding)."""
     line = "(?:" + "|".join(re.escape(name + ": ") + "(?:" + value_regex(spec, director) + ")"
-                            for name, spec in director.keys.items()) + ")\n"
+                            for name, spec in director.model_keys.items()) + ")\n"
     return f"(?:{line}){{1,{director.max_lines}}}"
 
 

@@ -56,6 +56,9 @@ def parse_line(director: Director, line: str, number: int, frame: FrameInfo,
     spec = director.keys.get(key)
     if spec is None:
         return Rejection(line, f"unknown key {key!r}", number, frame.frame_id, key=key)
+    if spec.measure:
+        return Rejection(line, f"{key!r} is measured from the pixels, not asked of the model",
+                         number, frame.frame_id, key=key)
     try:
         value = coerce(spec, text, director.colors)
     except Invalid as exc:

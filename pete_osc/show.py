@@ -88,6 +88,7 @@ class Show:
         self._sources = sources  # (name, open Source), handed to the feeds at open
         self.feeds: Feeds | None = None
         self._notices: queue.SimpleQueue = queue.SimpleQueue()
+        self._pixels: dict = {}  # source -> PixelKeys, rebuilt when DIRECTOR.md changes
         mapping = files.mapping
         self.watch = Watch(files.director.path, mapping.path if mapping else None, config.reload)
         self.prompt = Prompt.of(files.director)
@@ -163,7 +164,8 @@ class Show:
     def run(self) -> Summary:
         """Frames until the sources end, ``max_frames``, or the stop (Ctrl-C)."""
         c = self.config
-        self.feeds = Feeds(self._sources, c.every_frame, c.loop, c.fps, self._notice)
+        self.feeds = Feeds(self._sources, c.every_frame, c.loop, c.fps, self._notice,
+                           self._measure)
         self._sources = []
         self.say(f"running on {', '.join(self._describe_sources())}; Ctrl-C to stop")
         dog = Watchdog(c.stall, c.frame_limit, self.engine)
@@ -197,6 +199,7 @@ class Show:
                                         self.config.size, self.prompt, cancel):
                 if isinstance(record, Text):
                     dog.token()
+                    self._drain()
                 elif isinstance(record, Event) and self.sender is not None:
                     self.sender.event(record)
                 elif isinstance(record, FrameReport):
@@ -217,13 +220,33 @@ class Show:
 
     def _boundary(self) -> None:
         """Between two frames: what the capture threads noticed, and saved edits."""
+        self._drain()
+        if self.watch.due():
+            self._reload()
+
+    def _drain(self) -> None:
+        """The capture threads' records (notices, pixel keys' events) to the taps."""
         while True:
             try:
                 self.taps.take(self._notices.get_nowait())
             except queue.Empty:
-                break
-        if self.watch.due():
-            self._reload()
+                return
+
+    def _measure(self, source: str, image, captured_at: float) -> None:
+        # On the capture thread, for every captured image: the pixel keys' events go to
+        # the sender at once (camera rate) and to the taps at the next token or boundary.
+        director = self.files.director
+        if not director.pixel_keys:
+            return
+        keys = self._pixels.get(source)
+        if keys is None or keys.director is not director:
+            from .pixels import PixelKeys
+
+            keys = self._pixels[source] = PixelKeys(director, source)
+        for event in keys.events(image, captured_at):
+            if self.sender is not None:
+                self.sender.event(event)
+            self._notices.put(event)
 
     def _notice(self, source: str, what: str, text: str) -> None:
         # On the capture thread that noticed it: said at once, the taps hear of it at

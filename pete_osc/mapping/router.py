@@ -197,7 +197,7 @@ class Router:
         address = route.address
         if route.per_source:
             address = address.replace("{source}", state.source)
-        if tick or ev is None:
+        if tick or ev is None or ev.frame_id < 0:  # (pixel keys belong to no model frame)
             return OscMessage(route.target, address, args)
         return OscMessage(route.target, address, args, ev.frame_id, ev.captured_at)
 
