@@ -168,6 +168,17 @@ def _arguments() -> argparse.ArgumentParser:
     run.add_argument("--monitor-host", default="127.0.0.1", metavar="HOST",
                      help="listen for the page on HOST instead (0.0.0.0: every network); "
                           "the URL then carries a token, printed at start")
+    run.add_argument("--context-port", type=_port, default=None, metavar="PORT",
+                     help="listen for OSC from the DAW (AbletonOSC's replies) and for "
+                          "/pete/context/NAME values, for {daw.*} and {context.NAME} in "
+                          "DIRECTOR.md's instruction and for routes' when: (default with "
+                          "--ableton: 11001)")
+    run.add_argument("--context-host", default="127.0.0.1", metavar="HOST",
+                     help="where --context-port listens (default 127.0.0.1: this computer)")
+    run.add_argument("--ableton", nargs="?", const="127.0.0.1:11000", default=None,
+                     metavar="HOST:PORT",
+                     help="ask AbletonOSC (default 127.0.0.1:11000) to report the tempo, "
+                          "playing state, selected scene and track")
     run.add_argument("--metrics", default=None, metavar="FILE",
                      help="append per-frame latency records (JSON lines) to FILE")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-frame status on stderr")

@@ -62,6 +62,9 @@ class Director:
     max_lines: int
     keys: Mapping[str, KeySpec]  # every key: the model's and those measured from pixels
     colors: Mapping[str, str]  # extra colour names -> "#rrggbb"
+    previous: int = 1  # answers of the same source that {previous} holds, newest last
+    # The {placeholders} of the instruction, filled in per frame (see pete_osc.context).
+    placeholders: tuple[str, ...] = ()
 
     @property
     def model_keys(self) -> Mapping[str, KeySpec]:
@@ -96,7 +99,7 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
     doc = load_located(schema_text, path, line_offset=schema_line)
     if not isinstance(doc.data, dict):
         raise PeteError(f"{path}:{schema_line + 1}: the schema block must be a YAML mapping")
-    _check_known(doc, (), doc.data, {"instruction", "max_lines", "keys", "colors"})
+    _check_known(doc, (), doc.data, {"instruction", "max_lines", "keys", "colors", "previous"})
     keys = _read_keys(doc)
     colors = _read_colors(doc)
     instruction = str(doc.data.get("instruction", "Describe this frame.")).strip()
@@ -113,7 +116,12 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
             f"{path}:{prompt_line}: the prompt has no {{keys}} line, so the model would not "
             "be asked for the schema's keys"
         )
+    _check_prompt_placeholders(prompt_template, prompt_line, path)
     prompt = prompt_template.replace("{keys}", key_lines).strip()
+    placeholders = _instruction_placeholders(doc, instruction)
+    previous = doc.data.get("previous", 1)
+    if not isinstance(previous, int) or isinstance(previous, bool) or not 0 <= previous <= 10:
+        raise doc.error(("previous",), f"previous must be a whole number 0..10, got {previous!r}")
     return Director(
         path=path,
         prompt=prompt,
@@ -121,7 +129,41 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
         max_lines=max_lines,
         keys=MappingProxyType(keys),
         colors=MappingProxyType(colors),
+        previous=previous,
+        placeholders=placeholders,
     )
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+# What an instruction may hold, filled in for each frame (pete_osc.context).
+PER_FRAME = ("previous", "daw.tempo", "daw.playing", "daw.scene", "daw.track")
+
+
+def _check_prompt_placeholders(template: str, first_line: int, path: Path) -> None:
+    """The prompt block is the cached prefix: only {keys} (written once) belongs there."""
+    for number, line in enumerate(template.splitlines(), first_line + 1):
+        for m in _PLACEHOLDER.finditer(line):
+            if m.group(1) != "keys":
+                where = ("; values that change per frame go in the schema's instruction:, "
+                         "after the image, so the prompt's cache is kept"
+                         if _per_frame(m.group(1)) else "")
+                raise PeteError(f"{path}:{number}: unknown placeholder {m.group(0)} in the "
+                                f"prompt; it takes {{keys}}{where}")
+
+
+def _instruction_placeholders(doc: Located, instruction: str) -> tuple[str, ...]:
+    names = []
+    for m in _PLACEHOLDER.finditer(instruction):
+        if not _per_frame(m.group(1)):
+            raise doc.error(("instruction",), f"unknown placeholder {m.group(0)} in the "
+                            f"instruction; it takes {{{'}, {'.join(PER_FRAME)}}} and "
+                            "{context.NAME}")
+        names.append(m.group(1))
+    return tuple(names)
+
+
+def _per_frame(name: str) -> bool:
+    return name in PER_FRAME or re.fullmatch(r"context\.[a-z0-9_]+", name) is not None
 
 
 def _fenced_blocks(text: str, path: Path) -> dict[str, tuple[int, str]]:

@@ -48,9 +48,9 @@ class Dispatcher:
     """
 
     def __init__(self, mapping: MappingConfig, midi_api: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, state=None):
         self.mapping = mapping
-        self.router = Router(mapping)
+        self.router = Router(mapping, state)  # state: the DAW's, for routes' when:
         self.clock = clock
         self.period = 1.0 / mapping.control_rate
         self.midi_api: str | None = None
@@ -295,7 +295,7 @@ class Dispatcher:
         return [MidiMessage(target, (0xB0 | (ch - 1), 123, 0)) for target, ch in sorted(channels)]
 
 
-def open_dispatcher(mapping: MappingConfig, midi_api: str | None = None, **kw) -> Dispatcher:
+def open_dispatcher(mapping: MappingConfig, midi_api: str | None = None, **kw) -> "Dispatcher":
     """A started dispatcher; errors opening a device are PeteErrors naming it."""
     try:
         return Dispatcher(mapping, midi_api, **kw).start()

@@ -50,6 +50,7 @@ def frame_record(report: FrameReport) -> dict:
         "dropped": r.dropped,
         "error": r.error,
         "watchdog": r.watchdog,
+        "instruction": r.instruction,
     }
 
 

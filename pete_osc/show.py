@@ -27,6 +27,7 @@ from .errors import PeteError
 from .events import Event
 from .feeds import Feeds
 from .pipeline import FrameReport, FrameStart, Summary, Text, frame_records
+from .context import Answers, render
 from .reload import Files, Watch
 from .stopping import StopGuard
 from .taps import Tap, Taps
@@ -61,6 +62,9 @@ class ShowConfig:
     stall: float = 10.0  # seconds a frame may go without a token (0: no limit)
     frame_limit: float = 60.0  # seconds a frame may take in all (0: no limit)
     midi_api: str | None = None
+    context_port: int | None = None  # the OSC input for the DAW and /pete/context values
+    context_host: str = "127.0.0.1"
+    ableton: str | None = None  # AbletonOSC's HOST:PORT, asked to report its state
 
     @classmethod
     def from_args(cls, args, size: int) -> "ShowConfig":
@@ -68,7 +72,9 @@ class ShowConfig:
                    fps=args.fps, every_frame=args.every_frame, loop=args.loop,
                    max_frames=args.max_frames, constrain=args.constrain,
                    warm_up=not args.no_warmup, reload=not args.no_reload,
-                   stall=args.stall, frame_limit=args.frame_limit, midi_api=args.midi_api)
+                   stall=args.stall, frame_limit=args.frame_limit, midi_api=args.midi_api,
+                   context_port=args.context_port or (11001 if args.ableton else None),
+                   context_host=args.context_host, ableton=args.ableton)
 
 
 class Show:
@@ -89,6 +95,10 @@ class Show:
         self.feeds: Feeds | None = None
         self._notices: queue.SimpleQueue = queue.SimpleQueue()
         self._pixels: dict = {}  # source -> PixelKeys, rebuilt when DIRECTOR.md changes
+        self.answers = Answers(files.director.previous)  # for {previous}
+        self.daw: dict[str, object] = {}  # {daw.NAME}: the DAW's state (see daw.py)
+        self.context: dict[str, object] = {}  # {context.NAME}: /pete/context/NAME values
+        self.input = None  # the ContextInput, with --context-port
         mapping = files.mapping
         self.watch = Watch(files.director.path, mapping.path if mapping else None, config.reload)
         self.prompt = Prompt.of(files.director)
@@ -98,10 +108,15 @@ class Show:
         """Open the mapping's outputs (a missing MIDI port is an error now, before the
         model loads) and start reading the sources."""
         try:
+            if self.config.context_port:
+                self._open_input()
             if self.files.mapping is not None:
+                from collections import ChainMap
+
                 from .dispatch import open_dispatcher
 
-                self.sender = open_dispatcher(self.files.mapping, self.config.midi_api)
+                self.sender = open_dispatcher(self.files.mapping, self.config.midi_api,
+                                              state=ChainMap(self.daw, self.context))
                 for line in self.sender.describe():
                     self.say(f"sending {line}")
                 names = {name for name, _ in self._sources}
@@ -114,6 +129,20 @@ class Show:
             self._close_sources()
             raise
         return self
+
+    def _open_input(self) -> None:
+        from .daw import ContextInput
+
+        c = self.config
+        self.input = ContextInput(c.context_port, c.context_host,
+                                  on_change=lambda name, value: log.info("context: %s = %r",
+                                                                         name, value)).start()
+        self.daw, self.context = self.input.daw, self.input.context
+        self.say(f"listening for the DAW and /pete/context/NAME on "
+                 f"{c.context_host}:{self.input.port}")
+        if c.ableton:
+            self.say(f"asked AbletonOSC at {self.input.listen_to_ableton(c.ableton)} for the "
+                     "tempo, playing state, selected scene and track")
 
     def subscribe(self, *taps: Tap | None) -> None:
         """Taps that watch the show's records (None is skipped)."""
@@ -194,14 +223,22 @@ class Show:
         stop = self.stop
         cancel = lambda: "stop" if stop.is_set() else dog.tripped  # noqa: E731
         report = None
+        director, prompt = self.files.director, self.prompt
+        if director.placeholders:  # {previous}, {daw.*}, {context.*}: this frame's values
+            prompt = Prompt(prompt.system, render(director.instruction,
+                                                  self.answers.of(frame.source),
+                                                  self.daw, self.context))
+        said = []
         try:
-            for record in frame_records(self.engine, self.files.director, frame,
-                                        self.config.size, self.prompt, cancel):
+            for record in frame_records(self.engine, director, frame,
+                                        self.config.size, prompt, cancel):
                 if isinstance(record, Text):
                     dog.token()
                     self._drain()
-                elif isinstance(record, Event) and self.sender is not None:
-                    self.sender.event(record)
+                elif isinstance(record, Event):
+                    said.append(record)
+                    if self.sender is not None:
+                        self.sender.event(record)
                 elif isinstance(record, FrameReport):
                     report = record
                     continue
@@ -212,6 +249,9 @@ class Show:
             self.sender.end_frame(frame.id)
             report.first_sent_at = self.sender.first_sent(frame.id)
         report.dropped = self.feeds.dropped
+        if director.placeholders:
+            report.instruction = prompt.instruction
+        self.answers.add(frame.source, said)
         if report.error is not None:
             log.error("frame %d (%s) failed: %s", frame.id, frame.source, report.error)
         self.summary.add(report)
@@ -273,6 +313,7 @@ class Show:
             except PeteError as exc:
                 return self._refused(exc)
         if director_changed:
+            self.answers.resize(new.director.previous)
             prompt = Prompt.of(new.director)
             took = self.engine.use_prompt(prompt)
             self.prompt = prompt
@@ -331,6 +372,8 @@ class Show:
     def _forced_end(self) -> None:
         # The stop guard ends the process while the engine is busy: keep what is done.
         self._close_sources(timeout=0.2)
+        if self.input is not None:
+            self.input.close()
         if self.sender is not None:
             self.sender.close(timeout=0.3)
         self.taps.close()
@@ -348,6 +391,8 @@ class Show:
         try:
             self._close_sources(timeout=1.0)
             self.taps.close()
+            if self.input is not None:
+                self.input.close()
         finally:
             if self.sender is not None:
                 self.sender.close()

@@ -152,6 +152,16 @@ def test_a_new_prompt_answers_as_an_engine_opened_with_it(tiny_torch_model, dire
     again = FrameTimes()
     assert answer(engine, second, again) == answer(fresh) and again.extra["prompt_s"] == 0
     back = FrameTimes()
+    prefills = engine.prefix_prefills
     assert answer(engine, first, back) == before
-    kept = back.extra["prompt_s"] < times.extra["prompt_s"] / 20  # a look-up, no prefill
-    assert kept != static  # a dynamic cache is kept per prompt; the static one is refilled
+    # A dynamic cache is kept per prompt (nothing prefilled); the static one is refilled.
+    assert engine.prefix_prefills == prefills + (1 if static else 0)
+    assert (back.extra["prompt_s"] == 0) != static
+    # Only the instruction changes (as {previous} makes it do every frame): no prefix
+    # prefill, and the answer is a fresh engine's with that instruction.
+    third = Prompt(first.system, "Describe it again, briefly.")
+    fresh3 = TorchEngine(str(tiny_torch_model), third.system, third.instruction, settings,
+                         static=static)
+    prefills = engine.prefix_prefills
+    assert answer(engine, third) == answer(fresh3)
+    assert engine.prefix_prefills == prefills

@@ -57,30 +57,38 @@ class MlxEngine:
         self.current: Prompt | None = None
         self.prompt = ""  # the chat-templated text of the current prompt
         self.prefix: _PrefixCache | None = None
-        # Prompt -> (templated text, its prefix cache), newest last: FastVLM's DIRECTOR
-        # prefix is prefilled once per prompt and its KV cache reused for every frame.
+        # System prompt -> its prefix cache, newest last: FastVLM's DIRECTOR prefix is
+        # prefilled once per prompt and its KV cache reused for every frame.
         self._prompts: OrderedDict = OrderedDict()
         self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
 
     def use_prompt(self, prompt: Prompt) -> float:
-        """Make ``prompt`` current, prefilling its prefix unless it is kept (see
-        Engine.use_prompt)."""
+        """Make ``prompt`` current: its prefix (the system prompt, before the image)
+        prefilled unless it is kept, the instruction after the image (which may change
+        every frame) prefilled with each frame. Returns the seconds spent prefilling a
+        prefix (see Engine.use_prompt)."""
         if prompt == self.current:
             return 0.0
         t0 = time.perf_counter()
-        kept = self._prompts.get(prompt)
-        if kept is None:
-            messages = [{"role": "system", "content": prompt.system},
-                        {"role": "user", "content": prompt.instruction}]
-            text = self._template(self.processor, self.model.config, messages, num_images=1)
-            self.prompt = text
-            kept = (text, _PrefixCache.build(self) if self._use_prefix else None)
-            self._prompts[prompt] = kept
+        messages = [{"role": "system", "content": prompt.system},
+                    {"role": "user", "content": prompt.instruction}]
+        self.prompt = self._template(self.processor, self.model.config, messages, num_images=1)
+        same_prefix = self.current is not None and prompt.system == self.current.system
+        self.current = prompt
+        if same_prefix:
+            if self.prefix is not None:
+                self.prefix.set_after(self.prompt)
+            return 0.0
+        prefix = self._prompts.get(prompt.system)
+        if prefix is None and self._use_prefix:
+            prefix = _PrefixCache.build(self)
+            self._prompts[prompt.system] = prefix
             while len(self._prompts) > PROMPTS_KEPT:
                 self._prompts.popitem(last=False)
-        self._prompts.move_to_end(prompt)
-        self.prompt, self.prefix = kept
-        self.current = prompt
+        if prefix is not None:
+            self._prompts.move_to_end(prompt.system)
+            prefix.set_after(self.prompt)
+        self.prefix = prefix
         return time.perf_counter() - t0
 
     @property
@@ -253,6 +261,16 @@ class _PrefixCache:
         before, after = engine.prompt.split(marker)
         encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         return cls(engine, encode(before) if before else [], encode(after) if after else [])
+
+    def set_after(self, templated: str) -> None:
+        """The tokens after the image (the instruction) for the templated prompt."""
+        import mlx.core as mx
+
+        marker = self.engine.processor.image_token
+        tokenizer = getattr(self.engine.processor, "tokenizer", self.engine.processor)
+        after = templated.split(marker, 1)[1]
+        ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        self.after = mx.array([[self.image_token] + ids])
 
     def stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
         import mlx.core as mx

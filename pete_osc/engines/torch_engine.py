@@ -31,7 +31,7 @@ _PLACEHOLDER = "\x00IMAGE\x00"
 # FastVLM-0.5B is about 7 MB in bf16).
 PROMPTS_KEPT = 4
 # Positions a static cache keeps spare beyond the prompt it was made for.
-STATIC_HEADROOM = 64
+STATIC_HEADROOM = 128
 
 
 class TorchEngine:
@@ -85,10 +85,11 @@ class TorchEngine:
         self.static = self.fast if static is None else static
         self.max_len = 0
         self.cache = None
+        self.prefix_prefills = 0  # DIRECTOR prefixes run through the model (not per frame)
         self.prompt: Prompt | None = None
-        # Prompt -> (prefix ids, suffix ids, its cache), newest last. A dynamic cache is
-        # kept per prompt, so going back to an earlier DIRECTOR.md costs nothing; the
-        # static cache (CUDA graphs hold its addresses) is one, prefilled again instead.
+        # System prompt -> (prefix ids, its cache), newest last. A dynamic cache is kept
+        # per prompt, so going back to an earlier DIRECTOR.md costs nothing; the static
+        # cache (CUDA graphs hold its addresses) is one, prefilled again instead.
         self._prompts: OrderedDict = OrderedDict()
         self._step, self._vision, self._prefill = self._decode_step, self._encode, self._forward
         if self.fast:
@@ -110,40 +111,45 @@ class TorchEngine:
         return DynamicCache(config=self.model.config)
 
     def use_prompt(self, prompt: Prompt) -> float:
-        """Make ``prompt`` current, prefilling its DIRECTOR prefix unless its cache is
-        kept; returns the seconds spent (see Engine.use_prompt)."""
+        """Make ``prompt`` current: its DIRECTOR prefix (the system prompt, before the
+        image) prefilled unless its cache is kept, its instruction (after the image, which
+        may change every frame) tokenized for the frame's prefill. Returns the seconds
+        spent prefilling a prefix (see Engine.use_prompt)."""
         if prompt == self.prompt:
             return 0.0
         torch = self.torch
         t0 = time.perf_counter()
-        kept = self._prompts.get(prompt) if not self.static else None
+        prefix, suffix = split_prompt(self.tokenizer, prompt.system, prompt.instruction)
+        need = len(prefix) + self.image_tokens + len(suffix) + self.settings.max_tokens + 1
+        self._suffix = torch.tensor([suffix], device=self.device)
+        grow = need > self.max_len
+        if grow:
+            # Room for an edit or a longer {previous}: a new static cache (and new CUDA
+            # graphs) only when a prompt grows past it.
+            self.max_len = need + (STATIC_HEADROOM if self.static else 0)
+        same_prefix = self.prompt is not None and prompt.system == self.prompt.system
+        self.prompt = prompt
+        if same_prefix and not (grow and self.static):
+            return 0.0  # only the instruction changed: prefilled with the frame
+        kept = self._prompts.get(prompt.system) if not self.static else None
         if kept is None:
-            prefix, suffix = split_prompt(self.tokenizer, prompt.system, prompt.instruction)
-            need = len(prefix) + self.image_tokens + len(suffix) + self.settings.max_tokens + 1
-            if self.static:
-                if need > self.max_len:  # a longer prompt than the cache was made for
-                    # Room for a DIRECTOR.md edit: a new cache (and new CUDA graphs) only
-                    # when a prompt grows past it.
-                    self.max_len = need + STATIC_HEADROOM
-                    self.cache = self._new_cache()
-                cache = self.cache
-            else:
-                self.max_len = max(self.max_len, need)
-                cache = self._new_cache()
-            kept = (torch.tensor([prefix], device=self.device),
-                    torch.tensor([suffix], device=self.device), cache)
+            cache = self.cache if self.static and not grow and self.cache is not None else self._new_cache()
+            kept = (torch.tensor([prefix], device=self.device), cache)
             self.cache = cache
             with torch.inference_mode():  # (the static cache's tensors are inference tensors)
                 self._rewind(to=0)
                 self._forward(ids=kept[0], pos=self._positions(0, kept[0].shape[1]))
-            self._prompts[prompt] = kept
+            self.prefix_prefills += 1
+            self._prompts[prompt.system] = kept
             while len(self._prompts) > PROMPTS_KEPT:
                 self._prompts.popitem(last=False)
-        self._prompts.move_to_end(prompt)
-        self._prefix_ids, self._suffix, self.cache = kept
+            took = time.perf_counter() - t0
+        else:
+            took = 0.0  # kept: nothing to prefill
+        self._prompts.move_to_end(prompt.system)
+        self._prefix_ids, self.cache = kept
         self.prefix_len = self._prefix_ids.shape[1]
-        self.prompt = prompt
-        return time.perf_counter() - t0
+        return took
 
     supports_constraint = True
 

@@ -102,6 +102,8 @@ class Route:
     key_type: str = "number"  # the event's type in DIRECTOR.md
     vocabulary: tuple[str, ...] = ()  # a word event's values, for $index
     source: str = ""  # only events from this source (--source NAME=...); "" = any
+    # Only while the DAW's state or a context value says so: {playing: true} (see daw.py).
+    when: Mapping[str, object] | None = None
 
     @property
     def per_source(self) -> bool:
@@ -132,7 +134,7 @@ _OSC_TARGET = {"host", "port", "protocol"}
 _MIDI_TARGET = {"port", "virtual", "channel"}
 _ROUTE_COMMON = {"event", "to", "table", "default", "part", "in", "out", "curve", "steepness",
                  "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "glide",
-                 "glide_time", "exit", "source"}
+                 "glide_time", "exit", "source", "when"}
 _ROUTE_KIND = {
     "osc": {"address", "args"},
     "cc": {"cc", "channel"},
@@ -336,7 +338,21 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
             raise doc.error(where + ("source",), f"source must be a source's name (letters, "
                             f"digits, - and _), as in --source stage=0; got {source!r}")
         fields["source"] = source
+    if "when" in spec:
+        fields["when"] = _when(doc, where + ("when",), spec["when"])
     return Route(event, target, kind, line, key_type=key.type, vocabulary=key.values, **fields)
+
+
+def _when(doc: Located, where: tuple, when: Any) -> Mapping[str, object]:
+    if not isinstance(when, dict) or not when:
+        raise doc.error(where, "when: maps state names to values, such as {playing: true} "
+                        "(the DAW's tempo, playing, scene, track, or a /pete/context/NAME)")
+    for name, value in when.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", name):
+            raise doc.error(where + (name,), f"when: {name!r} is not a state name")
+        if not isinstance(value, (bool, int, float, str)):
+            raise doc.error(where + (name,), f"when: {name} must be one value, got {value!r}")
+    return MappingProxyType(dict(when))
 
 
 def _target(doc: Located, where: tuple, name: Any, kind: str, osc: dict, midi: dict) -> str:

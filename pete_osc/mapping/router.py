@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Mapping, Union
 
 from ..events import Color, Event
 from .config import MappingConfig, Route
@@ -60,8 +60,9 @@ class Router:
     A route's state (its gate, glide and sounding notes) is one per route, or one per
     source where the route's address or arguments name the source (``{source}``)."""
 
-    def __init__(self, mapping: MappingConfig):
+    def __init__(self, mapping: MappingConfig, state: Mapping[str, object] | None = None):
         self.mapping = mapping
+        self.state = state if state is not None else {}  # the DAW's, for routes' when:
         self._by_key: dict[str, list[Route]] = {}
         # route index -> source ("" if shared) -> state
         self._states: dict[int, dict[str, _State]] = {}
@@ -74,7 +75,7 @@ class Router:
         """A router for an edited ``mapping`` that keeps the state (glides, holds,
         sounding notes) of every route that did not change, and the note offs of the
         notes that removed or changed routes leave sounding."""
-        new = Router(mapping)
+        new = Router(mapping, self.state)
         kept: set[int] = set()
         for j, route in enumerate(new._routes):
             for i, old in enumerate(self._routes):
@@ -97,6 +98,8 @@ class Router:
         out: list[Message] = []
         for i, route in self._by_key.get(ev.key, ()):
             if route.source and route.source != ev.source:
+                continue
+            if route.when and not holds(route.when, self.state):
                 continue
             value = route_value(route, ev)
             if value is None:
@@ -200,6 +203,25 @@ class Router:
         if tick or ev is None or ev.frame_id < 0:  # (pixel keys belong to no model frame)
             return OscMessage(route.target, address, args)
         return OscMessage(route.target, address, args, ev.frame_id, ev.captured_at)
+
+
+def holds(when: Mapping[str, object], state: Mapping[str, object]) -> bool:
+    """Whether every ``when:`` condition matches the state (unknown state: no)."""
+    for name, wanted in when.items():
+        have = state.get(name)
+        if have is None:
+            return False
+        if isinstance(wanted, bool):
+            truthy = (have.lower() in ("1", "true", "yes", "on") if isinstance(have, str)
+                      else bool(have))
+            if truthy != wanted:
+                return False
+        elif isinstance(wanted, (int, float)) and isinstance(have, (int, float)):
+            if float(have) != float(wanted):
+                return False
+        elif str(have).lower() != str(wanted).lower():
+            return False
+    return True
 
 
 def route_value(route: Route, ev: Event) -> float | str | None:

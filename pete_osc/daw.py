@@ -1,0 +1,128 @@
+"""The DAW in the show: an OSC input for AbletonOSC's listener replies and for any
+``/pete/context/NAME value``.
+
+``--context-port PORT`` (127.0.0.1 unless ``--context-host``) listens; ``--ableton``
+also asks AbletonOSC (UDP 11000, replying to port 11001 of the same computer) to report
+the tempo, whether Live is playing, and the selected scene and track as they change. The
+values land in two small dictionaries the show reads: ``daw`` (``tempo``, ``playing``,
+``scene``, ``track``) and ``context`` (``NAME``). They reach the prompt
+(``{daw.tempo}``, ``{context.NAME}``, see :mod:`pete_osc.context`) and can gate routes
+(``when: {playing: true}``); never an OSC address. Names and values from the network are
+cut to a bounded length.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Callable
+
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import ThreadingOSCUDPServer
+from pythonosc.udp_client import SimpleUDPClient
+
+from .context import MAX_VALUE, clean
+from .errors import PeteError
+
+log = logging.getLogger(__name__)
+
+ABLETON_PORT = 11000  # AbletonOSC listens here
+REPLY_PORT = 11001  # and replies here, to the computer that asked
+MAX_NAMES = 64  # distinct /pete/context names kept (a flood cannot grow memory)
+_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+# AbletonOSC listener: (what to ask for, the address its values come back on, our name)
+LISTEN = (
+    ("/live/song/start_listen/tempo", "/live/song/get/tempo", "tempo"),
+    ("/live/song/start_listen/is_playing", "/live/song/get/is_playing", "playing"),
+    ("/live/view/start_listen/selected_scene", "/live/view/get/selected_scene", "scene"),
+    ("/live/view/start_listen/selected_track", "/live/view/get/selected_track", "track"),
+)
+
+
+class ContextInput:
+    """The OSC input's server thread (owned: ``start``, ``close``) and what it heard."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1",
+                 on_change: Callable[[str, object], None] = lambda name, value: None):
+        self.daw: dict[str, object] = {}
+        self.context: dict[str, object] = {}
+        self.on_change = on_change
+        self.received = 0
+        self.ignored = 0
+        dispatcher = Dispatcher()
+        for _, address, name in LISTEN:
+            dispatcher.map(address, self._daw, name)
+        dispatcher.map("/pete/context/*", self._context)
+        dispatcher.set_default_handler(self._other)
+        try:
+            self.server = ThreadingOSCUDPServer((host, port), dispatcher)
+        except OSError as exc:
+            raise PeteError(f"--context-port {port}: cannot listen on {host}:{port}: "
+                            f"{exc.strerror or exc} (is another program using it? AbletonOSC's "
+                            "replies need 11001 free)") from None
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="context input")
+
+    def start(self) -> "ContextInput":
+        self._thread.start()
+        return self
+
+    def listen_to_ableton(self, where: str) -> str:
+        """Ask AbletonOSC at ``where`` (HOST[:PORT]) to report the values above."""
+        host, _, port = where.rpartition(":") if ":" in where else (where, "", "")
+        host = host or "127.0.0.1"
+        try:
+            target = (host, int(port) if port else ABLETON_PORT)
+            client = SimpleUDPClient(*target)
+            for request, _, _ in LISTEN:
+                client.send_message(request, [])
+            client._sock.close()
+        except (OSError, ValueError) as exc:
+            raise PeteError(f"--ableton {where}: cannot send to it ({exc})") from None
+        return f"{target[0]}:{target[1]}"
+
+    # ---- handlers (server thread) --------------------------------------------------------
+    def _daw(self, address: str, name_arg: list, *args) -> None:
+        name = name_arg[0]
+        if not args:
+            return
+        value = args[-1]  # AbletonOSC puts an object's id first where there is one
+        if name == "playing":
+            value = bool(value)
+        elif name == "tempo" and isinstance(value, (int, float)):
+            value = round(float(value), 2)
+        elif name in ("scene", "track") and isinstance(value, int):
+            value = value + 1  # Live counts from 0; people from 1
+        else:
+            value = clean(value)
+        self._set(self.daw, name, value)
+
+    def _context(self, address: str, *args) -> None:
+        name = address.rsplit("/", 1)[-1].lower()
+        if not _NAME.match(name) or not args:
+            self.ignored += 1
+            return
+        if name not in self.context and len(self.context) >= MAX_NAMES:
+            self.ignored += 1
+            return
+        value = args[0]
+        self._set(self.context, name, value if isinstance(value, (int, float)) and
+                  not isinstance(value, bool) else clean(value, MAX_VALUE))
+
+    def _set(self, into: dict, name: str, value: object) -> None:
+        self.received += 1
+        if into.get(name) != value:
+            into[name] = value
+            self.on_change(name, value)
+
+    def _other(self, address: str, *args) -> None:
+        self.ignored += 1
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
