@@ -43,3 +43,32 @@ def append(table: str) -> None:
                            "command that made it. Add your own machine's with `--write`.\n\n")
     with RESULTS.open("a") as f:
         f.write("\n" + table)
+
+
+def report(lines: list[str], out: str | None = None, write: bool = False) -> int:
+    """Print a benchmark's table; also to ``out`` and, with ``write``, docs/benchmarks.md."""
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if out:
+        Path(out).write_text(table)
+    if write:
+        append(table)
+    return 0
+
+
+class FrameReports:
+    """A tap (see pete_osc.taps) that keeps a show's frame reports."""
+
+    name = "the benchmark's frame reports"
+
+    def __init__(self):
+        self.reports = []
+
+    def take(self, record) -> None:
+        from pete_osc.pipeline import FrameReport
+
+        if isinstance(record, FrameReport):
+            self.reports.append(record)
+
+    def close(self) -> None:
+        pass

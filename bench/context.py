@@ -17,14 +17,13 @@ import datetime
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import append, commit, cpu  # noqa: E402
+from common import commit, cpu, report  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.context import render  # noqa: E402
@@ -102,13 +101,7 @@ def main() -> int:
         "| N previous answers | positions prefilled per frame | TTFT median | vs N = 0 |",
         "| ---: | ---: | ---: | ---: |",
     ] + [f"| {n} | {p} | {t * 1000:.1f} ms | {t / base - 1:+.0%} |" for n, p, t in rows]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
-    if args.write:
-        append(table)
-    return 0
+    return report(lines, args.out, args.write)
 
 
 if __name__ == "__main__":

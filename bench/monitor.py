@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import append, commit, cpu  # noqa: E402
+from common import FrameReports, commit, cpu, report  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
@@ -41,15 +41,6 @@ from pete_osc.show import Show, ShowConfig  # noqa: E402
 from pete_osc.taps import Tap  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
-
-
-class Reports(Tap):
-    def __init__(self):
-        self.reports: list[FrameReport] = []
-
-    def take(self, record):
-        if isinstance(record, FrameReport):
-            self.reports.append(record)
 
 
 def browser():
@@ -102,7 +93,7 @@ def one_show(engine, files, config, video: Path, page: bool, shot: Path | None,
              client: str = "chromium") -> dict:
     sources = [(name, open_source(str(video), 320, 240)) for name in ("stage", "crowd")]
     show = Show(config, files, sources)
-    reports = Reports()
+    reports = FrameReports()
     driver = None
     seen: dict[str, set] = {"stage": set(), "crowd": set()}
     with show:
@@ -200,9 +191,10 @@ def main() -> int:
             last = round_ == args.rounds - 1 and page
             r = one_show(engine, files, config, args.video, page, args.screenshot if last else None,
                          args.client)
+            mid = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
             print(f"round {round_ + 1}, page {'open' if page else 'closed'}: {r['frames']} frames, "
-                  f"TBT {statistics.median(r['tbt']) * 1000:.1f} ms, frame -> event "
-                  f"{statistics.median(r['to_event']) * 1000:.0f} ms, page saw {r['seen']}",
+                  f"TBT {mid(r['tbt']) * 1000:.1f} ms, frame -> event "
+                  f"{mid(r['to_event']) * 1000:.0f} ms, page saw {r['seen']}",
                   file=sys.stderr, flush=True)
             results[page].append(r)
     engine.close()
@@ -241,13 +233,7 @@ def main() -> int:
         "",
         f"Difference with the page open: TBT {d_tbt:+.1%}, frame -> first event {d_event:+.1%}.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
-    if args.write:
-        append(table)
-    return 0
+    return report(lines, args.out, args.write)
 
 
 if __name__ == "__main__":

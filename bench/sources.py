@@ -26,32 +26,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import append, commit, cpu  # noqa: E402
+from common import FrameReports, commit, cpu, report  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import EngineOptions, Prompt  # noqa: E402
-from pete_osc.pipeline import FrameReport  # noqa: E402
 from pete_osc.reload import Files  # noqa: E402
 from pete_osc.show import Show, ShowConfig  # noqa: E402
-from pete_osc.taps import Tap  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
-
-
-class Reports(Tap):
-    def __init__(self):
-        self.reports: list[FrameReport] = []
-
-    def take(self, record):
-        if isinstance(record, FrameReport):
-            self.reports.append(record)
 
 
 def run_show(engine, files: Files, names: list[str], config: ShowConfig, video: Path) -> dict:
     sources = [(name, open_source(str(video), 320, 240)) for name in names]
     show = Show(config, files, sources)
-    reports = Reports()
+    reports = FrameReports()
     with show:
         show.subscribe(reports)
         show.attach(engine)
@@ -170,13 +159,7 @@ def main() -> int:
         + (" (the static CUDA-graph cache keeps one prompt: prefilled again)"
            if args.engine == "torch" and getattr(engine, "static", False) else " (kept)") + ".",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
-    if args.write:
-        append(table)
-    return 0
+    return report(lines, args.out, args.write)
 
 
 def _ms(seconds: float | None) -> str:

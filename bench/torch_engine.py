@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from common import append, commit, cpu  # noqa: E402
+from common import commit, cpu, report  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
@@ -256,13 +256,7 @@ def main() -> int:
         "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 | TBT/floor | frame to first line | frames/s | peak memory |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ] + rows
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
-    if args.write:
-        append(table)
-    return 0
+    return report(lines, args.out, args.write)
 
 
 if __name__ == "__main__":
