@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("monitor.html")
 PUSH_PERIOD = 0.1  # seconds between two updates pushed to the page (10 Hz)
 HISTORY = 60.0  # seconds of history per number (the sparklines)
+HISTORY_STEP = 0.25  # seconds between two points of a sparkline
 
 
 class Monitor(Tap):
@@ -130,7 +131,11 @@ class Monitor(Tap):
                 slot["value"] = value
             if isinstance(value, float):
                 history = slot["history"]
-                history.append((round(now, 2), value))
+                # At most one point per HISTORY_STEP: pixel keys come at camera rate, and
+                # every point travels to the page ten times a second.
+                if history and int(history[-1][0] / HISTORY_STEP) == int(now / HISTORY_STEP):
+                    history.pop()
+                history.append((now, value))  # (unrounded: the bucket test above uses it)
                 while history and history[0][0] < now - HISTORY:
                     history.popleft()
             self._version += 1

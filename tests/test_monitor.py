@@ -271,3 +271,22 @@ def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
     assert values[0] == 0 and values[-1] == 0 and top > 5, values
     assert values[:top + 1] == sorted(values[:top + 1])
     assert values[top:] == sorted(values[top:], reverse=True)
+
+
+def test_a_sparkline_keeps_one_point_per_quarter_second():
+    """Pixel keys arrive at camera rate; the page gets at most four points a second."""
+    from pete_osc.events import Event
+    from pete_osc.monitor import Monitor
+
+    monitor = Monitor(0)
+    try:
+        t0 = time.time()
+        for i in range(200):
+            monitor.take(Event("light", "number", i / 200, "", 0, -1, "cam0", t0, t0))
+            time.sleep(0.005)
+        took = time.time() - t0
+        history = monitor.snapshot()["values"]["light"]["history"]
+    finally:
+        monitor.close()
+    assert took * 4 - 1 <= len(history) <= took * 4 + 2, (took, len(history))
+    assert history[-1][1] == 199 / 200  # the newest value is always there
