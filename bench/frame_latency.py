@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import append, commit, cpu  # noqa: E402
+from common import commit, cpu, report  # noqa: E402
 from pete_osc.capture import every_frame, open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
@@ -135,11 +135,7 @@ def main() -> int:
         lines.append(f"| {r['mode']} | {r['size']} | {r['image_tokens']} | {r['prompt_len']} | "
                      f"{r['ttft'] * 1000:.0f} ms | {r['tbt'] * 1000:.1f} ms | "
                      f"{r['tbt_p90'] * 1000:.1f} ms | {r['fps']:.2f} | {r['peak']} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.write:
-        append(table)
-    return 0
+    return report(lines, write=args.write)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import append, commit, cpu  # noqa: E402
+from common import commit, cpu, report  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.director import parse_director  # noqa: E402
@@ -76,11 +76,7 @@ def main() -> int:
         f"| {mean * 1000:.2f} ms | {costs[len(costs) // 2] * 1000:.2f} ms | {p99 * 1000:.2f} ms | "
         f"{n / loop:.0f} frames/s |",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.write:
-        append(table)
-    return 0
+    return report(lines, write=args.write)
 
 
 if __name__ == "__main__":
