@@ -130,8 +130,9 @@ def _arguments() -> argparse.ArgumentParser:
                           "(default 128; 64 for the lowest latency)")
     run.add_argument("--fps", type=_number(low=0), default=2.0,
                      help="frames sent to the model per second (default 2; 0: as fast as it goes)")
-    run.add_argument("--max-tokens", type=_number(int, low=1), default=50,
-                     help="tokens per frame (default 50)")
+    run.add_argument("--max-tokens", type=_number(int, low=1), default=None,
+                     help="tokens per frame (default: the longest complete answer "
+                          "DIRECTOR.md allows where decoding is constrained, else 64)")
     run.add_argument("--temperature", type=_number(low=0), default=0.0,
                      help="sampling temperature (default 0: always the likeliest token)")
     run.add_argument("--director", type=Path, default=None,

@@ -5,6 +5,12 @@ by vLLM and SGLang) computes from the grammar which tokens may come next; the en
 set every other token's logit to minus infinity before choosing. The mask is a numpy
 array, so it works on MLX's and torch's CPU backends alike (mlx-vlm's own mask kernel is
 Metal-only). One :class:`Constraint` per engine, reset at the start of each frame.
+
+Where the grammar allows exactly one continuation (a key name and its colon, a newline,
+the end), ``forced()`` gives those tokens (llguidance's ``compute_ff_tokens``, spelled as
+the tokenizer spells them) and the engines run them through the model together with the
+token just chosen, in one forward pass instead of one decode step each (jump-forward
+decoding, as SGLang does it).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import numpy as np
 
 from .director import Director
 from .errors import PeteError
-from .grammar import lark_grammar
+from .grammar import lark_grammar, longest_answer
 
 
 class Constraint:
@@ -27,22 +33,28 @@ class Constraint:
         except ImportError:
             raise PeteError("--constrain on needs llguidance: pip install llguidance") from None
         self._llg = llguidance
-        self.grammar = lark_grammar(director)
+        count = lambda text: len(hf_tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.grammar = lark_grammar(director, count)
+        # Tokens in the longest answer the grammar allows, the end token included.
+        self.longest = longest_answer(director, count)
         self.vocab_size = vocab_size
         try:
             self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size)
         except ValueError as exc:
             raise PeteError(f"--constrain: the model's tokenizer cannot be used ({exc})") from None
         compiled = llguidance.LLMatcher.grammar_from_lark(self.grammar)
-        self.matcher = llguidance.LLMatcher(self.tokenizer, compiled, log_level=0)
-        if self.matcher.is_error():
+        # A fresh copy per answer: llguidance cannot roll back over token-budgeted
+        # lexemes, so reset() copies this pristine matcher instead.
+        self._start = llguidance.LLMatcher(self.tokenizer, compiled, log_level=0)
+        if self._start.is_error():
             raise PeteError(f"{director.path}: the schema gives no usable grammar: "
-                            f"{self.matcher.get_error()}")
+                            f"{self._start.get_error()}")
+        self.matcher = self._start.deep_copy()
         self.eos = self.tokenizer.eos_token
 
     def reset(self) -> None:
         """Back to the start of an answer (a new frame)."""
-        self.matcher.reset()
+        self.matcher = self._start.deep_copy()
 
     @property
     def words(self) -> int:
@@ -62,6 +74,14 @@ class Constraint:
     def consume(self, token: int) -> None:
         """The engine chose ``token``; move the grammar on."""
         self.matcher.consume_token(token)
+
+    def forced(self) -> list[int]:
+        """The tokens the grammar forces next (none where the model has a choice); they
+        are consumed here, so the caller only has to run them through the model."""
+        tokens = self.matcher.compute_ff_tokens()
+        if tokens:
+            self.matcher.consume_tokens(tokens)
+        return tokens
 
     @property
     def finished(self) -> bool:

@@ -9,7 +9,7 @@ and the line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -38,6 +38,8 @@ class KeySpec:
     # "" for the model's keys; else what is measured from the pixels of every captured
     # frame (see pete_osc.pixels): brightness, motion, warmth or color.
     measure: str = ""
+    # The model may leave the key out of an answer (the grammar lets it skip the line).
+    optional: bool = False
 
     def describe(self) -> str:
         """What the prompt asks for this key (``{values}`` expands to the vocabulary)."""
@@ -110,6 +112,10 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
     max_lines = doc.data.get("max_lines", len(asked))
     if not isinstance(max_lines, int) or isinstance(max_lines, bool) or max_lines < 1:
         raise doc.error(("max_lines",), f"max_lines must be a whole number >= 1, got {max_lines!r}")
+    required = [k.name for k in asked if not k.optional]
+    if max_lines < len(required):
+        raise doc.error(("max_lines",), f"max_lines is {max_lines} but {len(required)} keys "
+                        "must be in every answer; raise it or mark keys 'optional: true'")
     key_lines = "\n".join(f"{k.name}: {k.describe()}" for k in asked)
     if "{keys}" not in prompt_template:
         raise PeteError(
@@ -217,11 +223,16 @@ def _read_keys(doc: Located) -> dict[str, KeySpec]:
             raise doc.error(where, f"key name {name!r} must be lower-case letters, digits or _")
         if not isinstance(spec, dict):
             raise doc.error(where, f"key {name!r} needs settings such as 'type: number'")
-        keys[name] = _read_key(doc, name, spec)
+        key = _read_key(doc, name, spec)
+        optional = spec.get("optional", False)
+        if not isinstance(optional, bool):
+            raise doc.error(where + ("optional",), f"key {name!r}: optional must be true or "
+                            f"false, got {optional!r}")
+        keys[name] = replace(key, optional=optional) if optional else key
     return keys
 
 
-_COMMON = {"type", "ask"}
+_COMMON = {"type", "ask", "optional"}
 _ALLOWED = {
     "number": _COMMON | {"min", "max", "levels"},
     "word": _COMMON | {"values", "aliases"},

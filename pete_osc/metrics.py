@@ -40,6 +40,7 @@ def frame_record(report: FrameReport) -> dict:
         "tokens": r.tokens,
         "prompt_len": r.prompt_len,
         "prefilled": r.prefilled,
+        "steps": r.steps,
         "first_event_at": rounded(r.first_event_at),
         "capture_to_event": rounded(r.first_event_at - r.captured_at) if r.first_event_at else None,
         "first_sent_at": rounded(first_sent_at),

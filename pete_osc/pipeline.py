@@ -59,6 +59,7 @@ class FrameReport:
     finish: str | None = None
     prompt_len: int | None = None
     prefilled: int | None = None  # positions run through the model before the first token
+    steps: int | None = None  # forward passes after the prefill (forced text rides along)
     error: str | None = None
     stopped: bool = False
     watchdog: str | None = None  # why the watchdog ended the frame, if it did
@@ -193,6 +194,7 @@ def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
     report.truncated = report.finish == "length"
     report.prompt_len = times.prompt_len
     report.prefilled = times.prefilled
+    report.steps = times.steps
     report.vision = times.extra.get("vision_s")
     if not report.stopped and report.error is None:
         yield from _counted(parser.finish(truncated=report.truncated), report)

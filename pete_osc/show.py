@@ -45,12 +45,19 @@ class Notice:
     source: str = ""
 
 
+# The token limit of an unconstrained answer when --max-tokens is not given: room for
+# DIRECTOR.md's nine lines with numbers (55 tokens in Qwen2's vocabulary).
+UNCONSTRAINED_TOKENS = 64
+
+
 @dataclass(frozen=True)
 class ShowConfig:
     """A run's settings, from the command line (``pete-osc run --help`` says each)."""
 
     size: int = 128
-    max_tokens: int = 50
+    # Tokens per answer; None: the longest complete answer the grammar allows where
+    # decoding is constrained, else UNCONSTRAINED_TOKENS.
+    max_tokens: int | None = None
     temperature: float = 0.0
     fps: float = 2.0
     every_frame: bool = False
@@ -151,7 +158,7 @@ class Show:
     def load(self, engine: str, model: str | None, options: EngineOptions) -> None:
         """Load the engine, constrain it to DIRECTOR.md's grammar, warm it up."""
         c = self.config
-        settings = GenerationSettings(c.max_tokens, c.temperature, c.size)
+        settings = GenerationSettings(c.max_tokens or UNCONSTRAINED_TOKENS, c.temperature, c.size)
         if c.stall:
             # A remote answer that stalls is cut by its read timeout just after the
             # watchdog has ended the frame (an HTTP read cannot be interrupted otherwise).
@@ -188,6 +195,26 @@ class Show:
             log.warning("decoding is not constrained: %s", exc)
             return
         self.say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
+        self._size_limit(director)
+
+    def _size_limit(self, director) -> None:
+        """The token limit against the longest complete answer the grammar allows (with
+        the model's own tokenizer): set to it when --max-tokens was not given, else a
+        warning where the limit would cut answers."""
+        longest = getattr(getattr(self.engine, "constraint", None), "longest", None)
+        if longest is None:
+            return
+        wanted = self.config.max_tokens
+        if wanted is None:
+            if longest != self.engine.settings.max_tokens and hasattr(self.engine, "set_max_tokens"):
+                self.engine.set_max_tokens(longest)
+                self.say(f"token limit {longest}: the longest complete answer "
+                         f"{director.path.name} allows (--max-tokens sets another)")
+        elif wanted < longest:
+            log.warning("--max-tokens %d cannot hold a complete answer: the longest %s allows "
+                        "is %d tokens with this model's tokenizer, so the last lines can be "
+                        "cut (leave --max-tokens out to size it from the schema)",
+                        wanted, director.path, longest)
 
     # ---- the run -----------------------------------------------------------------------
     def run(self) -> Summary:
@@ -334,6 +361,8 @@ class Show:
             self.engine.constrain(director)
         except PeteError as exc:
             log.warning("decoding is not constrained for the new DIRECTOR.md: %s", exc)
+            return
+        self._size_limit(director)
 
     def _refused(self, exc: PeteError) -> None:
         self._said("refused", f"error: {exc}; the previous version keeps running")

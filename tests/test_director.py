@@ -73,7 +73,12 @@ def _line_of(text: str, needle: str) -> int:
     ("  amber: \"#ffbf00\"", "  amber: orange-ish", "amber: orange-ish", "hex code"),
     ("    min: 0\n    max: 1\n    levels: {none: 0.0, low: 0.25",
      "    min: 0\n    max: 1\n    levels: {none: 0.0, low: 2.5", "levels: {none: 0.0, low: 2.5", "level 'low'"),
-    ("max_lines: 9", "max_lines: [9", "max_lines: [9", "YAML syntax error"),
+    ("instruction: Describe this frame.", "instruction: [Describe", "instruction: [Describe",
+     "YAML syntax error"),
+    ("    max_words: 4\n", "    max_words: 4\n    optional: yes please\n", "optional: yes please",
+     "optional must be true or false"),
+    ("instruction: Describe this frame.", "instruction: Describe this frame.\nmax_lines: 8",
+     "max_lines: 8", "9 keys must be in every answer"),
 ])
 def test_broken_schema_is_refused_with_file_and_line(tmp_path, old, new, needle, message):
     text = _with_schema(old, new)

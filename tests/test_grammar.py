@@ -43,16 +43,34 @@ def matcher_for(director):
     return accepts
 
 
-VALID = ["energy: 0.7\n", "energy: 1\n", "energy: 0\n", "energy: 0.25\n", "energy: high\n",
-         "tempo: 120\n", "tempo: 60\n", "tempo: 180\n", "tempo: fast\n", "mood: tense\n",
-         "color: amber\n", "color: warm white\n", "color: darkred\n", "color: #ff8800\n",
-         "scene: dark street\n", "person: none\n", "object: red guitar\n",
-         "energy: 0.5\nmood: calm\ncolor: blue\nscene: forest at night\n"]
-INVALID = ["energy: 1.5\n", "energy: 7\n", "energy: 1.01\n", "energy: very high\n",
-           "tempo: 200\n", "tempo: 59\n", "mood: purple\n", "mood: joyful\n",  # aliases: canonical only
-           "color: blurple\n", "color: #ff88\n", "scene: one two three four five\n",
-           "scene: Dark Street\n", "energy 0.5\n", "loudness: 0.5\n", "energy: 0.5",
-           "energy: 0.5\n" * 10]
+# A complete answer: every key of DIRECTOR.md once, in its order.
+LINES = {"color": "amber", "mood": "tense", "energy": "0.7", "tempo": "120",
+         "brightness": "0.4", "motion": "0.3", "scene": "city street at night",
+         "person": "two people", "object": "red car"}
+
+
+def answer(**changed) -> str:
+    """The complete answer with some values changed (None: the line left out)."""
+    values = {**LINES, **changed}
+    return "".join(f"{k}: {v}\n" for k, v in values.items() if v is not None)
+
+
+VALID = [answer(), answer(energy="1"), answer(energy="0"), answer(energy="0.25"),
+         answer(energy="high"), answer(tempo="60"), answer(tempo="180"), answer(tempo="fast"),
+         answer(mood="calm"), answer(color="warm white"), answer(color="darkred"),
+         answer(color="#ff8800"), answer(scene="dark street"), answer(person="none"),
+         answer(object="red guitar")]
+INVALID = [answer(energy="1.5"), answer(energy="7"), answer(energy="1.01"),
+           answer(energy="very high"), answer(tempo="200"), answer(tempo="59"),
+           answer(mood="purple"), answer(mood="joyful"),  # aliases: canonical only
+           answer(color="blurple"), answer(color="#ff88"),
+           answer(scene="one two three four five"), answer(scene="Dark Street"),
+           answer().replace("energy: ", "energy "), answer() + "loudness: 0.5\n",
+           answer()[:-1],  # the last line unfinished
+           answer(object=None),  # a key left out
+           "energy: 0.7\n",  # one line
+           answer().replace("color: amber\nmood: tense\n", "mood: tense\ncolor: amber\n"),  # order
+           answer() + "object: red car\n"]  # a key twice
 
 
 @pytest.mark.parametrize("text", VALID)
@@ -82,7 +100,9 @@ def test_editing_director_changes_the_grammar(matcher_for, director):
         "  scene:\n", "  crowd:\n    type: number\n    min: 0\n    max: 100\n  scene:\n")
     assert edited != text
     changed = parse_director(edited, Path("DIRECTOR.md"))
-    for answer in ("mood: grumpy\n", "crowd: 42\n"):
-        assert not matcher_for(director, answer)
-        assert matcher_for(changed, answer)
-    assert not matcher_for(changed, "crowd: 101\n")
+    crowd = answer().replace("scene:", "crowd: 42\nscene:")
+    grumpy = crowd.replace("tense", "grumpy")
+    assert not matcher_for(director, grumpy) and matcher_for(changed, grumpy)
+    assert not matcher_for(director, crowd) and matcher_for(changed, crowd)
+    assert not matcher_for(changed, crowd.replace("42", "101"))
+    assert not matcher_for(changed, answer())  # crowd is now required

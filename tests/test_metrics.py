@@ -21,7 +21,7 @@ def test_metrics_file_times_each_frame_to_the_wire(tmp_path, cli_env, scripted_t
         proc = subprocess.run(
             [sys.executable, "-m", "pete_osc", "run", "--engine", "torch", "--model",
              str(scripted_torch_model), "--source", str(shared_video), "--size", "64",
-             "--max-frames", "3", "--max-tokens", "14", "--mapping", str(mapping),
+             "--max-frames", "3", "--max-tokens", "14", "--constrain", "off", "--mapping", str(mapping),
              "--metrics", str(metrics), "--fps", "4"],
             capture_output=True, text=True, env=cli_env, timeout=300)
         assert proc.returncode == 0, proc.stderr

@@ -159,7 +159,7 @@ def test_run_with_default_mapping_reaches_oscdump(tmp_path, cli_env, scripted_ml
         proc = subprocess.run(
             [sys.executable, "-m", "pete_osc", "run", "--engine", "mlx", "--source", str(shared_video), "--model",
              str(scripted_mlx_model), "--size", "64", "--max-frames", "2", "--max-tokens", "14",
-             "--every-frame", "--no-warmup", "--mapping", str(path)],
+             "--constrain", "off", "--every-frame", "--no-warmup", "--mapping", str(path)],
             capture_output=True, text=True, env=cli_env, timeout=300)
         assert proc.returncode == 0, proc.stderr
         # stdout still carries the raw token stream, untouched by the sending

@@ -116,7 +116,7 @@ def test_two_sources_reach_the_model_and_their_own_addresses(
     try:
         # --every-frame: both files always have a frame ready, so the turns are exact.
         run = Run("--model", str(scripted_torch_model), "--size", "64", "--every-frame",
-                  "--max-tokens", "8", "--max-frames", "8", "--no-warmup", "--loop",
+                  "--max-tokens", "8", "--constrain", "off", "--max-frames", "8", "--no-warmup", "--loop",
                   "--source", f"clip={shared_video}", "--source", str(folder),
                   "--mapping", str(mapping), "--metrics", str(metrics), env=cli_env)
         assert run.finish() == 0, "\n".join(run.err)
@@ -179,7 +179,7 @@ def test_edits_apply_within_two_frames_and_a_broken_edit_is_refused(
     metrics = tmp_path / "metrics.jsonl"
     folder = stills(tmp_path / "stills")
     run = Run("--model", str(scripted_torch_model), "--size", "64", "--fps", "0",
-              "--max-tokens", "8", "--no-warmup", "--loop", "--source", str(folder),
+              "--max-tokens", "8", "--constrain", "off", "--no-warmup", "--loop", "--source", str(folder),
               "--director", str(director), "--mapping", str(mapping), "--metrics", str(metrics),
               env=cli_env)
     got: list[str] = []

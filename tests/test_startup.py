@@ -162,7 +162,7 @@ def test_closed_stdout_ends_the_run_quietly(scripted_torch_model, shared_video, 
     fails and no error is printed."""
     proc = subprocess.Popen(PETE + ["run", "--model", str(scripted_torch_model), "--source",
                                     str(shared_video), "--size", "64", "--fps", "0",
-                                    "--max-tokens", "14", "--no-warmup"],
+                                    "--max-tokens", "14", "--constrain", "off", "--no-warmup"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env, cwd=ROOT)
     first = [proc.stdout.readline() for _ in range(2)]
     proc.stdout.close()

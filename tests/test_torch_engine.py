@@ -116,7 +116,7 @@ def test_run_engine_torch_streams_tokens_and_events(scripted_torch_model, shared
     proc = subprocess.run(
         [sys.executable, "-m", "pete_osc", "run", "--engine", "torch", "--source", str(shared_video),
          "--model", str(scripted_torch_model), "--size", "64", "--max-frames", "2",
-         "--max-tokens", "14", "--every-frame", "--json"],
+         "--max-tokens", "14", "--constrain", "off", "--every-frame", "--json"],
         capture_output=True, text=True, env=cli_env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]

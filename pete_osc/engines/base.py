@@ -63,6 +63,9 @@ class FrameTimes:
     # Positions this frame ran through the model before its first token: the image and
     # the instruction only, while the DIRECTOR prefix's cache is reused.
     prefilled: int | None = None
+    # Forward passes after the prefill: one per chosen token, the forced text riding along
+    # (see pete_osc.constrain); None where the engine does not count them.
+    steps: int | None = None
     extra: dict = field(default_factory=dict)
 
 

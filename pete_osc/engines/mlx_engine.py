@@ -37,7 +37,7 @@ class MlxEngine:
 
     def __init__(self, model: str, system_prompt: str, instruction: str,
                  settings: GenerationSettings, prefix_cache: bool = True,
-                 path: str | None = None):
+                 path: str | None = None, jump_forward: bool = True):
         try:
             import mlx_vlm
             from mlx_vlm.prompt_utils import apply_chat_template
@@ -54,6 +54,9 @@ class MlxEngine:
         self._use_prefix = prefix_cache and self._sized
         self.logits_processors: list = []  # (token ids so far, logits) -> logits
         self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
+        # Text the grammar forces runs through the model with the token before it, in one
+        # pass (off only to measure it against one step per token).
+        self.jump_forward = jump_forward
         self.current: Prompt | None = None
         self.prompt = ""  # the chat-templated text of the current prompt
         self.prefix: _PrefixCache | None = None
@@ -90,6 +93,12 @@ class MlxEngine:
             prefix.set_after(self.prompt)
         self.prefix = prefix
         return time.perf_counter() - t0
+
+    def set_max_tokens(self, max_tokens: int) -> None:
+        """A new token limit per answer (sized from the grammar)."""
+        from dataclasses import replace
+
+        self.settings = replace(self.settings, max_tokens=max_tokens)
 
     @property
     def supports_constraint(self) -> bool:
@@ -278,41 +287,75 @@ class _PrefixCache:
 
         engine = self.engine
         constraint = engine.constraint
+        jump = constraint is not None and engine.jump_forward
         eos = self.eos | ({constraint.eos} if constraint is not None else set())
         decoder = IncrementalDecoder(self.decode)
         times.started = time.perf_counter()
         if constraint is not None:
             constraint.reset()
+        # The answer's forced start (the first key) is prefilled with the frame.
+        start = constraint.forced()[:max_tokens - 1] if jump else []
         for c in self.cache:
             c.trim(c.offset - self.length)
         kept = self.cache[0].offset
         pixels = engine.processor.image_processor(images=[Image.fromarray(image_rgb)],
                                                   return_tensors=None)["pixel_values"]
         pixels = mx.array(np.asarray(pixels))
-        embeds = self.model.get_input_embeddings(self.after, pixels).inputs_embeds
-        logits = self.model.language_model(self.after, cache=self.cache,
+        ids = self.after if not start else mx.concatenate([self.after, mx.array([start])], axis=1)
+        embeds = self.model.get_input_embeddings(ids, pixels).inputs_embeds
+        logits = self.model.language_model(ids, cache=self.cache,
                                            inputs_embeds=embeds).logits[:, -1, :]
-        times.prompt_len = self.cache[0].offset  # prefix + image tokens + instruction
-        times.prefilled = times.prompt_len - kept
-        generated: list[int] = []
+        times.prompt_len = self.cache[0].offset - len(start)  # prefix, image, instruction
+        times.prefilled = self.cache[0].offset - kept
+        times.steps = 0
+        generated: list[int] = list(start)
         token = self._choose(logits, generated)
-        for index in range(max_tokens):
-            if index + 1 < max_tokens:  # queue the next step while this token is read
-                next_logits = self.model.language_model(token[None], cache=self.cache).logits[:, -1, :]
-                mx.async_eval(next_logits)
+        index = 0
+        forced: list[int] = start
+        while True:
+            queued = None
+            if not jump and index + 1 < max_tokens:
+                # Queue the next step while this token is read (with forced text to run
+                # along, the step waits for the token: the grammar needs it first).
+                queued = self.model.language_model(token[None], cache=self.cache).logits[:, -1, :]
+                mx.async_eval(queued)
             mx.eval(token)  # mx.eval lets go of the GIL while it computes (a stop can land)
             token_id = token.item()
             now = time.perf_counter()
+            for forced_id in forced:  # (the start, before the first chosen token)
+                yield Token(decoder.add(forced_id), index, now)
+                index += 1
             if constraint is not None:
                 constraint.consume(token_id)
             if token_id in eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
+            forced, done = [], False
+            if jump:
+                forced = constraint.forced()[:max(0, max_tokens - index - 1)]
+                done = constraint.finished
+            last = index + 1 + len(forced) >= max_tokens
+            if queued is not None:
+                times.steps += 1
+            elif not (last or done):
+                queued = self.model.language_model(mx.array([[token_id] + forced]),
+                                                   cache=self.cache).logits[:, -1, :]
+                mx.async_eval(queued)
+                times.steps += 1
             generated.append(token_id)
+            generated.extend(forced)
             yield Token(decoder.add(token_id), index, now)
-            if index + 1 == max_tokens:
+            index += 1
+            for forced_id in forced:
+                yield Token(decoder.add(forced_id), index, now)
+                index += 1
+            if done:
+                yield Token(decoder.flush(), index, time.perf_counter(), "stop")
+                return
+            if last:
                 break
-            token = self._choose(next_logits, generated)
+            forced = []
+            token = self._choose(queued, generated)
         yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
 
     def _choose(self, logits, generated: list[int]):

@@ -32,6 +32,9 @@ _PLACEHOLDER = "\x00IMAGE\x00"
 PROMPTS_KEPT = 4
 # Positions a static cache keeps spare beyond the prompt it was made for.
 STATIC_HEADROOM = 128
+# Tokens one CUDA-graph step takes when the grammar forces text (the chosen token and the
+# forced ones after it): shorter runs are padded to it, longer ones split.
+FORCED_WIDTH = 8
 
 
 class TorchEngine:
@@ -43,7 +46,7 @@ class TorchEngine:
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
                  progress: Callable[[str], None] = lambda message: None,
                  static: bool | None = None, prefix_cache: bool = True,
-                 path: str | None = None):
+                 path: str | None = None, jump_forward: bool = True):
         try:
             import torch
             import transformers
@@ -80,6 +83,9 @@ class TorchEngine:
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
         self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
+        # Text the grammar forces runs through the model with the token before it, in one
+        # pass (off only to measure it against one step per token).
+        self.jump_forward = jump_forward
         self.fast = compile and self.device.type == "cuda"
         # A static cache for the compiled path (and, for tests, on request anywhere).
         self.static = self.fast if static is None else static
@@ -92,6 +98,7 @@ class TorchEngine:
         # cache (CUDA graphs hold its addresses) is one, prefilled again instead.
         self._prompts: OrderedDict = OrderedDict()
         self._step, self._vision, self._prefill = self._decode_step, self._encode, self._forward
+        self._wide = self._wide_step
         if self.fast:
             # Every shape is fixed for a given input size (image tokens, instruction, one
             # token per step), so the vision encoder, the frame's prefill and the decode
@@ -99,6 +106,7 @@ class TorchEngine:
             compiled = lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False)  # noqa: E731
             self._step, self._vision, self._prefill = (compiled(self._decode_step),
                                                        compiled(self._encode), compiled(self._forward))
+            self._wide = compiled(self._wide_step)
         self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
 
     # ---- set-up ------------------------------------------------------------------------
@@ -120,7 +128,7 @@ class TorchEngine:
         torch = self.torch
         t0 = time.perf_counter()
         prefix, suffix = split_prompt(self.tokenizer, prompt.system, prompt.instruction)
-        need = len(prefix) + self.image_tokens + len(suffix) + self.settings.max_tokens + 1
+        need = self._need(len(prefix) + self.image_tokens + len(suffix))
         self._suffix = torch.tensor([suffix], device=self.device)
         grow = need > self.max_len
         if grow:
@@ -151,6 +159,21 @@ class TorchEngine:
         self.prefix_len = self._prefix_ids.shape[1]
         return took
 
+    def _need(self, prompt_len: int) -> int:
+        """Cache positions a frame can fill: the prompt, the answer, a padded forced run."""
+        return prompt_len + self.settings.max_tokens + 1 + (FORCED_WIDTH if self.static else 0)
+
+    def set_max_tokens(self, max_tokens: int) -> None:
+        """A new token limit per answer (sized from the grammar): a static cache too small
+        for it is made again, with the prefix prefilled."""
+        from dataclasses import replace
+
+        self.settings = replace(self.settings, max_tokens=max_tokens)
+        prompt = self.prompt
+        if self._need(self.prefix_len + self.image_tokens + self._suffix.shape[1]) > self.max_len:
+            self.prompt = None
+            self.use_prompt(prompt)
+
     supports_constraint = True
 
     def constrain(self, director) -> None:
@@ -179,6 +202,12 @@ class TorchEngine:
                 self.progress(f"compiling the decode step ({i + 1}/{rounds}) ...")
             for _ in self._generate(blank, FrameTimes(), max_tokens=min(8, self.settings.max_tokens)):
                 pass
+        if self.fast:  # the padded step for forced text: its own graph, recorded now too
+            with self.torch.inference_mode():
+                for _ in range(rounds):
+                    self._rewind()
+                    self._run([0, 0], self.prefix_len)
+                self._rewind()
         return time.perf_counter() - t0
 
     # ---- per frame ---------------------------------------------------------------------
@@ -193,8 +222,12 @@ class TorchEngine:
         torch = self.torch
         decoder = IncrementalDecoder(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         times.started = time.perf_counter()
-        if self.constraint is not None:
-            self.constraint.reset()
+        constraint = self.constraint
+        jump = constraint is not None and self.jump_forward
+        if constraint is not None:
+            constraint.reset()
+        # The answer's forced start (the first key) is prefilled with the frame.
+        start = constraint.forced()[:max_tokens - 1] if jump else []
         with torch.inference_mode():
             self._rewind(to=None if self.prefix_cache else 0)
             prefilled = 0
@@ -207,35 +240,77 @@ class TorchEngine:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             times.extra["vision_s"] = time.perf_counter() - times.started
-            embeds = torch.cat([features.to(self.dtype), self._embed(self._suffix)], dim=1)
+            ids = self._suffix
+            if start:
+                ids = torch.cat([ids, torch.tensor([start], device=self.device)], dim=1)
+            embeds = torch.cat([features.to(self.dtype), self._embed(ids)], dim=1)
             position = self.prefix_len
             logits = self._prefill(embeds=embeds, pos=self._positions(position, embeds.shape[1]))
             position += embeds.shape[1]
-            times.prompt_len = position
+            times.prompt_len = position - len(start)
             times.prefilled = prefilled + embeds.shape[1]
             token = self._choose(logits)
-        for index in range(max_tokens):
+        times.steps = 0
+        index = 0
+        forced: list[int] = start
+        while True:
             token_id = int(token)  # waits for the GPU: the token must reach the music now
             now = time.perf_counter()
+            for forced_id in forced:  # (the start, before the first chosen token)
+                yield Token(decoder.add(forced_id), index, now)
+                index += 1
             if token_id in self.eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
-            last = index + 1 == max_tokens
-            if not last:
+            forced, done = [], False
+            if constraint is not None:
+                constraint.consume(token_id)
+                if jump:
+                    forced = constraint.forced()[:max(0, max_tokens - index - 1)]
+                    done = constraint.finished  # nothing but the end can follow
+            last = index + 1 + len(forced) >= max_tokens
+            if not (last or done):
                 # Launch the next step before handing this token on: the GPU computes
                 # while the parser, the outputs and the grammar do their part.
                 with torch.inference_mode():
-                    pos = torch.tensor([position], device=self.device)
-                    logits = self._step(token.view(1, 1), pos)
+                    logits = self._run([token_id] + forced, position)
+                times.steps += 1
             yield Token(decoder.add(token_id), index, now)
-            if self.constraint is not None:
-                self.constraint.consume(token_id)
+            index += 1
+            for forced_id in forced:
+                yield Token(decoder.add(forced_id), index, now)
+                index += 1
+            if done:
+                yield Token(decoder.flush(), index, time.perf_counter(), "stop")
+                return
             if last:
                 break
+            position += 1 + len(forced)
+            forced = []
             with torch.inference_mode():
                 token = self._choose(logits)
-            position += 1
         yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
+
+    def _run(self, ids: list[int], position: int):
+        """Run ``ids`` (a chosen token and the forced ones after it) at ``position``; the
+        logits after the last. One token: the decode step. More: one pass, padded to
+        FORCED_WIDTH for a static cache (CUDA graphs need one shape; its junk tail is overwritten by the next
+        step and hidden by the causal mask meanwhile)."""
+        torch = self.torch
+        if len(ids) == 1:
+            return self._step(torch.tensor([ids], device=self.device),
+                              torch.tensor([position], device=self.device))
+        if not self.static:
+            return self._decode_step(torch.tensor([ids], device=self.device),
+                                     self._positions(position, len(ids)))
+        for at in range(0, len(ids), FORCED_WIDTH):
+            chunk = ids[at:at + FORCED_WIDTH]
+            padded = chunk + [chunk[-1]] * (FORCED_WIDTH - len(chunk))
+            logits = self._wide(torch.tensor([padded], device=self.device),
+                                self._positions(position + at, FORCED_WIDTH),
+                                torch.tensor([len(chunk) - 1], device=self.device))
+            self._rewind(to=position + at + len(chunk))  # the static cache's write position
+        return logits
 
     def _rewind(self, to: int | None = None) -> None:
         """Back to the end of the DIRECTOR prefix, keeping the prefix's keys and values.
@@ -277,6 +352,12 @@ class TorchEngine:
                          position_ids=pos[None], use_cache=True, logits_to_keep=1,
                          **{self._cache_arg: self.cache})
         return out.logits[:, -1, :]
+
+    def _wide_step(self, ids, pos, last):
+        """A padded forced run: the logits at index ``last`` (a tensor, so one graph)."""
+        out = self.model(input_ids=ids, cache_position=pos, position_ids=pos[None],
+                         use_cache=True, **{self._cache_arg: self.cache})
+        return out.logits[0].index_select(0, last)
 
     def _decode_step(self, token, pos):
         out = self.model(input_ids=token, cache_position=pos, position_ids=pos[None],
