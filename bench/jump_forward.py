@@ -40,7 +40,7 @@ from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
 from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
 from pete_osc.parser import LineParser  # noqa: E402
 from pete_osc.events import Event, FrameInfo  # noqa: E402
-from pete_osc.synthetic import FULL, TINY, build_fastvlm_torch, qwen_ranks  # noqa: E402
+from pete_osc.synthetic import FULL, TINY, build_fastvlm_mlx, build_fastvlm_torch, qwen_ranks  # noqa: E402
 
 ANSWER = ("color: amber\nmood: tense\nenergy: 0.7\ntempo: 120\nbrightness: 0.4\nmotion: 0.3\n"
           "scene: city street at night\nperson: two people\nobject: red car\n")
@@ -73,14 +73,35 @@ class Teacher(TorchEngine):
         return self.torch.tensor([token], device=self.device)
 
 
-def measure(model: Path, director, answer: list[int], size: int, n: int, mode: str) -> dict:
-    import torch
+def mlx_teacher(answer: list[int], *args, **kwargs):
+    """The mlx engine with the same replacement: the next token of the answer is the one
+    after those already generated (forced ones included)."""
+    import mlx.core as mx
 
+    from pete_osc.engines.mlx_engine import MlxEngine, _PrefixCache
+
+    class Taught(_PrefixCache):
+        def _choose(self, logits, generated):
+            mx.eval(super()._choose(logits, generated))
+            at = len(generated)
+            return mx.array([answer[at] if at < len(answer) else min(self.eos)])
+
+    engine = MlxEngine(*args, **kwargs)
+    engine.prefix.__class__ = Taught
+    return engine
+
+
+def measure(model: Path, director, answer: list[int], size: int, n: int, mode: str,
+            engine_name: str = "torch") -> dict:
     constrained = mode.startswith("grammar")
     limit = {"free, 50": 50, "free, 64": 64}.get(mode, 200)
-    engine = Teacher(answer, str(model), director.prompt, director.instruction,
-                     GenerationSettings(limit, 0.0, size), jump_forward=mode == "grammar, jump",
-                     progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
+    if engine_name == "mlx":
+        engine = mlx_teacher(answer, str(model), director.prompt, director.instruction,
+                             GenerationSettings(limit, 0.0, size), jump_forward=mode == "grammar, jump")
+    else:
+        engine = Teacher(answer, str(model), director.prompt, director.instruction,
+                         GenerationSettings(limit, 0.0, size), jump_forward=mode == "grammar, jump",
+                         progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
     if constrained:
         engine.constrain(director)
         engine.set_max_tokens(engine.constraint.longest)
@@ -98,15 +119,14 @@ def measure(model: Path, director, answer: list[int], size: int, n: int, mode: s
             if first is None and any(isinstance(r, Event) for r in parser.feed(token.text)):
                 first = token.at - times.started
             last = token
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
         if i:
             rows.append({"tokens": count, "steps": times.steps, "first": first,
                          "frame": last.at - times.started, "finish": last.finish})
     out = {k: statistics.median(r[k] for r in rows) for k in ("tokens", "steps", "first", "frame")}
     out["finish"] = rows[-1]["finish"]
     out["limit"] = engine.settings.max_tokens
-    engine.close()
+    if hasattr(engine, "close"):
+        engine.close()
     return out
 
 
@@ -115,6 +135,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (quick check)")
+    parser.add_argument("--engine", default="torch", choices=("torch", "mlx"))
     parser.add_argument("--modes", default="free, 50;free, 64;grammar, steps;grammar, jump")
     parser.add_argument("--out")
     parser.add_argument("--write", action="store_true")
@@ -130,19 +151,24 @@ def main() -> int:
     shape = TINY if args.tiny else FULL
     print(f"building {'tiny' if args.tiny else 'FastVLM-0.5B'}-shaped random weights ...",
           file=sys.stderr, flush=True)
-    model = build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-qwen-")), shape, qwen=ranks)
+    build = build_fastvlm_mlx if args.engine == "mlx" else build_fastvlm_torch
+    model = build(Path(tempfile.mkdtemp(prefix="fastvlm-qwen-")), shape, qwen=ranks)
     tokenizer = AutoTokenizer.from_pretrained(model)
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     director = load_director(ROOT / "DIRECTOR.md")
     device = (torch.cuda.get_device_name() if torch.cuda.is_available() else cpu())
+    if args.engine == "mlx":
+        import mlx.core as mx
+
+        device = f"{cpu()}; mlx engine, MLX {mx.__version__} on {mx.default_device()}"
     results = {}
     for mode in args.modes.split(";"):
         print(f"{mode} ...", file=sys.stderr, flush=True)
-        results[mode] = measure(model, director, answer, args.size, args.frames, mode)
+        results[mode] = measure(model, director, answer, args.size, args.frames, mode, args.engine)
         print(f"  {results[mode]}", file=sys.stderr, flush=True)
     base = results.get("free, 64")
     lines = [
-        f"## Jump-forward decoding, the nine-key answer ({datetime.date.today()})",
+        f"## Jump-forward decoding, the nine-key answer, {args.engine} engine ({datetime.date.today()})",
         "",
         f"{device}; torch {torch.__version__}; "
         f"{'tiny' if args.tiny else 'FastVLM-0.5B'} shapes, random weights, Qwen2's tokenizer "
@@ -150,7 +176,7 @@ def main() -> int:
         f"`{ANSWER.strip().replace(chr(10), ' / ')}` ({len(answer) - 1} tokens) written in "
         f"every mode; median of {args.frames} frames after one; commit {commit()}.",
         f"Command: `python bench/jump_forward.py --frames {args.frames} --size {args.size}"
-        f"{' --tiny' if args.tiny else ''}`",
+        f"{' --tiny' if args.tiny else ''}{' --engine mlx' if args.engine == 'mlx' else ''}`",
         "",
         "| mode | token limit | tokens | ends | decode steps | steps / tokens | frame -> first event | time per frame | vs free, 64 |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",

@@ -43,7 +43,8 @@ def frames(size: int, n: int):
 
 
 def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: bool,
-                   constrain: bool = False, prefix_cache: bool = True) -> dict:
+                   constrain: bool = False, prefix_cache: bool = True,
+                   quantize: str = "off") -> dict:
     import torch
 
     t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
     engine = TorchEngine(str(model), director.prompt, director.instruction,
                          GenerationSettings(tokens, 0.0, size), compile=fast,
                          progress=lambda m: print("  " + m, file=sys.stderr, flush=True),
-                         prefix_cache=prefix_cache)
+                         prefix_cache=prefix_cache, quantize=quantize)
     if constrain:
         engine.constrain(director)
     load = time.perf_counter() - t0
@@ -70,7 +71,7 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
                 first_line.append(token.at - times.started)
             if last is None:
                 ttft.append(token.at - times.started)
-            else:
+            elif token.at != last:  # (forced text arrives with the token before it)
                 tbt.append(token.at - last)
             last = token.at
             count += 1
@@ -116,6 +117,42 @@ def measure_naive(model: Path, director, size: int, n: int, tokens: int) -> dict
     return dict(fps=1 / whole, peak=_peak_memory(), first_line=None, ttft=first, tbt=(whole - first) / (tokens - 1),
                 tbt_p90=float("nan"),
                 vision=float("nan"), prompt=ids.shape[1], tokens=tokens, load=0, warm=0, prefix=0)
+
+
+def logits_agreement(model: Path, director, size: int, n: int) -> float:
+    """The lowest cosine between int8 and fp32 logits over the benchmark frames: the
+    prefill's and four greedy decode steps' after it, on the CPU."""
+    import torch
+
+    engines = [TorchEngine(str(model), director.prompt, director.instruction,
+                           GenerationSettings(8, 0.0, size), device="cpu", quantize=q)
+               for q in ("off", "int8")]
+    lowest = 1.0
+    for image in frames(size, n):
+        runs = []
+        for engine in engines:
+            with torch.inference_mode():
+                engine._rewind()
+                pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+                embeds = torch.cat([engine._vision(pixels), engine._embed(engine._suffix)], dim=1)
+                at = engine.prefix_len + embeds.shape[1]
+                logits = [engine._forward(embeds=embeds, pos=engine._positions(engine.prefix_len,
+                                                                               embeds.shape[1]))]
+                token = logits[0].argmax(-1)  # both follow fp32's choices
+                if runs:
+                    token = runs[0][1][0]
+                chosen = [token]
+                for i in range(4):
+                    logits.append(engine._decode_step(token.view(1, 1), torch.tensor([at + i])))
+                    token = runs[0][1][i + 1] if runs else logits[-1].argmax(-1)
+                    chosen.append(token)
+                runs.append((logits, chosen))
+        for a, b in zip(runs[0][0], runs[1][0]):
+            lowest = min(lowest, torch.nn.functional.cosine_similarity(
+                a.float().flatten(), b.float().flatten(), dim=0).item())
+    for engine in engines:
+        engine.close()
+    return lowest
 
 
 def _ms(seconds: float | None) -> str:
@@ -179,9 +216,12 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--modes", default="fast,eager,naive",
                     help="fast, eager, naive; +grammar adds --constrain (fast+grammar), "
-                         "-noprefix prefills the DIRECTOR prefix every frame (eager-noprefix)")
+                         "-noprefix prefills the DIRECTOR prefix every frame (eager-noprefix), "
+                         "-int8 gives the language model int8 weights (eager-int8, CPU)")
     ap.add_argument("--eager-sizes", default="256", help="sizes for the eager and naive modes")
     ap.add_argument("--model", default=None, help="a FastVLM folder (default: build random FULL)")
+    ap.add_argument("--qwen", action="store_true",
+                    help="build the random model with Qwen2's real tokenizer (dashscope's ranks)")
     ap.add_argument("--short-prompt", action="store_true",
                     help="replace DIRECTOR.md's prompt by a ~20-token one, to see what the "
                          "DIRECTOR prefix costs and what the prefix cache saves")
@@ -197,9 +237,14 @@ def main() -> int:
         model = Path(args.model)
     else:
         t0 = time.perf_counter()
-        model = build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL)
+        from pete_osc.synthetic import qwen_ranks
+
+        model = build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL,
+                                    qwen=qwen_ranks() if args.qwen else None)
         print(f"built random FastVLM-0.5B in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     floor_bytes, bandwidth, floor = decode_floor(model)
+    # int8 weights: one byte each where the fp32 floor reads four (CPU only)
+    floor_int8 = floor / 4
     print(f"decode floor {floor * 1000:.2f} ms ({floor_bytes / 2**30:.2f} GiB per token at "
           f"{bandwidth / 1e9:.0f} GB/s)", file=sys.stderr)
     modes = args.modes.split(",")
@@ -217,7 +262,8 @@ def main() -> int:
                 else:
                     r = measure_engine(model, director, size, args.frames, args.tokens,
                                        mode.startswith("fast"), constrain="+grammar" in mode,
-                                       prefix_cache="-noprefix" not in mode)
+                                       prefix_cache="-noprefix" not in mode,
+                                       quantize="int8" if "-int8" in mode else "off")
             except Exception as exc:  # report and go on to the next row
                 import traceback
 
@@ -229,9 +275,15 @@ def main() -> int:
             rows.append(f"| {mode} | {size} | {(size // 64) ** 2} | {r['prompt']} | {r['tokens']:.0f} | "
                         f"{r['vision'] * 1000:.1f} ms | {r['ttft'] * 1000:.1f} ms | "
                         f"{r['tbt'] * 1000:.2f} ms | {r['tbt_p90'] * 1000:.2f} ms | "
-                        f"{r['tbt'] / floor:.1f}x | {_ms(r['first_line'])} | {r['fps']:.2f} | "
+                        f"{r['tbt'] / (floor_int8 if '-int8' in mode else floor):.1f}x | "
+                        f"{_ms(r['first_line'])} | {r['fps']:.2f} | "
                         f"{r['peak']} |")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu()
+    agreement = ""
+    if any("-int8" in m for m in modes):
+        cosine = logits_agreement(model, director, slow_sizes[0], args.frames)
+        agreement = (f"- int8 against fp32 on these frames ({slow_sizes[0]} px): lowest logits "
+                     f"cosine **{cosine:.5f}** (prefill and 4 decode steps per frame)")
     lines = [
         "### torch engine, FastVLM-0.5B shapes, random weights",
         "",
@@ -239,7 +291,7 @@ def main() -> int:
         f"- date: {datetime.date.today()}, commit {commit()}",
         f"- command: `python bench/torch_engine.py --sizes {args.sizes} --modes {args.modes} "
         f"--eager-sizes {args.eager_sizes} --frames {args.frames} --tokens {args.tokens}"
-        f"{' --short-prompt' if args.short_prompt else ''}`",
+        f"{' --short-prompt' if args.short_prompt else ''}{' --qwen' if args.qwen else ''}`",
         f"- DIRECTOR.md prompt, {args.tokens} tokens per frame, greedy, random frames, after "
         "warm-up. fast: static KV cache + torch.compile reduce-overhead (CUDA graphs) decode, "
         "DIRECTOR prefix cached; eager: dynamic cache, no compile, prefix cached; naive: "
@@ -247,11 +299,16 @@ def main() -> int:
         "+grammar: decoding constrained to DIRECTOR.md (llguidance mask per token; answers "
         "then end on their own, so tokens per frame can be fewer). Frame to first line: from "
         "the start of inference to the first newline, when the frame's first event is parsed "
-        "('-' where random weights write no newline, i.e. without the grammar)",
+        "('-' where random weights write no newline, i.e. without the grammar). TBT: time "
+        "per decode step (with the grammar, forced text arrives with the token before it)",
         "",
         f"- decode floor: {floor_bytes / 2**30:.2f} GiB of weights read per token / "
         f"{bandwidth / 1e9:.0f} GB/s measured by a large copy on the same device = "
-        f"**{floor * 1000:.2f} ms per token**; TBT/floor below",
+        f"**{floor * 1000:.2f} ms per token**; TBT/floor below (-int8 rows: against a "
+        f"quarter of it, {floor_int8 * 1000:.2f} ms, the int8 weights' bytes). -int8: "
+        "language model weights in int8 (engines/quantize.py, `--quantize int8`, the CPU "
+        "default); the other eager rows are fp32 (`--quantize off`)",
+        agreement,
         "",
         "| mode | px | image tokens | prompt positions | tokens/frame | vision | TTFT median | TBT median | TBT p90 | TBT/floor | frame to first line | frames/s | peak memory |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -46,7 +46,7 @@ class TorchEngine:
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
                  progress: Callable[[str], None] = lambda message: None,
                  static: bool | None = None, prefix_cache: bool = True,
-                 path: str | None = None, jump_forward: bool = True):
+                 path: str | None = None, jump_forward: bool = True, quantize: str = "auto"):
         try:
             import torch
             import transformers
@@ -71,6 +71,7 @@ class TorchEngine:
             raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
+        self.quantized = self._quantize(quantize)
         # transformers renamed the model's cache argument (past_key_values -> cache, with a
         # deprecation warning in between): pass whichever this version's forward takes.
         import inspect
@@ -158,6 +159,27 @@ class TorchEngine:
         self._prefix_ids, self.cache = kept
         self.prefix_len = self._prefix_ids.shape[1]
         return took
+
+    def _quantize(self, mode: str) -> bool:
+        """``--quantize``: int8 weights for the language model (auto: on the CPU only,
+        where a token's time is reading the weights; see engines.quantize)."""
+        from .quantize import available, int8_weights
+
+        torch = self.torch
+        if mode == "off" or (mode == "auto" and self.device.type != "cpu"):
+            return False
+        if self.device.type != "cpu":
+            raise PeteError(f"--quantize int8: the int8 kernel is for the CPU, not "
+                            f"{self.device.type}; use --quantize auto or off there")
+        if mode == "auto" and not available(torch):
+            log.warning("PyTorch %s has no int8 weight kernel: the language model stays in "
+                        "fp32 (slower on the CPU)", torch.__version__)
+            return False
+        language = getattr(self.model.model, "language_model", None) or self.model.language_model
+        swapped = int8_weights(torch, language, self.model)
+        self.progress(f"language model in int8 on the CPU ({swapped} weight matrices; "
+                      "--quantize off keeps fp32)")
+        return True
 
     def _need(self, prompt_len: int) -> int:
         """Cache positions a frame can fill: the prompt, the answer, a padded forced run."""

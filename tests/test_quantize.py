@@ -1,0 +1,104 @@
+"""Int8 weights for the torch engine's language model on the CPU (the default there):
+the logits stay close to fp32's, the scripted model still writes its script, and
+--quantize off keeps fp32."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pete_osc.engines.base import GenerationSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def open_engine(model, director, quantize):
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    return TorchEngine(str(model), director.prompt, director.instruction,
+                       GenerationSettings(8, 0.0, 64), quantize=quantize)
+
+
+def linears(engine):
+    import torch
+
+    kinds = {}
+    for _, module in engine.model.named_modules():
+        name = type(module).__name__
+        if isinstance(module, torch.nn.Linear) or name == "Int8Linear":
+            kinds[name] = kinds.get(name, 0) + 1
+    return kinds
+
+
+def prefill_logits(engine, image):
+    import torch
+
+    with torch.inference_mode():
+        engine._rewind()
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        embeds = torch.cat([engine._vision(pixels), engine._embed(engine._suffix)], dim=1)
+        logits = engine._forward(embeds=embeds, pos=engine._positions(engine.prefix_len, embeds.shape[1]))
+        steps = [logits]
+        token = logits.argmax(-1)
+        for i in range(4):  # and a few decode steps after it
+            logits = engine._decode_step(token.view(1, 1), torch.tensor([engine.prefix_len + embeds.shape[1] + i]))
+            steps.append(logits)
+            token = logits.argmax(-1)
+        engine._rewind()
+    return [s.float().flatten() for s in steps]
+
+
+def test_int8_logits_stay_close_to_fp32(tiny_torch_model, director):
+    import torch
+
+    fp32 = open_engine(tiny_torch_model, director, "off")
+    int8 = open_engine(tiny_torch_model, director, "auto")  # the CPU default
+    assert int8.quantized and not fp32.quantized
+    # Every projection of the language model's layers but the first, and the output
+    # layer, is int8; the first layer's and the vision tower's are not.
+    before, after = linears(fp32), linears(int8)
+    language = 1 * 7 + 1  # layer 1's q, k, v, o, gate, up, down + lm_head
+    assert after["Int8Linear"] == language
+    assert after.get("Linear", 0) == before["Linear"] - language
+    rng = np.random.default_rng(0)
+    cosines = []
+    for _ in range(3):
+        image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        for a, b in zip(prefill_logits(fp32, image), prefill_logits(int8, image)):
+            cosines.append(torch.nn.functional.cosine_similarity(a, b, dim=0).item())
+            assert a.argmax() == b.argmax()
+    assert min(cosines) >= 0.999, cosines
+
+
+def test_the_scripted_model_still_writes_its_script_in_int8(scripted_torch_model, shared_video, cli_env):
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "pete_osc", "run", "--engine", "torch", "--model",
+             str(scripted_torch_model), "--source", str(shared_video), "--size", "64",
+             "--max-frames", "2", "--max-tokens", "14", "--constrain", "off", "--every-frame",
+             "--no-warmup", *extra], capture_output=True, text=True, env=cli_env, timeout=300, cwd=ROOT)
+
+    default = run()
+    assert default.returncode == 0, default.stderr
+    assert "language model in int8 on the CPU (8 weight matrices" in default.stderr
+    lines = [l for l in default.stdout.splitlines() if not l.startswith("---")]
+    assert lines.count("energy: 0.7") == 4  # two frames of two whole lines (then cut)
+    assert all("energy: 0.7".startswith(l) for l in lines)
+    off = run("--quantize", "off")
+    assert off.returncode == 0 and "int8" not in off.stderr
+    assert [l for l in off.stdout.splitlines()] == default.stdout.splitlines()
+
+
+def test_int8_is_refused_off_the_cpu(tiny_torch_model, director):
+    from pete_osc.errors import PeteError
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    engine = open_engine(tiny_torch_model, director, "off")
+    engine.device = type(engine.device)("meta")  # as if on a GPU: the kernel is CPU-only
+    with pytest.raises(PeteError, match="--quantize int8: the int8 kernel is for the CPU"):
+        TorchEngine._quantize(engine, "int8")
+    assert TorchEngine._quantize(engine, "auto") is False
