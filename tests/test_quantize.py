@@ -102,3 +102,35 @@ def test_int8_is_refused_off_the_cpu(tiny_torch_model, director):
     with pytest.raises(PeteError, match="--quantize int8: the int8 kernel is for the CPU"):
         TorchEngine._quantize(engine, "int8")
     assert TorchEngine._quantize(engine, "auto") is False
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_mlx_conversions_run_with_the_prefix_cache_and_the_grammar(
+        tiny_mlx_model, director, tmp_path, bits):
+    """An mlx-vlm 4- or 8-bit conversion (as mlx-community publishes FastVLM) loads in the
+    mlx engine, keeps the DIRECTOR prefix cached and decodes within the grammar."""
+    pytest.importorskip("mlx_vlm")
+    import mlx.nn as nn
+    from mlx_vlm import convert
+
+    from pete_osc.engines.mlx_engine import MlxEngine
+    from pete_osc.engines.base import FrameTimes
+
+    folder = tmp_path / f"{bits}bit"
+    convert(str(tiny_mlx_model), str(folder), quantize=True, q_bits=bits, q_group_size=64)
+    engine = MlxEngine(str(folder), director.prompt, director.instruction,
+                       GenerationSettings(400, 0.0, 64))
+    layers = [m for _, m in engine.model.language_model.named_modules() if isinstance(m, nn.QuantizedLinear)]
+    assert layers and all(m.bits == bits for m in layers)
+    assert engine.prefix is not None
+    engine.constrain(director)
+    for image in (np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8)):
+        times = FrameTimes()
+        tokens = list(engine.stream(image, times))
+        text = "".join(t.text for t in tokens)
+        assert tokens[-1].finish == "stop"
+        assert [line.split(":")[0] for line in text.splitlines()] == list(director.model_keys)
+        # Only the image, the instruction and the answer's forced first key ran through
+        # the model before the answer; the DIRECTOR prefix stayed cached.
+        after_prefix = times.prompt_len - engine.prefix.length
+        assert 0 < times.prefilled - after_prefix <= 4 < engine.prefix.length
