@@ -174,3 +174,27 @@ def test_a_reloaded_mapping_keeps_unchanged_routes_and_releases_removed_notes(di
     assert released == [MidiMessage("synth", (0x81, 60, 0))]
     assert new.event(ev("tempo", 120.0), 1.0) == []  # its change_only state was kept
     assert new.tick(10.0) == []  # and the released note has no off left to send
+
+
+def test_settle_in_a_route_votes_on_colours_and_sends_after_the_wait(director):
+    r = router(director, "  - {event: color, address: /hue, part: h, settle: {frames: 3, time: 0.5}}\n")
+    red = Color("red", "#ff0000", (255, 0, 0))
+    crimson = Color("crimson", "#dc143c", (220, 20, 60))
+    assert [m.args for m in r.event(ev("color", red, "color"), 0.0)] == [(0.0,)]
+    assert r.event(ev("color", crimson, "color"), 0.5) == []  # a slip
+    assert r.event(ev("color", red, "color"), 1.0) == []
+    assert r.event(ev("color", AMBER, "color"), 1.5) == []
+    assert r.event(ev("color", AMBER, "color"), 2.0) == []  # amber wins 2 of 3 from now...
+    assert r.busy(2.1) and r.tick(2.4) == []
+    sent = r.tick(2.5)  # ...and has kept winning 0.5 s: sent by the tick, amber's hue
+    assert len(sent) == 1 and sent[0].args[0] == pytest.approx(45 / 360, abs=0.01)
+    assert not r.busy(2.6)
+
+
+def test_bad_settle_is_refused_with_its_line(director):
+    from pete_osc.errors import PeteError
+
+    with pytest.raises(PeteError, match=r":\d+: settle must be a number of frames 1..100"):
+        router(director, "  - {event: mood, address: /m, settle: 0}\n")
+    with pytest.raises(PeteError, match=r"unknown settle setting 'votes'"):
+        router(director, "  - {event: mood, address: /m, settle: {votes: 3}}\n")

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pete_osc.mapping.config import Shape
-from pete_osc.mapping.shape import Gate, Glide, curve, shape
+from pete_osc.mapping.shape import Gate, Glide, Settle, curve, shape
 
 
 @pytest.mark.parametrize("kind,x,expected", [
@@ -105,3 +105,35 @@ def test_gate_pending_dropped_when_it_returns_to_the_sent_value():
     assert not gate.offer("tense", 0.2)
     assert not gate.offer("calm", 0.4)      # back to what was sent: nothing to send
     assert gate.due(1.5) is None
+
+
+# ---- labels that settle ---------------------------------------------------------------
+# (time, value offered) -> what goes out; "." = nothing. A flickering model: calm, with
+# one-frame slips to tense, then a real change to tense.
+FLICKER = [(0.0, "calm"), (0.5, "tense"), (1.0, "calm"), (1.5, "calm"), (2.0, "tense"),
+           (2.5, "tense"), (3.0, "tense"), (3.5, "tense")]
+
+
+@pytest.mark.parametrize("frames, time, expected", [
+    (1, 0.0, ["calm", "tense", "calm", ".", "tense", ".", ".", "."]),  # off: every flip
+    (3, 0.0, ["calm", ".", ".", ".", ".", "tense", ".", "."]),  # majority of 3
+    (1, 1.0, ["calm", ".", ".", ".", ".", ".", "tense", "."]),  # tense from 2.0, 1 s later
+    (3, 1.0, ["calm", ".", ".", ".", ".", ".", ".", "tense"]),  # wins at 2.5, sent at 3.5
+])
+def test_settle_filters_flicker(frames, time, expected):
+    s = Settle(frames, time)
+    out = [s.offer(value, t) for t, value in FLICKER]
+    assert [o or "." for o in out] == expected
+
+
+def test_settle_tie_keeps_the_standing_value_and_due_sends_between_frames():
+    s = Settle(2, 0.0)
+    assert s.offer("calm", 0.0) == "calm"
+    assert s.offer("tense", 1.0) is None  # 1:1, calm stands
+    assert s.offer("tense", 2.0) == "tense"
+    s = Settle(1, 1.0)
+    s.offer("calm", 0.0)
+    assert s.offer("tense", 0.5) is None
+    assert s.due(1.4) is None and s.due(1.5) == "tense" and s.due(2.0) is None
+    assert s.offer("calm", 2.5) is None and s.offer("tense", 2.6) is None  # calm lost the wait
+    assert s.current == "tense"

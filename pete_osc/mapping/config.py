@@ -94,6 +94,10 @@ class Route:
     change_only: bool = False
     max_rate: float = 0.0  # sends per second at most; 0 = no limit
     hold: float = 0.0  # seconds a sent value stands before a different one may follow
+    # Labels that settle (see shape.Settle): a new value must win the last settle_frames
+    # values and keep winning for settle_time seconds; 1 and 0 = off.
+    settle_frames: int = 1
+    settle_time: float = 0.0
     glide: str = ""  # "" (off) | linear | smooth
     glide_time: float = 0.5
     exit_value: float | None = None  # sent (in output units) when pete-osc stops
@@ -133,7 +137,7 @@ _TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate"}
 _OSC_TARGET = {"host", "port", "protocol"}
 _MIDI_TARGET = {"port", "virtual", "channel"}
 _ROUTE_COMMON = {"event", "to", "table", "default", "part", "in", "out", "curve", "steepness",
-                 "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "glide",
+                 "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "settle", "glide",
                  "glide_time", "exit", "source", "when"}
 _ROUTE_KIND = {
     "osc": {"address", "args"},
@@ -315,6 +319,7 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
                                   spec.get("change_only", kind == "program"))
     fields["max_rate"] = _number(doc, where + ("max_rate",), spec.get("max_rate", 0), lo=0, hi=1000)
     fields["hold"] = _number(doc, where + ("hold",), spec.get("hold", 0), lo=0, hi=600)
+    fields["settle_frames"], fields["settle_time"] = _settle(doc, where, spec.get("settle"))
     glide = spec.get("glide", False)
     if glide is True:
         glide = "linear"
@@ -459,6 +464,27 @@ def _closest(word: str, options: set) -> str | None:
 
     found = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
     return found[0] if found else None
+
+
+def _settle(doc, where: tuple, raw) -> tuple[int, float]:
+    """``settle: 3`` (a majority of the last 3 frames) or ``settle: {frames: 3, time: 1}``
+    (and the new value kept winning for 1 s)."""
+    if raw is None:
+        return 1, 0.0
+    if isinstance(raw, dict):
+        for name in raw:
+            if name not in ("frames", "time"):
+                raise doc.error(where + ("settle", name), f"unknown settle setting {name!r}; "
+                                "expected frames (a vote over that many frames) or time (seconds)")
+        frames = raw.get("frames", 1)
+        time = _number(doc, where + ("settle", "time"), raw.get("time", 0), lo=0, hi=600)
+        at = where + ("settle", "frames")
+    else:
+        frames, time, at = raw, 0.0, where + ("settle",)
+    if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= 100:
+        raise doc.error(at, f"settle must be a number of frames 1..100 (a majority vote over "
+                        f"them) or {{frames: N, time: SECONDS}}, got {frames!r}")
+    return frames, float(time)
 
 
 def _bool(doc: Located, where: tuple, value: Any) -> bool:

@@ -13,7 +13,7 @@ from typing import Mapping, Union
 
 from ..events import Color, Event
 from .config import MappingConfig, Route
-from .shape import Gate, Glide, shape
+from .shape import Gate, Glide, Settle, shape
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,16 @@ class _State:
     last_out: object = None  # the last glide output sent (ints for MIDI: no repeats)
     notes_on: dict[int, float] = field(default_factory=dict)  # note -> off time
     exit_sent: bool = False
+    settle: Settle | None = None
+    voted: dict = field(default_factory=dict)  # a settle label -> its latest event
 
 
 def _new_state(route: Route, source: str = "") -> _State:
     gate = Gate(route.change_only, 1.0 / route.max_rate if route.max_rate else 0.0, route.hold)
-    return _State(gate, Glide(route.glide, route.glide_time) if route.glide else None, source)
+    settle = (Settle(route.settle_frames, route.settle_time)
+              if route.settle_frames > 1 or route.settle_time > 0 else None)
+    return _State(gate, Glide(route.glide, route.glide_time) if route.glide else None, source,
+                  settle=settle)
 
 
 class Router:
@@ -101,18 +106,37 @@ class Router:
                 continue
             if route.when and not holds(route.when, self.state):
                 continue
-            value = route_value(route, ev)
-            if value is None:
-                continue
             states = self._states[i]
             key = ev.source if route.per_source else ""
             state = states.get(key)
             if state is None:
                 state = states[key] = _new_state(route, key)
-            state.event = ev
-            if state.gate.offer(value, now):
-                out.extend(self._emit(route, state, value, now))
+            if state.settle is not None:
+                ev = self._vote(state, ev, now)
+                if ev is None:
+                    continue
+            out.extend(self._offer(route, state, ev, now))
         return out
+
+    def _offer(self, route: Route, state: _State, ev: Event, now: float) -> list[Message]:
+        value = route_value(route, ev)
+        if value is None:
+            return []
+        state.event = ev
+        if state.gate.offer(value, now):
+            return self._emit(route, state, value, now)
+        return []
+
+    @staticmethod
+    def _vote(state: _State, ev: Event, now: float) -> Event | None:
+        """The event whose value has settled now (``settle:``), or None."""
+        label = _label(ev.value)
+        state.voted[label] = ev
+        winner = state.settle.offer(label, now)
+        keep = set(state.settle.history) | {state.settle.current, state.settle.candidate}
+        for old in [k for k in state.voted if k not in keep]:
+            del state.voted[old]
+        return None if winner is None else state.voted[winner]
 
     def tick(self, now: float) -> list[Message]:
         """Messages due at ``now``: glide steps, held-back values, note offs."""
@@ -122,6 +146,10 @@ class Router:
                 if off_at <= now:
                     del state.notes_on[note]
                     out.append(_note_off(route, note))
+            if state.settle is not None:
+                winner = state.settle.due(now)
+                if winner is not None:
+                    out.extend(self._offer(route, state, state.voted[winner], now))
             value = state.gate.due(now)
             if value is not None:
                 out.extend(self._emit(route, state, value, now))
@@ -137,6 +165,8 @@ class Router:
         """Whether :meth:`tick` has work soon (so the dispatcher keeps its control rate)."""
         for route, state in self._each():
             if state.notes_on or state.gate.pending is not None:
+                return True
+            if state.settle is not None and state.settle.candidate is not None:
                 return True
             if state.glide is not None and not state.glide.settled(now, _tolerance(route)):
                 return True
@@ -239,6 +269,11 @@ def route_value(route: Route, ev: Event) -> float | str | None:
     if isinstance(value, (int, float)):
         return float(value)
     return str(word)
+
+
+def _label(value) -> object:
+    """What ``settle:`` compares: the value, a colour by its hex."""
+    return value.hex if isinstance(value, Color) else value
 
 
 def color_part(color: Color, part: str) -> float:

@@ -6,7 +6,8 @@ Nothing here reads a clock or touches a device, so every behaviour is a table te
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from .config import Shape
 
@@ -147,3 +148,55 @@ class Gate:
         if value != self.last:
             self.changed_at = now
         self.last, self.last_at, self.pending = value, now, None
+
+
+@dataclass
+class Settle:
+    """Labels that settle: a small model flips between neighbouring words from frame to
+    frame; a new value goes on only once it wins the vote of the last ``frames`` values
+    and has kept winning for ``time`` seconds. The first value goes at once (there is
+    nothing to flicker from); a tie keeps the value standing.
+
+    ``offer`` takes each frame's value and returns the value to send now, or None;
+    ``due`` returns a winner whose ``time`` has passed between two frames (or None).
+    Values are compared by equality (colours by their hex).
+    """
+
+    frames: int = 1
+    time: float = 0.0
+    current: object = None  # the value last let through
+    candidate: object = None  # a new winner waiting out ``time``
+    since: float = 0.0
+    history: deque = field(default_factory=deque)
+
+    def offer(self, value: object, now: float) -> object | None:
+        self.history.append(value)
+        while len(self.history) > self.frames:
+            self.history.popleft()
+        return self._consider(self._winner(), now)
+
+    def due(self, now: float) -> object | None:
+        if self.candidate is None:
+            return None
+        return self._consider(self.candidate, now)
+
+    def _winner(self) -> object:
+        counts = Counter(self.history)
+        best = max(counts.values())
+        if counts.get(self.current, 0) == best:
+            return self.current
+        return next(v for v in reversed(self.history) if counts[v] == best)
+
+    def _consider(self, winner: object, now: float) -> object | None:
+        if self.current is None:
+            self.current = winner
+            return winner
+        if winner == self.current:
+            self.candidate = None
+            return None
+        if winner != self.candidate:
+            self.candidate, self.since = winner, now
+        if now - self.since >= self.time:
+            self.current, self.candidate = winner, None
+            return winner
+        return None
