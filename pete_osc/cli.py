@@ -395,12 +395,6 @@ def _open_dispatcher(mapping, midi_api: str | None):
     return dispatcher
 
 
-def _sent_line(dispatcher) -> str:
-    """How many messages left (and were lost), for ``send``'s closing line."""
-    lost = f", {dispatcher.lost} for outputs that are off" if dispatcher.lost else ""
-    return f"{dispatcher.sent} messages sent{lost}"
-
-
 def cmd_send(args) -> int:
     """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
     from .events import Event, FrameEnd, Rejection
@@ -426,7 +420,7 @@ def cmd_send(args) -> int:
         pass
     finally:
         dispatcher.close()
-    say(f"done: {dispatcher.events} events, {_sent_line(dispatcher)}")
+    say(f"done: {dispatcher.events} events, {dispatcher.summary()}")
     return 0
 
 

@@ -22,6 +22,7 @@ from .mapping.router import Message, MidiMessage, Router
 from .outputs.base import BaseOutput
 from .outputs.midi import MidiOutput, open_midi_api
 from .outputs.osc import OscOutput
+from .outputs.pace import Pace
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Dispatcher:
         self._midi_off = False  # no MIDI system here: said once, OSC goes on
         self.outputs: dict[str, BaseOutput] = {}
         self.outputs, _ = self._outputs_for(mapping)
+        self._paces = _paces(mapping)
+        self._coalesced_before = 0  # by paces a reload replaced
         self.events = 0
         self.sent = 0
         self.unrouted = 0  # messages for a MIDI target while MIDI is off
@@ -72,6 +75,18 @@ class Dispatcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+
+    def summary(self) -> str:
+        """How many messages left (lost, merged), for the closing line."""
+        lost = f", {self.lost} for outputs that are off" if self.lost else ""
+        merged = (f", {self.coalesced} merged into newer values over a target's max_rate"
+                  if self.coalesced else "")
+        return f"{self.sent} messages sent{lost}{merged}"
+
+    @property
+    def coalesced(self) -> int:
+        """Messages over a target's max_rate replaced by a newer one for the same control."""
+        return self._coalesced_before + sum(p.coalesced for p in self._paces.values())
 
     @property
     def lost(self) -> int:
@@ -203,7 +218,8 @@ class Dispatcher:
         while True:
             now = self.clock()
             busy = self.router.busy(now) or self._learning or (
-                self._learn_router is not None and self._learn_router.busy(now))
+                self._learn_router is not None and self._learn_router.busy(now)) or any(
+                p.waiting for p in self._paces.values())
             wait = max(0.0, next_tick - now) if busy else IDLE_WAKE
             try:
                 item = self._queue.get(timeout=wait)
@@ -211,6 +227,11 @@ class Dispatcher:
                 item = None
             now = self.clock()
             if item is _STOP:
+                # What waits for its turn goes now, then the closing messages, unpaced.
+                for name, pace in self._paces.items():
+                    self._deliver(name, pace.drain())
+                self._coalesced_before = self.coalesced
+                self._paces = {}
                 self._send(self.router.closing() + self._all_notes_off())
                 return
             try:
@@ -231,6 +252,8 @@ class Dispatcher:
                     if self._learn_router is not None:
                         self._learn_step(now)
                     self._send(self.router.tick(now))
+                    for name, pace in self._paces.items():
+                        self._deliver(name, pace.due(now))
                     next_tick = max(next_tick + self.period, now)
                     for out in self.outputs.values():
                         out.tick(now)
@@ -254,6 +277,11 @@ class Dispatcher:
             self._learn_router = None
 
     def _swap(self, reload: _Reload) -> None:
+        waiting = {name: pace.drain() for name, pace in self._paces.items()}
+        self._coalesced_before += sum(p.coalesced for p in self._paces.values())
+        self._paces = _paces(reload.mapping)
+        for messages in waiting.values():
+            self._send(messages)
         self.router, released = self.router.reloaded(reload.mapping)
         self._send(released)  # through the outputs they were sounding on
         for out in self.outputs.values():
@@ -266,8 +294,18 @@ class Dispatcher:
         self.period = 1.0 / reload.mapping.control_rate
 
     def _send(self, messages: list[Message]) -> None:
+        now = None
         for message in messages:
-            out = self.outputs.get(message.target)
+            pace = self._paces.get(message.target)
+            if pace is None:
+                self._deliver(message.target, [message])
+                continue
+            now = self.clock() if now is None else now
+            self._deliver(message.target, pace.offer(message, now))
+
+    def _deliver(self, target: str, messages: list[Message]) -> None:
+        out = self.outputs.get(target)
+        for message in messages:
             if out is None:
                 self.unrouted += 1
                 continue
@@ -293,6 +331,13 @@ class Dispatcher:
     def _all_notes_off(self) -> list[MidiMessage]:
         channels = {(r.target, r.channel) for r in self.mapping.routes if r.kind == "note"}
         return [MidiMessage(target, (0xB0 | (ch - 1), 123, 0)) for target, ch in sorted(channels)]
+
+
+def _paces(mapping: MappingConfig) -> dict[str, Pace]:
+    """A rate cap for each target with a max_rate, allowing one control period's burst."""
+    targets = list(mapping.osc.values()) + list(mapping.midi.values())
+    return {t.name: Pace(t.max_rate, max(1, int(t.max_rate / mapping.control_rate)))
+            for t in targets if t.max_rate > 0}
 
 
 def open_dispatcher(mapping: MappingConfig, midi_api: str | None = None, **kw) -> "Dispatcher":

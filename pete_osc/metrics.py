@@ -51,6 +51,7 @@ def frame_record(report: FrameReport) -> dict:
         "dropped": r.dropped,
         "error": r.error,
         "watchdog": r.watchdog,
+        "coalesced": r.coalesced,
         "instruction": r.instruction,
     }
 

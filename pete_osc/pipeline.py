@@ -70,6 +70,7 @@ class FrameReport:
     first_event_at: float | None = None  # time.time() when the first event was parsed
     dropped: int = 0  # frames dropped so far (all sources)
     first_sent_at: float | None = None  # time.time() when its first message left
+    coalesced: int | None = None  # messages merged over a target's max_rate, run so far
     instruction: str | None = None  # the instruction as sent, where it changes per frame
 
 

@@ -275,6 +275,7 @@ class Show:
         if self.sender is not None:
             self.sender.end_frame(frame.id)
             report.first_sent_at = self.sender.first_sent(frame.id)
+            report.coalesced = self.sender.coalesced
         report.dropped = self.feeds.dropped
         if director.placeholders:
             report.instruction = prompt.instruction
@@ -394,9 +395,7 @@ class Show:
         return self.sender.sent if self.sender is not None else 0
 
     def sent_line(self) -> str:
-        s = self.sender
-        lost = f", {s.lost} for outputs that are off" if s.lost else ""
-        return f"{s.sent} messages sent{lost}"
+        return self.sender.summary()
 
     def _forced_end(self) -> None:
         # The stop guard ends the process while the engine is busy: keep what is done.

@@ -198,3 +198,29 @@ def test_bad_settle_is_refused_with_its_line(director):
         router(director, "  - {event: mood, address: /m, settle: 0}\n")
     with pytest.raises(PeteError, match=r"unknown settle setting 'votes'"):
         router(director, "  - {event: mood, address: /m, settle: {votes: 3}}\n")
+
+
+def test_heartbeat_sends_the_last_value_again_for_late_listeners(director):
+    r = router(director, "  - {event: mood, address: /m, heartbeat: 2}\n"
+                         "  - {event: energy, cc: 74, to: synth, heartbeat: 1}\n")
+    first = r.event(ev("mood", "calm", "word"), 0.0) + r.event(ev("energy", 0.5), 0.0)
+    assert [type(m).__name__ for m in first] == ["OscMessage", "MidiMessage"]
+    assert r.tick(0.9) == [] and r.busy(0.95)
+    assert r.tick(1.0) == [first[1]]  # the CC again after 1 s
+    again = r.tick(2.0)
+    assert again == [OscMessage("main", "/m", ("calm",)), first[1]]  # unframed: not bundled
+    assert first[0].frame_id == 1 and again[0].frame_id is None
+    assert [m.args for m in r.event(ev("mood", "tense", "word"), 2.5)] == [("tense",)]
+    assert r.tick(4.0) == [first[1]] and [m.args for m in r.tick(4.5)] == [("tense",)]
+
+
+def test_heartbeat_on_notes_is_refused(director):
+    from pete_osc.errors import PeteError
+
+    with pytest.raises(PeteError, match=r":\d+: a note route cannot have a heartbeat"):
+        router(director, "  - {event: energy, note: C3, to: synth, heartbeat: 1}\n")
+
+
+def test_target_max_rate_is_read_with_a_midi_default(director):
+    r = router(director, "  - {event: mood, address: /m}\n")
+    assert r.mapping.osc["main"].max_rate == 0 and r.mapping.midi["synth"].max_rate == 1000

@@ -47,6 +47,7 @@ class OscTarget:
     host: str
     port: int
     protocol: str  # udp | tcp (SLIP framed, OSC 1.1)
+    max_rate: float = 0.0  # messages per second at most, the rest coalesced (0: no cap)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class MidiTarget:
     virtual: bool  # create the port (others connect to it) instead of opening an existing one
     channel: int  # 1..16, default for routes that do not name one
     line: int = 0  # in the mapping file, for errors found when the port is looked for
+    max_rate: float = 0.0  # messages per second at most, the rest coalesced (0: no cap)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Route:
     # values and keep winning for settle_time seconds; 1 and 0 = off.
     settle_frames: int = 1
     settle_time: float = 0.0
+    heartbeat: float = 0.0  # seconds: the last value is sent again after this long (0: off)
     glide: str = ""  # "" (off) | linear | smooth
     glide_time: float = 0.5
     exit_value: float | None = None  # sent (in output units) when pete-osc stops
@@ -134,10 +137,14 @@ class MappingConfig:
         return tuple(r for r in self.routes if r.event == key)
 
 _TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate"}
-_OSC_TARGET = {"host", "port", "protocol"}
-_MIDI_TARGET = {"port", "virtual", "channel"}
+_OSC_TARGET = {"host", "port", "protocol", "max_rate"}
+_MIDI_TARGET = {"port", "virtual", "channel", "max_rate"}
+# A MIDI port's cap unless the mapping says: about what a 5-pin MIDI cable carries
+# (31,250 baud: ~1,000 three-byte messages a second); IAC and USB drivers drop beyond it.
+MIDI_MAX_RATE = 1000.0
 _ROUTE_COMMON = {"event", "to", "table", "default", "part", "in", "out", "curve", "steepness",
-                 "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "settle", "glide",
+                 "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "settle", "heartbeat",
+                 "glide",
                  "glide_time", "exit", "source", "when"}
 _ROUTE_KIND = {
     "osc": {"address", "args"},
@@ -215,7 +222,8 @@ def _osc_target(doc: Located, name: str, spec: Any) -> OscTarget:
     protocol = str(spec.get("protocol", "udp")).lower()
     if protocol not in ("udp", "tcp"):
         raise doc.error(where + ("protocol",), f"OSC target {name!r}: protocol must be udp or tcp")
-    return OscTarget(str(name), host, port, protocol)
+    max_rate = _number(doc, where + ("max_rate",), spec.get("max_rate", 0), lo=0, hi=100_000)
+    return OscTarget(str(name), host, port, protocol, max_rate)
 
 
 def _midi_target(doc: Located, name: str, spec: Any) -> MidiTarget:
@@ -231,7 +239,9 @@ def _midi_target(doc: Located, name: str, spec: Any) -> MidiTarget:
     # Our own port is created; any other name means a port that must already exist.
     virtual = _bool(doc, where + ("virtual",), spec.get("virtual", port == DEFAULT_MIDI_PORT))
     channel = _channel(doc, where + ("channel",), spec.get("channel", 1))
-    return MidiTarget(str(name), port, virtual, channel, doc.line(*where))
+    max_rate = _number(doc, where + ("max_rate",), spec.get("max_rate", MIDI_MAX_RATE), lo=0,
+                       hi=100_000)
+    return MidiTarget(str(name), port, virtual, channel, doc.line(*where), max_rate)
 
 
 def _route(doc: Located, i: int, spec: Any, director: Director,
@@ -320,6 +330,10 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     fields["max_rate"] = _number(doc, where + ("max_rate",), spec.get("max_rate", 0), lo=0, hi=1000)
     fields["hold"] = _number(doc, where + ("hold",), spec.get("hold", 0), lo=0, hi=600)
     fields["settle_frames"], fields["settle_time"] = _settle(doc, where, spec.get("settle"))
+    fields["heartbeat"] = _number(doc, where + ("heartbeat",), spec.get("heartbeat", 0), lo=0, hi=3600)
+    if fields["heartbeat"] and kind == "note":
+        raise doc.error(where + ("heartbeat",), "a note route cannot have a heartbeat (it would "
+                        "play the note again); use it on CC, program or OSC routes")
     glide = spec.get("glide", False)
     if glide is True:
         glide = "linear"

@@ -49,6 +49,8 @@ class _State:
     exit_sent: bool = False
     settle: Settle | None = None
     voted: dict = field(default_factory=dict)  # a settle label -> its latest event
+    last_message: Message | None = None  # for heartbeat:
+    sent_at: float = 0.0
 
 
 def _new_state(route: Route, source: str = "") -> _State:
@@ -115,7 +117,7 @@ class Router:
                 ev = self._vote(state, ev, now)
                 if ev is None:
                     continue
-            out.extend(self._offer(route, state, ev, now))
+            out.extend(_remember(state, self._offer(route, state, ev, now), now))
         return out
 
     def _offer(self, route: Route, state: _State, ev: Event, now: float) -> list[Message]:
@@ -146,19 +148,26 @@ class Router:
                 if off_at <= now:
                     del state.notes_on[note]
                     out.append(_note_off(route, note))
+            sent: list[Message] = []
             if state.settle is not None:
                 winner = state.settle.due(now)
                 if winner is not None:
-                    out.extend(self._offer(route, state, state.voted[winner], now))
+                    sent.extend(self._offer(route, state, state.voted[winner], now))
             value = state.gate.due(now)
             if value is not None:
-                out.extend(self._emit(route, state, value, now))
+                sent.extend(self._emit(route, state, value, now))
             glide = state.glide
             if glide is not None and glide.value is not None:
                 step = self._output(route, glide.at(now))
                 if step != state.last_out:
                     state.last_out = step
-                    out.append(self._message(route, state, step, tick=True))
+                    sent.append(self._message(route, state, step, tick=True))
+            if (not sent and route.heartbeat and state.last_message is not None
+                    and now - state.sent_at >= route.heartbeat):
+                # The last value again, for receivers that joined late (no frame: never
+                # bundled, never counted as a frame's first message).
+                sent.append(_unframed(state.last_message))
+            out.extend(_remember(state, sent, now))
         return out
 
     def busy(self, now: float) -> bool:
@@ -167,6 +176,9 @@ class Router:
             if state.notes_on or state.gate.pending is not None:
                 return True
             if state.settle is not None and state.settle.candidate is not None:
+                return True
+            if (route.heartbeat and state.last_message is not None
+                    and now - state.sent_at >= route.heartbeat - 0.1):
                 return True
             if state.glide is not None and not state.glide.settled(now, _tolerance(route)):
                 return True
@@ -269,6 +281,19 @@ def route_value(route: Route, ev: Event) -> float | str | None:
     if isinstance(value, (int, float)):
         return float(value)
     return str(word)
+
+
+def _remember(state: _State, sent: list[Message], now: float) -> list[Message]:
+    """Keep the route's last message and when it left (for heartbeat:)."""
+    if sent:
+        state.last_message, state.sent_at = sent[-1], now
+    return sent
+
+
+def _unframed(message: Message) -> Message:
+    if isinstance(message, OscMessage):
+        return OscMessage(message.target, message.address, message.args)
+    return message
 
 
 def _label(value) -> object:

@@ -124,8 +124,11 @@ class BaseOutput:
         """Called at the control rate (outputs that watch their device do it here)."""
 
     def same_target(self, target) -> bool:
-        """Whether a reloaded mapping's ``target`` is this output's (so it stays open)."""
-        return target == self.target
+        """Whether a reloaded mapping's ``target`` is this output's (so it stays open; a new
+        max_rate is the sender's business, not the connection's)."""
+        from dataclasses import replace
+
+        return replace(target, max_rate=0) == replace(self.target, max_rate=0)
 
     def close(self) -> list:
         """Send what is held back, then close; the messages that left."""
