@@ -199,6 +199,18 @@ def _arguments() -> argparse.ArgumentParser:
     send.add_argument("--echo", action="store_true", help="copy the text read to stdout as it arrives")
     send.set_defaults(func=cmd_send)
 
+    export = sub.add_parser("export", parents=[common],
+                            help="a recording (run --record) through a mapping into a MIDI file "
+                                 "and an OSC log, with the show's timing")
+    export.add_argument("recording", help="a file written by pete-osc run --record")
+    export.add_argument("--mapping", required=True, metavar="FILE|NAME",
+                        help="a mapping file, or the name of a shipped one")
+    export.add_argument("-o", "--output", required=True, type=Path, metavar="SHOW.mid",
+                        help="the Standard MIDI File to write (OSC messages go to "
+                             "SHOW.osc.jsonl beside it)")
+    export.add_argument("--director", type=Path, default=None)
+    export.set_defaults(func=cmd_export)
+
     learn = sub.add_parser("learn", parents=[common],
                            help="send one route of a mapping alone, for a DAW's MIDI/OSC learn")
     learn.add_argument("routes", nargs="*", metavar="ROUTE",
@@ -393,6 +405,17 @@ def _open_dispatcher(mapping, midi_api: str | None):
     for line in dispatcher.describe():
         say(f"sending {line}")
     return dispatcher
+
+
+def cmd_export(args) -> int:
+    """``pete-osc export``: a recording rendered offline through a mapping."""
+    from .export import export
+    from .shipped import read_director, read_mapping
+
+    director = read_director(args.director)
+    mapping = read_mapping(args.mapping, director)
+    say(export(Path(args.recording), director, mapping, args.output))
+    return 0
 
 
 def cmd_send(args) -> int:

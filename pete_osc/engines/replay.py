@@ -36,6 +36,8 @@ class RecordedToken:
     at: float  # seconds since the frame's start
     text: str
     finish: str | None = None
+    start: float | None = None  # the frame's start, seconds since the recording's first
+    source: str = ""
 
 
 class ReplayEngine:
@@ -94,8 +96,10 @@ def _from_json(path: Path, text: str) -> list[list[RecordedToken]]:
             continue
         try:
             record = json.loads(line)
+            start = record.get("s")
             token = RecordedToken(float(record["t"]), str(record.get("text", "")),
-                                  record.get("finish"))
+                                  record.get("finish"), None if start is None else float(start),
+                                  str(record.get("source", "")))
             frames.setdefault(int(record["frame"]), []).append(token)
         except (ValueError, KeyError, TypeError) as exc:
             raise PeteError(f"{path}:{number}: not a recorded token "
@@ -126,13 +130,19 @@ class Recording(TapFile, Tap):
     def __init__(self, path: str | Path):
         super().__init__(path, "--record", mode="w")
         self.name = f"--record {path}"
+        self._first: float | None = None
+        self._start = 0.0  # the current frame's, since the first frame's (for export)
 
     def take(self, record) -> None:
-        from ..pipeline import FrameReport, Text
+        from ..pipeline import FrameReport, FrameStart, Text
 
-        if isinstance(record, Text):
+        if isinstance(record, FrameStart):
+            now = time.perf_counter()
+            self._first = now if self._first is None else self._first
+            self._start = now - self._first
+        elif isinstance(record, Text):
             line = {"frame": record.frame_id, "source": record.source, "t": round(record.t, 6),
-                    "text": record.text}
+                    "s": round(self._start, 6), "text": record.text}
             if record.finish:
                 line["finish"] = record.finish
             self.write_line(json.dumps(line) + "\n", flush=False)

@@ -1,0 +1,124 @@
+"""``pete-osc export``: a recorded show rendered through a mapping, offline, into a
+Standard MIDI File (one track per MIDI target, with the real timing) and the OSC
+messages as a timestamped log (JSON lines).
+
+The recording (``run --record``) has every token with its time in its frame and each
+frame's start in the run, so each line's event happens when its newline arrived. The
+mapping's router is the live one, run on that timeline instead of the clock: events at
+their times, ticks at the mapping's control rate in between (glides, held values, note
+offs, settles, heartbeats) up to the end of the last frame, then what the show sends
+when it stops (sounding notes end there, as they do live). Recordings made before frame
+starts were recorded play their frames back to back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .director import Director
+from .engines.replay import load_recording
+from .errors import PeteError
+from .events import Event, FrameInfo
+from .mapping.config import MappingConfig
+from .mapping.router import Message, MidiMessage, OscMessage, Router
+from .parser import LineParser
+
+TEMPO_BPM = 120
+TICKS_PER_BEAT = 960
+
+
+@dataclass(frozen=True)
+class Timed:
+    at: float  # seconds since the recording's first frame
+    message: Message
+
+
+def timeline(recording: Path, director: Director) -> tuple[list[tuple[float, Event]], float]:
+    """Every event of the recording with its time (its line's newline), and when the
+    last frame ended."""
+    out: list[tuple[float, Event]] = []
+    end = 0.0
+    for number, frame in enumerate(load_recording(recording)):
+        start = frame[0].start if frame[0].start is not None else end
+        clock = [start]
+        parser = LineParser(director, FrameInfo(number, frame[0].source or "replay", start),
+                            clock=lambda: clock[0])
+        for token in frame:
+            clock[0] = start + token.at
+            for record in parser.feed(token.text):
+                if isinstance(record, Event):
+                    out.append((clock[0], record))
+        for record in parser.finish(truncated=frame[-1].finish == "length"):
+            if isinstance(record, Event):
+                out.append((clock[0], record))
+        end = clock[0]
+    return out, end
+
+
+def render(events: list[tuple[float, Event]], mapping: MappingConfig, end: float) -> list[Timed]:
+    """The messages the mapping sends for ``events`` until ``end``, each with its time."""
+    router = Router(mapping)
+    period = 1.0 / mapping.control_rate
+    out: list[Timed] = []
+    tick = 0.0
+
+    def ticks_until(t: float) -> None:
+        nonlocal tick
+        while tick < t:
+            out.extend(Timed(tick, m) for m in router.tick(tick))
+            tick += period
+
+    for at, event in events:
+        ticks_until(at)
+        out.extend(Timed(at, m) for m in router.event(event, at))
+    ticks_until(end)
+    out.extend(Timed(max(end, 0.0), m) for m in router.closing())
+    return out
+
+
+def write_midi(messages: list[Timed], mapping: MappingConfig, path: Path) -> int:
+    """A type 1 Standard MIDI File, a track per MIDI target; returns the messages written."""
+    import mido
+
+    tempo = mido.bpm2tempo(TEMPO_BPM)
+    song = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+    meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
+    song.tracks.append(meta)
+    written = 0
+    for name, target in mapping.midi.items():
+        track = mido.MidiTrack([mido.MetaMessage("track_name", name=target.port, time=0)])
+        now = 0
+        for timed in messages:
+            if isinstance(timed.message, MidiMessage) and timed.message.target == name:
+                tick = round(mido.second2tick(timed.at, TICKS_PER_BEAT, tempo))
+                track.append(mido.Message.from_bytes(list(timed.message.data), time=tick - now))
+                now = tick
+                written += 1
+        song.tracks.append(track)
+    song.save(str(path))
+    return written
+
+
+def write_osc_log(messages: list[Timed], path: Path) -> int:
+    """One JSON line per OSC message: its time, target, address and arguments."""
+    lines = [json.dumps({"t": round(t.at, 6), "target": t.message.target,
+                         "address": t.message.address, "args": list(t.message.args)})
+             for t in messages if isinstance(t.message, OscMessage)]
+    path.write_text("".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def export(recording: Path, director: Director, mapping: MappingConfig, out: Path) -> str:
+    """Render and write; a one-line account of what was written."""
+    if out.suffix.lower() not in (".mid", ".midi"):
+        raise PeteError(f"-o {out}: the output is a Standard MIDI File, name it *.mid")
+    events, end = timeline(recording, director)
+    messages = render(events, mapping, end)
+    midi = write_midi(messages, mapping, out) if mapping.midi else 0
+    osc_path = out.with_suffix(".osc.jsonl")
+    osc = write_osc_log(messages, osc_path) if mapping.osc else 0
+    length = messages[-1].at if messages else 0.0
+    return (f"{len(events)} events over {length:.1f} s: {midi} MIDI messages to {out}"
+            + (f", {osc} OSC messages to {osc_path}" if mapping.osc else ""))
