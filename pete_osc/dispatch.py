@@ -244,6 +244,8 @@ class Dispatcher:
                 elif isinstance(item, _Learn):
                     self._start_learning(item, now)
                 elif isinstance(item, FrameEnd):
+                    if self._learn_router is None:
+                        self._send(self.router.end_frame(now))
                     for out in self.outputs.values():
                         self._sent(out.end_frame(item.frame_id))
                 elif isinstance(item, _Reload):
@@ -329,7 +331,7 @@ class Dispatcher:
                     del self._first_sent[old]
 
     def _all_notes_off(self) -> list[MidiMessage]:
-        channels = {(r.target, r.channel) for r in self.mapping.routes if r.kind == "note"}
+        channels = {(r.target, r.channel) for r in self.mapping.routes if r.kind in ("note", "chord")}
         return [MidiMessage(target, (0xB0 | (ch - 1), 123, 0)) for target, ch in sorted(channels)]
 
 

@@ -35,10 +35,10 @@ class Timed:
     message: Message
 
 
-def timeline(recording: Path, director: Director) -> tuple[list[tuple[float, Event]], float]:
-    """Every event of the recording with its time (its line's newline), and when the
-    last frame ended."""
-    out: list[tuple[float, Event]] = []
+def timeline(recording: Path, director: Director) -> tuple[list[tuple[float, Event | None]], float]:
+    """Every event of the recording with its time (its line's newline), None at each
+    frame's end (where chords change), and when the last frame ended."""
+    out: list[tuple[float, Event | None]] = []
     end = 0.0
     for number, frame in enumerate(load_recording(recording)):
         start = frame[0].start if frame[0].start is not None else end
@@ -53,11 +53,12 @@ def timeline(recording: Path, director: Director) -> tuple[list[tuple[float, Eve
         for record in parser.finish(truncated=frame[-1].finish == "length"):
             if isinstance(record, Event):
                 out.append((clock[0], record))
+        out.append((clock[0], None))
         end = clock[0]
     return out, end
 
 
-def render(events: list[tuple[float, Event]], mapping: MappingConfig, end: float) -> list[Timed]:
+def render(events: list[tuple[float, Event | None]], mapping: MappingConfig, end: float) -> list[Timed]:
     """The messages the mapping sends for ``events`` until ``end``, each with its time."""
     router = Router(mapping)
     period = 1.0 / mapping.control_rate
@@ -72,7 +73,8 @@ def render(events: list[tuple[float, Event]], mapping: MappingConfig, end: float
 
     for at, event in events:
         ticks_until(at)
-        out.extend(Timed(at, m) for m in router.event(event, at))
+        sent = router.end_frame(at) if event is None else router.event(event, at)
+        out.extend(Timed(at, m) for m in sent)
     ticks_until(end)
     out.extend(Timed(max(end, 0.0), m) for m in router.closing())
     return out
@@ -120,5 +122,6 @@ def export(recording: Path, director: Director, mapping: MappingConfig, out: Pat
     osc_path = out.with_suffix(".osc.jsonl")
     osc = write_osc_log(messages, osc_path) if mapping.osc else 0
     length = messages[-1].at if messages else 0.0
-    return (f"{len(events)} events over {length:.1f} s: {midi} MIDI messages to {out}"
+    count = sum(event is not None for _, event in events)
+    return (f"{count} events over {length:.1f} s: {midi} MIDI messages to {out}"
             + (f", {osc} OSC messages to {osc_path}" if mapping.osc else ""))

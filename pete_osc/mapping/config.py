@@ -76,6 +76,27 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class ChordSpec:
+    """A chord route's inputs (see mapping.harmony): the keys it listens to and the tables."""
+
+    root_key: str
+    roots: tuple[int, ...]  # pitch classes around the hue circle
+    quality_key: str
+    qualities: Mapping[str, tuple[int, ...]]  # word -> intervals
+    energy_key: str = ""
+    energy_range: tuple[float, float] = (0.0, 1.0)
+    voices: tuple[int, int] = (3, 3)
+    velocity: tuple[int, int] = (90, 90)
+    register_key: str = ""
+    register_range: tuple[float, float] = (0.0, 1.0)
+    octaves: tuple[int, int] = (3, 3)
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (self.root_key, self.quality_key, self.energy_key,
+                                 self.register_key) if k)
+
+
+@dataclass(frozen=True)
 class Route:
     """One event key -> one message kind on one target."""
 
@@ -111,6 +132,7 @@ class Route:
     source: str = ""  # only events from this source (--source NAME=...); "" = any
     # Only while the DAW's state or a context value says so: {playing: true} (see daw.py).
     when: Mapping[str, object] | None = None
+    chord: ChordSpec | None = None  # kind "chord": notes from several keys (mapping.harmony)
 
     @property
     def per_source(self) -> bool:
@@ -250,6 +272,8 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     line = doc.line(*where)
     if not isinstance(spec, dict):
         raise doc.error(where, "a route must be settings such as 'event: energy' and 'cc: 74'")
+    if "chord" in spec:
+        return _chord_route(doc, i, spec, director, osc, midi)
     event = spec.get("event")
     if event not in director.keys:
         raise doc.error(where + ("event",) if "event" in spec else where,
@@ -360,6 +384,90 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     if "when" in spec:
         fields["when"] = _when(doc, where + ("when",), spec["when"])
     return Route(event, target, kind, line, key_type=key.type, vocabulary=key.values, **fields)
+
+
+# Red = C, then round the hue circle by fifths: neighbouring colours, neighbouring keys.
+CIRCLE_OF_FIFTHS = ("C", "G", "D", "A", "E", "B", "F#", "C#", "G#", "D#", "A#", "F")
+
+
+def _chord_route(doc: Located, i: int, spec: dict, director: Director, osc: dict,
+                 midi: dict) -> Route:
+    """``- chord: {root: ..., quality: ..., energy: ..., register: ...}`` to a MIDI target."""
+    from .harmony import QUALITIES, pitch_class
+
+    where = ("routes", i)
+    _known(doc, where, spec, {"chord", "to", "channel", "source", "when"}, "chord route setting")
+    chord = spec["chord"]
+    if not isinstance(chord, dict):
+        raise doc.error(where + ("chord",), "chord needs root: and quality: (and may have "
+                        "energy: and register:)")
+    _known(doc, where + ("chord",), chord, {"root", "quality", "energy", "register"}, "chord setting")
+
+    def part(name: str, kind: str, settings: set[str], required: bool):
+        at = where + ("chord", name)
+        raw = chord.get(name)
+        if raw is None:
+            if required:
+                raise doc.error(where + ("chord",), f"chord needs {name}: {{from: KEY, ...}}")
+            return None, {}, at
+        if not isinstance(raw, dict):
+            raise doc.error(at, f"chord {name}: expected settings such as 'from: {kind}'")
+        _known(doc, at, raw, {"from"} | settings, f"chord {name} setting")
+        key = director.keys.get(raw.get("from"))
+        wanted = {"color": "color", "word": "word", "number": "number"}[kind]
+        if key is None or key.type != wanted:
+            raise doc.error(at + ("from",) if "from" in raw else at,
+                            f"chord {name}: 'from' must name a {wanted} key of "
+                            f"{director.path.name}, got {raw.get('from')!r}")
+        return key, raw, at
+
+    root_key, root, at = part("root", "color", {"notes"}, True)
+    names = root.get("notes", list(CIRCLE_OF_FIFTHS))
+    roots = [pitch_class(str(n)) for n in names] if isinstance(names, list) and names else [None]
+    if None in roots:
+        raise doc.error(at + ("notes",), "chord root notes must be a list of note names "
+                        "such as [C, G, D, A, E, B, F#, C#, G#, D#, A#, F]")
+    quality_key, quality, at = part("quality", "word", {"table"}, True)
+    table = quality.get("table")
+    if not isinstance(table, dict) or not table:
+        raise doc.error(at, f"chord quality: needs a table of {quality_key.name} words to chord "
+                        "qualities ({calm: maj7, tense: dim})")
+    qualities = {}
+    for word, name in table.items():
+        if str(word).lower() not in quality_key.values:
+            raise doc.error(at + ("table", word), f"chord quality: {word!r} is not a "
+                            f"{quality_key.name} of {director.path.name}")
+        if str(name) not in QUALITIES:
+            raise doc.error(at + ("table", word), f"unknown chord quality {name!r}; known: "
+                            f"{', '.join(QUALITIES)}")
+        qualities[str(word).lower()] = QUALITIES[str(name)]
+    fields: dict[str, Any] = {}
+    energy_key, energy, at = part("energy", "number", {"voices", "velocity"}, False)
+    if energy_key is not None:
+        fields.update(energy_key=energy_key.name, energy_range=(energy_key.min, energy_key.max),
+                      voices=_span(doc, at + ("voices",), energy.get("voices", [3, 3]), 1, 8),
+                      velocity=_span(doc, at + ("velocity",), energy.get("velocity", [90, 90]), 1, 127))
+    register_key, register, at = part("register", "number", {"octaves"}, False)
+    if register_key is not None:
+        fields.update(register_key=register_key.name,
+                      register_range=(register_key.min, register_key.max),
+                      octaves=_span(doc, at + ("octaves",), register.get("octaves", [3, 3]), -1, 7))
+    spec_ = ChordSpec(root_key.name, tuple(roots), quality_key.name, MappingProxyType(qualities),
+                      **fields)
+    target = _target(doc, where, spec.get("to"), "note", osc, midi)
+    channel = _channel(doc, where + ("channel",), spec.get("channel", midi[target].channel))
+    source = spec.get("source", "")
+    return Route(event=root_key.name, target=target, kind="chord", line=doc.line(*where),
+                 shape=Shape(0.0, 1.0, 0.0, 127.0), channel=channel, chord=spec_,
+                 key_type="color", source=str(source) if source else "",
+                 when=_when(doc, where + ("when",), spec["when"]) if "when" in spec else None)
+
+
+def _span(doc: Located, where: tuple, raw: Any, lo: int, hi: int) -> tuple[int, int]:
+    if (not isinstance(raw, list) or len(raw) != 2 or
+            not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in raw)):
+        raise doc.error(where, f"expected [low, high], whole numbers {lo}..{hi}, got {raw!r}")
+    return raw[0], raw[1]
 
 
 def _when(doc: Located, where: tuple, when: Any) -> Mapping[str, object]:

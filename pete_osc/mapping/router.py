@@ -7,12 +7,15 @@ for each event and :meth:`Router.tick` at the control rate.
 
 from __future__ import annotations
 
+import math
+
 import colorsys
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
 from ..events import Color, Event
 from .config import MappingConfig, Route
+from .harmony import Harmony, root_of
 from .shape import Gate, Glide, Settle, shape
 
 
@@ -51,14 +54,19 @@ class _State:
     voted: dict = field(default_factory=dict)  # a settle label -> its latest event
     last_message: Message | None = None  # for heartbeat:
     sent_at: float = 0.0
+    harmony: Harmony | None = None  # a chord route's inputs and sounding notes
+    changed: bool = False  # a chord input changed since the frame's chord was sent
 
 
 def _new_state(route: Route, source: str = "") -> _State:
     gate = Gate(route.change_only, 1.0 / route.max_rate if route.max_rate else 0.0, route.hold)
     settle = (Settle(route.settle_frames, route.settle_time)
               if route.settle_frames > 1 or route.settle_time > 0 else None)
+    c = route.chord
+    harmony = (Harmony(c.roots, dict(c.qualities), c.voices, c.velocity, c.octaves)
+               if c is not None else None)
     return _State(gate, Glide(route.glide, route.glide_time) if route.glide else None, source,
-                  settle=settle)
+                  settle=settle, harmony=harmony)
 
 
 class Router:
@@ -75,7 +83,8 @@ class Router:
         self._states: dict[int, dict[str, _State]] = {}
         self._routes = list(mapping.routes)
         for i, route in enumerate(self._routes):
-            self._by_key.setdefault(route.event, []).append((i, route))
+            for key in route.chord.keys() if route.chord is not None else (route.event,):
+                self._by_key.setdefault(key, []).append((i, route))
             self._states[i] = {} if route.per_source else {"": _new_state(route)}
 
     def reloaded(self, mapping: MappingConfig) -> tuple["Router", list[Message]]:
@@ -113,11 +122,34 @@ class Router:
             state = states.get(key)
             if state is None:
                 state = states[key] = _new_state(route, key)
+            if state.harmony is not None:
+                state.changed |= _chord_input(route.chord, state.harmony, ev)
+                continue  # the chord goes at the frame's end (see end_frame)
             if state.settle is not None:
                 ev = self._vote(state, ev, now)
                 if ev is None:
                     continue
             out.extend(_remember(state, self._offer(route, state, ev, now), now))
+        return out
+
+    def end_frame(self, now: float) -> list[Message]:
+        """A frame's answer is complete: chord routes whose inputs changed move to their
+        new chord (common notes keep sounding; the others end, the new ones start)."""
+        out: list[Message] = []
+        for route, state in self._each():
+            if state.harmony is None or not state.changed:
+                continue
+            state.changed = False
+            wanted = state.harmony.chord()
+            if wanted is None:
+                continue
+            notes, velocity = wanted
+            old = state.harmony.sounding
+            out.extend(_note_off(route, n) for n in old if n not in notes)
+            out.extend(MidiMessage(route.target, (0x90 | (route.channel - 1), n, velocity))
+                       for n in notes if n not in old)
+            state.harmony.sounding = notes
+            state.notes_on = {n: math.inf for n in notes}  # released on reload and at exit
         return out
 
     def _offer(self, route: Route, state: _State, ev: Event, now: float) -> list[Message]:
@@ -173,7 +205,7 @@ class Router:
     def busy(self, now: float) -> bool:
         """Whether :meth:`tick` has work soon (so the dispatcher keeps its control rate)."""
         for route, state in self._each():
-            if state.notes_on or state.gate.pending is not None:
+            if state.gate.pending is not None or any(t < math.inf for t in state.notes_on.values()):
                 return True
             if state.settle is not None and state.settle.candidate is not None:
                 return True
@@ -281,6 +313,23 @@ def route_value(route: Route, ev: Event) -> float | str | None:
     if isinstance(value, (int, float)):
         return float(value)
     return str(word)
+
+
+def _chord_input(chord, harmony: Harmony, ev: Event) -> bool:
+    """Take one of a chord route's inputs; whether the chord may have changed."""
+    if ev.key == chord.root_key and isinstance(ev.value, Color):
+        root = root_of(ev.value.rgb, chord.roots)
+        if root is not None:
+            harmony.root = root
+    if ev.key == chord.quality_key and isinstance(ev.value, str):
+        harmony.quality = chord.qualities.get(ev.value, harmony.quality)
+    if ev.key == chord.energy_key and isinstance(ev.value, (int, float)):
+        lo, hi = chord.energy_range
+        harmony.energy = (float(ev.value) - lo) / (hi - lo)
+    if ev.key == chord.register_key and isinstance(ev.value, (int, float)):
+        lo, hi = chord.register_range
+        harmony.brightness = (float(ev.value) - lo) / (hi - lo)
+    return True
 
 
 def _remember(state: _State, sent: list[Message], now: float) -> list[Message]:
