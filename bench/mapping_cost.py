@@ -111,6 +111,51 @@ def main() -> int:
             drain()
         rows.append((label, *stats(samples)))
 
+    # The musical filters on the send path (issue 11): settle, a chord, a paced target.
+    from pete_osc.events import Color, Event
+    from pete_osc.outputs.pace import Pace
+
+    settled = Router(parse_mapping(
+        f"osc:\n  main: {{host: 127.0.0.1, port: {port}}}\nroutes:\n"
+        "  - {event: mood, address: /mood, settle: {frames: 3, time: 1}}\n", director))
+    moods = [Event("mood", "word", w, "", 1, 1, "bench", 0.0, 0.0) for w in ("calm", "tense", "calm")]
+    clock = [0.0]
+
+    def settle_one():
+        clock[0] += 0.5
+        settled.event(moods[int(clock[0] * 2) % 3], clock[0])
+
+    harmony = Router(parse_mapping((ROOT / "mappings" / "harmony.yaml").read_text(), director))
+    colors = [Color("red", "#ff0000", (255, 0, 0)), Color("blue", "#0000ff", (0, 0, 255))]
+    frames = [[Event("color", "color", c, "", 1, 1, "bench", 0.0, 0.0),
+               Event("mood", "word", m, "", 2, 1, "bench", 0.0, 0.0),
+               Event("energy", "number", e, "", 3, 1, "bench", 0.0, 0.0),
+               Event("brightness", "number", b, "", 5, 1, "bench", 0.0, 0.0)]
+              for c, m, e, b in ((colors[0], "calm", 0.4, 0.5), (colors[1], "sad", 0.9, 0.2))]
+    turn = [0]
+
+    def chord_frame():
+        turn[0] += 1
+        for e in frames[turn[0] % 2]:
+            harmony.event(e, float(turn[0]))
+        harmony.end_frame(float(turn[0]))
+
+    pace = Pace(rate=1000, burst=20)
+    pace_clock = [0.0]
+
+    def paced():
+        pace_clock[0] += 0.0005  # twice the cap: half the messages wait and merge
+        pace.offer(msg, pace_clock[0])
+
+    for label, fn, per in [
+        ("  map one event through settle: {frames: 3, time: 1}", settle_one, 1),
+        ("  a chord route, per event (4 inputs, then the frame's chord)", chord_frame, 4),
+        ("  a paced target (max_rate 1000, offered at 2000/s)", paced, 1),
+    ]:
+        timed(fn, min(n, 2000))
+        samples = [t / per for t in timed(fn, n)]
+        rows.append((label, *stats(samples)))
+
     # Latency to a receiving socket, one event at a time.
     k = min(n, 3000)
     bare_rtt = []
