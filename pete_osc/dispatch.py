@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 _STOP = object()
 # With nothing gliding, the thread still wakes this often to look after MIDI ports.
 IDLE_WAKE = 0.5
+# A quantised change's wake-up comes this early; the rest is waited out on the clock.
+EARLY = 0.003
 
 
 class _Learn:
@@ -51,7 +53,10 @@ class Dispatcher:
     def __init__(self, mapping: MappingConfig, midi_api: str | None = None,
                  clock: Callable[[], float] = time.monotonic, state=None):
         self.mapping = mapping
-        self.router = Router(mapping, state)  # state: the DAW's, for routes' when:
+        from .clock import open_clock
+
+        self.beat = open_clock(mapping.clock)  # the beat of quantised routes, or None
+        self.router = Router(mapping, state, self.beat)  # state: the DAW's, for when:
         self.clock = clock
         self.period = 1.0 / mapping.control_rate
         self.midi_api: str | None = None
@@ -193,6 +198,8 @@ class Dispatcher:
                 return
         for out in self.outputs.values():
             self._sent(out.close())
+        if self.beat is not None:
+            self.beat.close()
 
     def __enter__(self) -> "Dispatcher":
         return self.start()
@@ -221,6 +228,9 @@ class Dispatcher:
                 self._learn_router is not None and self._learn_router.busy(now)) or any(
                 p.waiting for p in self._paces.values())
             wait = max(0.0, next_tick - now) if busy else IDLE_WAKE
+            due = self.router.next_due()
+            if due is not None:  # a quantised change waits for its beat: wake right then
+                wait = min(wait, max(0.0, due - now - EARLY))
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -235,6 +245,7 @@ class Dispatcher:
                 self._send(self.router.closing() + self._all_notes_off())
                 return
             try:
+                self._send(self._due())
                 if isinstance(item, Event):
                     self.events += 1
                     if self._learn_router is None:
@@ -262,6 +273,20 @@ class Dispatcher:
             except Exception:  # a bug here must not silence the show: log it, carry on
                 log.exception("sender: could not map or send")
 
+    def _due(self) -> list[Message]:
+        """Quantised messages due now; one a little ahead is waited for here, by the
+        clock, rather than by a timed wake-up (which can come milliseconds late)."""
+        due = self.router.next_due()
+        if due is None:
+            return []
+        while True:
+            now = self.clock()
+            if now >= due or due - now > EARLY:
+                break
+            time.sleep(0)  # (lets other threads run while spinning for under EARLY)
+        # Changes for the same boundary may differ by microseconds: one boundary, one send.
+        return self.router.due(now + 0.0005)
+
     def _start_learning(self, item: "_Learn", now: float) -> None:
         from dataclasses import replace
 
@@ -279,6 +304,12 @@ class Dispatcher:
             self._learn_router = None
 
     def _swap(self, reload: _Reload) -> None:
+        if reload.mapping.clock != self.mapping.clock:
+            from .clock import open_clock
+
+            if self.beat is not None:
+                self.beat.close()
+            self.beat = self.router.clock = open_clock(reload.mapping.clock)
         waiting = {name: pace.drain() for name, pace in self._paces.items()}
         self._coalesced_before += sum(p.coalesced for p in self._paces.values())
         self._paces = _paces(reload.mapping)

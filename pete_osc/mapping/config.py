@@ -122,6 +122,9 @@ class Route:
     settle_frames: int = 1
     settle_time: float = 0.0
     heartbeat: float = 0.0  # seconds: the last value is sent again after this long (0: off)
+    # quantize: beat/bar: changes wait for the clock's next boundary of this many beats
+    # (negative: that many bars); 0: off.
+    grid: float = 0.0
     glide: str = ""  # "" (off) | linear | smooth
     glide_time: float = 0.5
     exit_value: float | None = None  # sent (in output units) when pete-osc stops
@@ -146,6 +149,16 @@ class Route:
 
 
 @dataclass(frozen=True)
+class ClockSpec:
+    """``clock:``: the beat that quantised routes wait for (see pete_osc.clock)."""
+
+    source: str = "link"
+    quantum: float = 4.0  # beats in a bar
+    set_tempo: bool = False  # the DIRECTOR tempo key sets the Link session's tempo
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class MappingConfig:
     path: Path
     osc: Mapping[str, OscTarget]
@@ -154,11 +167,12 @@ class MappingConfig:
     bundle: bool = False  # one OSC bundle per frame and target
     bundle_delay: float = 0.0  # bundle timetag = capture time + this; 0 = immediately
     control_rate: float = 50.0  # Hz, for glides and delayed sends
+    clock: ClockSpec | None = None
 
     def routes_for(self, key: str) -> tuple[Route, ...]:
         return tuple(r for r in self.routes if r.event == key)
 
-_TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate"}
+_TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate", "clock"}
 _OSC_TARGET = {"host", "port", "protocol", "max_rate"}
 _MIDI_TARGET = {"port", "virtual", "channel", "max_rate"}
 # A MIDI port's cap unless the mapping says: about what a 5-pin MIDI cable carries
@@ -205,7 +219,43 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
     bundle = _bool(doc, ("bundle",), doc.data.get("bundle", False))
     delay = _number(doc, ("bundle_delay",), doc.data.get("bundle_delay", 0.0), lo=0, hi=10)
     rate = _number(doc, ("control_rate",), doc.data.get("control_rate", 50.0), lo=1, hi=1000)
-    return MappingConfig(path, MappingProxyType(osc), MappingProxyType(midi), checked, bundle, delay, rate)
+    clock = _clock(doc, doc.data["clock"]) if "clock" in doc.data else None
+    for i, route in enumerate(checked):
+        if route.grid and clock is None:
+            raise doc.error(("routes", i, "quantize"), "quantize: beat/bar needs a clock to "
+                            "count beats: add 'clock: link' at the top of the mapping")
+    return MappingConfig(path, MappingProxyType(osc), MappingProxyType(midi), checked, bundle,
+                         delay, rate, clock)
+
+
+def _clock(doc: Located, raw: Any) -> ClockSpec:
+    """``clock: link`` or ``clock: {source: link, quantum: 4, set_tempo: yes}``."""
+    if raw == "link":
+        raw = {"source": "link"}
+    if not isinstance(raw, dict):
+        raise doc.error(("clock",), f"clock must be 'link' or {{source: link, quantum: 4, "
+                        f"set_tempo: no}}, got {raw!r}")
+    _known(doc, ("clock",), raw, {"source", "quantum", "set_tempo"}, "clock setting")
+    if raw.get("source", "link") != "link":
+        raise doc.error(("clock", "source"), f"clock source must be link (Ableton Link), got "
+                        f"{raw.get('source')!r}")
+    quantum = _number(doc, ("clock", "quantum"), raw.get("quantum", 4), lo=1, hi=64)
+    return ClockSpec("link", quantum, _bool(doc, ("clock", "set_tempo"), raw.get("set_tempo", False)),
+                     doc.line("clock"))
+
+
+_GRID = re.compile(r"^(?:(\d+(?:\.\d+)?)\s+)?(beat|bar)s?$")
+
+
+def _grid(doc: Located, where: tuple, raw: Any, quantum: float = 4.0) -> float:
+    """``quantize: beat | bar | 2 bars | 8 beats`` as beats (bars of 4 beats are scaled to
+    the clock's quantum when the route runs)."""
+    m = _GRID.match(str(raw).strip().lower())
+    if not m or (m.group(1) is not None and float(m.group(1)) <= 0):
+        raise doc.error(where, f"quantize must be a number (a value step) or beat, bar, "
+                        f"'2 bars', '8 beats' (changes wait for that boundary), got {raw!r}")
+    count = float(m.group(1) or 1)
+    return count * (1.0 if m.group(2) == "beat" else -1.0)  # negative: bars
 
 
 def note_number(value: Any) -> int | None:
@@ -272,8 +322,12 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     line = doc.line(*where)
     if not isinstance(spec, dict):
         raise doc.error(where, "a route must be settings such as 'event: energy' and 'cc: 74'")
-    if "chord" in spec:
-        return _chord_route(doc, i, spec, director, osc, midi)
+    grid = 0.0
+    if isinstance(spec, dict) and isinstance(spec.get("quantize"), str):
+        grid = _grid(doc, ("routes", i, "quantize"), spec["quantize"])
+        spec = {k: v for k, v in spec.items() if k != "quantize"}
+    if isinstance(spec, dict) and "chord" in spec:
+        return replace(_chord_route(doc, i, spec, director, osc, midi), grid=grid)
     event = spec.get("event")
     if event not in director.keys:
         raise doc.error(where + ("event",) if "event" in spec else where,
@@ -383,7 +437,8 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
         fields["source"] = source
     if "when" in spec:
         fields["when"] = _when(doc, where + ("when",), spec["when"])
-    return Route(event, target, kind, line, key_type=key.type, vocabulary=key.values, **fields)
+    return Route(event, target, kind, line, key_type=key.type, vocabulary=key.values, grid=grid,
+                 **fields)
 
 
 # Red = C, then round the hue circle by fifths: neighbouring colours, neighbouring keys.

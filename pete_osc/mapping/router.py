@@ -7,6 +7,7 @@ for each event and :meth:`Router.tick` at the control rate.
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import colorsys
@@ -75,9 +76,18 @@ class Router:
     A route's state (its gate, glide and sounding notes) is one per route, or one per
     source where the route's address or arguments name the source (``{source}``)."""
 
-    def __init__(self, mapping: MappingConfig, state: Mapping[str, object] | None = None):
+    def __init__(self, mapping: MappingConfig, state: Mapping[str, object] | None = None,
+                 clock=None):
         self.mapping = mapping
         self.state = state if state is not None else {}  # the DAW's, for routes' when:
+        # The beat quantised routes wait for (pete_osc.clock): next_beat(now, beats) and
+        # time_of(beat), None where there is no beat (the change goes at once). Messages
+        # waiting for their boundary, as (beat, order, message).
+        self.clock = clock
+        self._waiting: list[tuple[float, int, Message]] = []
+        self._order = 0
+        self._beat_at: dict[float, float] = {}
+        self.unquantised = 0  # quantised changes sent at once for want of a beat
         self._by_key: dict[str, list[Route]] = {}
         # route index -> source ("" if shared) -> state
         self._states: dict[int, dict[str, _State]] = {}
@@ -91,7 +101,8 @@ class Router:
         """A router for an edited ``mapping`` that keeps the state (glides, holds,
         sounding notes) of every route that did not change, and the note offs of the
         notes that removed or changed routes leave sounding."""
-        new = Router(mapping, self.state)
+        new = Router(mapping, self.state, self.clock)
+        new._waiting, new._order = self._waiting, self._order
         kept: set[int] = set()
         for j, route in enumerate(new._routes):
             for i, old in enumerate(self._routes):
@@ -129,8 +140,72 @@ class Router:
                 ev = self._vote(state, ev, now)
                 if ev is None:
                     continue
-            out.extend(_remember(state, self._offer(route, state, ev, now), now))
+            at = self._boundary(route, now)
+            out.extend(self._later(at, now, _remember(state, self._offer(route, state, ev, at[0]),
+                                                      at[0])))
+        if (self.clock is not None and ev.key == "tempo" and self.mapping.clock is not None
+                and self.mapping.clock.set_tempo and isinstance(ev.value, (int, float))):
+            self.clock.set_tempo(float(ev.value))
         return out
+
+    def _boundary(self, route: Route, now: float) -> tuple[float, float | None]:
+        """When a change of ``route`` goes out: (now, None), or (the time of its next beat
+        or bar boundary, that beat)."""
+        if not route.grid or self.clock is None:
+            return now, None
+        quantum = self.mapping.clock.quantum if self.mapping.clock is not None else 4.0
+        beats = route.grid if route.grid > 0 else -route.grid * quantum
+        try:
+            beat = self.clock.next_beat(now, beats)
+            at = None if beat is None else self.clock.time_of(beat)
+        except Exception:  # a clock that fails must not hold the change back for ever
+            at = None
+        if at is None:
+            self.unquantised += 1
+            return now, None
+        # One time per boundary for the gates (asked twice, the clock may answer a few
+        # microseconds apart, and a hold or rate limit would see two different times).
+        at = self._beat_at.setdefault(beat, at)
+        if len(self._beat_at) > 64:
+            for old in sorted(self._beat_at)[:-32]:
+                del self._beat_at[old]
+        return max(now, at), beat
+
+    def _later(self, at: tuple[float, float | None], now: float,
+               messages: list[Message]) -> list[Message]:
+        """Messages for ``at`` (see _boundary): returned now if due, else kept for
+        :meth:`due`, by their beat."""
+        when, beat = at
+        if beat is None or when <= now:
+            return messages
+        for message in messages:
+            self._order += 1
+            heapq.heappush(self._waiting, (beat, self._order, message))
+        return []
+
+    def due(self, now: float) -> list[Message]:
+        """Quantised messages whose beat has come (by the clock's time for it now; all of
+        them where the clock has gone)."""
+        out = []
+        while self._waiting:
+            when = self._time_of(self._waiting[0][0])
+            if when is not None and when > now:
+                break
+            out.append(heapq.heappop(self._waiting)[2])
+        return out
+
+    def next_due(self) -> float | None:
+        """When the next quantised message is due (None if none waits)."""
+        if not self._waiting:
+            return None
+        when = self._time_of(self._waiting[0][0])
+        return -math.inf if when is None else when
+
+    def _time_of(self, beat: float) -> float | None:
+        try:
+            return self.clock.time_of(beat)
+        except Exception:
+            return None
 
     def end_frame(self, now: float) -> list[Message]:
         """A frame's answer is complete: chord routes whose inputs changed move to their
@@ -145,9 +220,10 @@ class Router:
                 continue
             notes, velocity = wanted
             old = state.harmony.sounding
-            out.extend(_note_off(route, n) for n in old if n not in notes)
-            out.extend(MidiMessage(route.target, (0x90 | (route.channel - 1), n, velocity))
-                       for n in notes if n not in old)
+            change = [_note_off(route, n) for n in old if n not in notes]
+            change += [MidiMessage(route.target, (0x90 | (route.channel - 1), n, velocity))
+                       for n in notes if n not in old]
+            out.extend(self._later(self._boundary(route, now), now, change))
             state.harmony.sounding = notes
             state.notes_on = {n: math.inf for n in notes}  # released on reload and at exit
         return out
@@ -217,8 +293,10 @@ class Router:
         return False
 
     def closing(self) -> list[Message]:
-        """What to send when pete-osc stops: sounding notes off, then each route's exit value."""
-        out: list[Message] = []
+        """What to send when pete-osc stops: quantised changes still waiting, sounding notes
+        off, then each route's exit value."""
+        out: list[Message] = [m for _, _, m in sorted(self._waiting)]
+        self._waiting = []
         for route, state in self._each():
             for note in list(state.notes_on):
                 out.append(_note_off(route, note))

@@ -1,0 +1,139 @@
+"""Changes on the beat: quantize: beat | bar | N bars waits for the clock's boundary
+(pure, with a clock passed in), and with Ableton Link, a real second peer in another
+process sees the messages arrive on its beats."""
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pete_osc.errors import PeteError
+from pete_osc.events import Event
+from pete_osc.mapping.config import parse_mapping
+from pete_osc.mapping.router import MidiMessage, Router
+from peers import Lines, free_port, pete
+
+HEAD = "clock: link\nosc:\n  main: {port: 9000}\nmidi:\n  synth: {port: Pete Sounds}\nroutes:\n"
+
+
+class Grid:
+    """A clock whose beats are every 0.5 s (120 BPM), bars of 4; or none at all. Like
+    Link's, its answer for a beat's time may differ by microseconds from call to call."""
+
+    def __init__(self, alive=True, jitter=0.0):
+        self.alive = alive
+        self.jitter = jitter
+        self.calls = 0
+        self.tempi = []
+
+    def set_tempo(self, bpm):
+        self.tempi.append(bpm)
+
+    def next_beat(self, now, beats):
+        if not self.alive:
+            return None
+        return (int(now / 0.5 / beats + 1e-9) + 1) * beats
+
+    def time_of(self, beat):
+        self.calls += 1
+        return beat * 0.5 - self.jitter * self.calls  # a little earlier each time asked
+
+
+def ev(key, value, kind="word"):
+    return Event(key, kind, value, "", 1, 1, "test", 0.0, 0.0)
+
+
+def test_changes_wait_for_the_beat_or_the_bar(director):
+    mapping = parse_mapping(HEAD + "  - {event: mood, address: /m, quantize: beat}\n"
+                            "  - {event: mood, note: {tense: C3}, to: synth, length: 0.5, quantize: 2 bars}\n",
+                            director)
+    router = Router(mapping, clock=Grid())
+    assert router.event(ev("mood", "tense"), 0.3) == []
+    assert router.next_due() == 0.5
+    assert router.due(0.49) == [] and [m.address for m in router.due(0.5)] == ["/m"]
+    assert router.next_due() == 4.0  # two bars of four beats at 0.5 s: beat 8
+    assert router.due(3.9) == [] and router.due(4.0) == [MidiMessage("synth", (0x90, 60, 100))]
+    # The note's length runs from its boundary, not from the event.
+    assert router.tick(4.4) == [] and router.tick(4.5) == [MidiMessage("synth", (0x80, 60, 0))]
+
+
+def test_two_changes_for_one_beat_both_wait_for_it_whatever_the_clock_jitter(director):
+    """(A clock answering a few µs apart once let the second change through a gate's
+    hold unquantised, 10-20 ms after the beat.)"""
+    mapping = parse_mapping(HEAD + "  - {event: mood, address: /m, quantize: beat}\n", director)
+    router = Router(mapping, clock=Grid(jitter=2e-6))
+    assert router.event(ev("mood", "calm"), 0.1) == [] and router.event(ev("mood", "sad"), 0.2) == []
+    assert router.tick(0.45) == []
+    assert [m.args for m in router.due(0.5)] == [("calm",), ("sad",)]
+    assert router.tick(0.52) == [] and router.tick(0.6) == []
+
+
+def test_the_tempo_key_sets_the_link_tempo_only_when_asked(director):
+    for set_tempo, expected in ((False, []), (True, [128.0])):
+        text = HEAD.replace("clock: link", f"clock: {{source: link, set_tempo: {set_tempo}}}")
+        grid = Grid()
+        router = Router(parse_mapping(text + "  - {event: mood, address: /m}\n", director), clock=grid)
+        router.event(ev("tempo", 128.0, "number"), 0.0)
+        assert grid.tempi == expected
+
+
+def test_without_a_beat_changes_go_at_once_rather_than_never(director):
+    mapping = parse_mapping(HEAD + "  - {event: mood, address: /m, quantize: bar}\n", director)
+    router = Router(mapping, clock=Grid(alive=False))
+    assert [m.address for m in router.event(ev("mood", "calm"), 0.3)] == ["/m"]
+    assert router.unquantised == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("osc:\n  main: {port: 9000}\nroutes:\n  - {event: mood, address: /m, quantize: bar}\n",
+     r"mapping.yaml:4: quantize: beat/bar needs a clock"),
+    (HEAD + "  - {event: mood, address: /m, quantize: bars and bars}\n",
+     r"mapping.yaml:7: quantize must be a number \(a value step\) or beat, bar"),
+    (HEAD.replace("clock: link", "clock: midi") + "  - {event: mood, address: /m}\n",
+     r"mapping.yaml:1: clock must be 'link'"),
+])
+def test_bad_quantize_is_refused_with_its_line(director, text, message):
+    with pytest.raises(PeteError, match=message):
+        parse_mapping(text, director)
+
+
+def test_a_second_link_peer_hears_the_changes_on_its_beats(tmp_path, cli_env):
+    pytest.importorskip("link", reason="LinkPython-extern is not installed (pip install "
+                        "'pete-osc[link]')")
+    port = free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"clock: link\nosc:\n  main: {{port: {port}}}\nroutes:\n"
+                       "  - {event: mood, address: /m, quantize: beat}\n"
+                       "  - {event: energy, address: /e, quantize: bar}\n")
+    peer = Lines([sys.executable, str(Path(__file__).parent / "link_peer.py"), str(port), "120"])
+    send = pete("send", "--mapping", str(mapping), env=cli_env)
+    try:
+        joined = json.loads(peer.take(1, timeout=20)[0])
+        assert joined["joined"] >= 1 and joined["tempo"] == 120
+        time.sleep(2.0)  # Link measures the peers' clocks for a moment after joining
+        rng = random.Random(4)
+        lines = [("mood: tense", "/m"), ("energy: 0.5", "/e"), ("mood: calm", "/m"),
+                 ("mood: sad", "/m"), ("energy: 0.9", "/e"), ("mood: dark", "/m")]
+        for line, _ in lines:
+            send.stdin.write(line + "\n")
+            send.stdin.flush()
+            time.sleep(rng.uniform(0.05, 0.6))  # anywhere in the beat
+        got = [json.loads(l) for l in peer.take(len(lines), timeout=10)]
+        send.stdin.close()
+        assert send.wait(30) == 0, send.stderr.read()
+    finally:
+        send.kill()
+        peer.stop()
+    # (a bar-quantised /e can arrive after a later /m: it waits longer)
+    assert sorted(g["address"] for g in got) == sorted(a for _, a in lines)
+    off = []
+    for g in got:
+        assert g["tempo"] == pytest.approx(120)
+        beats = 4 if g["address"] == "/e" else 1
+        # seconds off its boundary on the peer's timeline
+        off.append((g["address"], g["beat"], (g["beat"] - round(g["beat"] / beats) * beats) * 0.5))
+    assert all(abs(late) <= 0.005 for _, _, late in off), off  # within 5 ms of the beat (or bar)
