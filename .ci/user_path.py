@@ -60,20 +60,29 @@ def run_main_job(work: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run([str(VENV / "pete-osc"), "run", "--model", str(model),
                            "--source", str(clip(work)), "--size", "64", "--max-frames", "3",
-                           "--max-tokens", "14", "--metrics", str(metrics)],
+                           "--metrics", str(metrics)],
                           capture_output=True, text=True, env=env, timeout=600)
     check(proc.returncode == 0, "pete-osc run exits 0", proc.stderr)
     check("decoding constrained to the DIRECTOR.md schema" in proc.stderr,
           "decoding is constrained by default", proc.stderr)
+    check("token limit" in proc.stderr and "the longest complete answer" in proc.stderr,
+          "the token limit is sized from DIRECTOR.md's schema", proc.stderr)
     check(not NOISE.search(proc.stderr), "no traceback or library warning on stderr", proc.stderr)
     parsed = subprocess.run([str(VENV / "pete-osc"), "parse"], input=proc.stdout,
                             capture_output=True, text=True, timeout=120)
     events = [json.loads(line) for line in parsed.stdout.splitlines()]
-    check(len(events) >= 3 and {e["key"] for e in events} == {"energy"},
-          f"the token stream on stdout parses into events ({len(events)})", proc.stdout)
+    from pete_osc.director import load_director
+
+    keys = list(load_director(ROOT / "DIRECTOR.md").model_keys)
+    # Constrained, every frame's answer is complete: each key once, in DIRECTOR.md's order.
+    check([e["key"] for e in events] == keys * 3,
+          f"the token stream on stdout parses into three complete answers ({len(events)} events)",
+          proc.stdout)
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    check(len(records) == 3 and all(r["events"] >= 1 for r in records),
-          "three frames, each with events, in --metrics", metrics.read_text())
+    check(len(records) == 3 and all(r["events"] == len(keys) and r["finish"] == "stop"
+                                    for r in records),
+          "three frames, each a complete answer that ended by itself, in --metrics",
+          metrics.read_text())
 
 
 def install_wheel(work: Path) -> Path:
