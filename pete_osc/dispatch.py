@@ -53,10 +53,6 @@ class Dispatcher:
     def __init__(self, mapping: MappingConfig, midi_api: str | None = None,
                  clock: Callable[[], float] = time.monotonic, state=None):
         self.mapping = mapping
-        from .clock import open_clock
-
-        self.beat = open_clock(mapping.clock)  # the beat of quantised routes, or None
-        self.router = Router(mapping, state, self.beat)  # state: the DAW's, for when:
         self.clock = clock
         self.period = 1.0 / mapping.control_rate
         self.midi_api: str | None = None
@@ -65,6 +61,8 @@ class Dispatcher:
         self._midi_off = False  # no MIDI system here: said once, OSC goes on
         self.outputs: dict[str, BaseOutput] = {}
         self.outputs, _ = self._outputs_for(mapping)
+        self.beat = self._open_clock(mapping)  # the beat of quantised routes, or None
+        self.router = Router(mapping, state, self.beat)  # state: the DAW's, for when:
         self._paces = _paces(mapping)
         self._coalesced_before = 0  # by paces a reload replaced
         self.events = 0
@@ -121,6 +119,20 @@ class Dispatcher:
                     raise PeteError(f"{mapping.path}:{target.line}: {exc}") from None
         gone = [out for name, out in self.outputs.items() if outputs.get(name) is not out]
         return outputs, gone
+
+    def _open_clock(self, mapping: MappingConfig):
+        from .clock import open_clock
+
+        def midi():
+            backend = self._midi_backend(mapping)
+            if backend is None:
+                raise PeteError("MIDI is off here, so there is no MIDI clock input")
+            return self.midi_api, backend
+
+        try:
+            return open_clock(mapping.clock, midi)
+        except PeteError as exc:
+            raise PeteError(f"{mapping.path}:{mapping.clock.line}: {exc}") from None
 
     def _midi_backend(self, mapping: MappingConfig):
         if self._backend is None and not self._midi_off:
@@ -305,11 +317,9 @@ class Dispatcher:
 
     def _swap(self, reload: _Reload) -> None:
         if reload.mapping.clock != self.mapping.clock:
-            from .clock import open_clock
-
             if self.beat is not None:
                 self.beat.close()
-            self.beat = self.router.clock = open_clock(reload.mapping.clock)
+            self.beat = self.router.clock = self._open_clock(reload.mapping)
         waiting = {name: pace.drain() for name, pace in self._paces.items()}
         self._coalesced_before += sum(p.coalesced for p in self._paces.values())
         self._paces = _paces(reload.mapping)

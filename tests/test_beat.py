@@ -137,3 +137,65 @@ def test_a_second_link_peer_hears_the_changes_on_its_beats(tmp_path, cli_env):
         # seconds off its boundary on the peer's timeline
         off.append((g["address"], g["beat"], (g["beat"] - round(g["beat"] / beats) * beats) * 0.5))
     assert all(abs(late) <= 0.005 for _, _, late in off), off  # within 5 ms of the beat (or bar)
+
+
+def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env):
+    """MIDI clock sent from a JACK port (another process) at 120 BPM, Start then 24 ticks
+    a beat: a note quantised to the bar arrives within one clock tick of a bar."""
+    import os
+
+    from peers import Jack
+    from test_midi_real import jack_backend, wait_for_port
+
+    server = Jack()
+    env = dict(cli_env, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
+    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ.update(JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("clock: {source: midi, port: Clock Out}\nmidi:\n  synth: {port: Pete Sounds}\n"
+                       "routes:\n  - {event: mood, note: {tense: C3, calm: E3}, length: 0.1, "
+                       "quantize: bar}\n")
+    source = subprocess.Popen([sys.executable, str(Path(__file__).parent / "midi_clock_source.py"),
+                               "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=env)
+    send = None
+    arrived = []
+    try:
+        assert source.stdout.readline().strip() == "ready"
+        send = pete("send", "--mapping", str(mapping), "--midi-api", "jack", env=env)
+        backend = jack_backend()
+        wait_for_port(backend, "pete-osc:Pete Sounds")
+        with backend.open_input("pete-osc:Pete Sounds") as port:
+            def listen(seconds):  # (one thread only: rtmidi on JACK is not thread-safe)
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    for message in port.iter_pending():
+                        arrived.append((time.monotonic(), message.bytes()))
+                    time.sleep(0.0003)
+
+            source.stdin.write("go\n")
+            source.stdin.flush()
+            listen(1.0)
+            for line in ("mood: tense", "mood: calm", "mood: tense"):
+                send.stdin.write(line + "\n")
+                send.stdin.flush()
+                listen(random.Random(line).uniform(0.3, 1.2))
+            listen(2.3)  # the last one waits up to a bar (2 s at 120 BPM)
+            send.stdin.close()
+            assert send.wait(30) == 0, send.stderr.read()
+            listen(0.2)
+        source.stdin.close()
+        bars = [float(line) for line in source.stdout.read().split()]
+        assert source.wait(10) == 0
+    finally:
+        source.kill()
+        if send is not None:
+            send.kill()
+        server.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    ons = [t for t, b in arrived if b[0] == 0x90]
+    assert len(ons) == 3, arrived
+    tick = 60 / 120 / 24
+    for t in ons:
+        assert min(abs(t - bar) for bar in bars) <= tick, (t, bars)

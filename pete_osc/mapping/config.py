@@ -152,8 +152,9 @@ class Route:
 class ClockSpec:
     """``clock:``: the beat that quantised routes wait for (see pete_osc.clock)."""
 
-    source: str = "link"
+    source: str = "link"  # link | midi
     quantum: float = 4.0  # beats in a bar
+    port: str = ""  # midi: the input port the clock comes in on
     set_tempo: bool = False  # the DIRECTOR tempo key sets the Link session's tempo
     line: int = 0
 
@@ -229,19 +230,26 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
 
 
 def _clock(doc: Located, raw: Any) -> ClockSpec:
-    """``clock: link`` or ``clock: {source: link, quantum: 4, set_tempo: yes}``."""
+    """``clock: link``, ``clock: {source: link, quantum: 4, set_tempo: yes}`` or
+    ``clock: {source: midi, port: NAME}``."""
     if raw == "link":
         raw = {"source": "link"}
     if not isinstance(raw, dict):
-        raise doc.error(("clock",), f"clock must be 'link' or {{source: link, quantum: 4, "
-                        f"set_tempo: no}}, got {raw!r}")
-    _known(doc, ("clock",), raw, {"source", "quantum", "set_tempo"}, "clock setting")
-    if raw.get("source", "link") != "link":
-        raise doc.error(("clock", "source"), f"clock source must be link (Ableton Link), got "
-                        f"{raw.get('source')!r}")
+        raise doc.error(("clock",), f"clock must be 'link', {{source: link, quantum: 4, "
+                        f"set_tempo: no}} or {{source: midi, port: NAME}}, got {raw!r}")
+    source = raw.get("source", "link")
+    if source not in ("link", "midi"):
+        raise doc.error(("clock", "source"), f"clock source must be link (Ableton Link) or "
+                        f"midi (MIDI clock on an input port), got {source!r}")
+    _known(doc, ("clock",), raw, {"source", "quantum", "set_tempo"} if source == "link"
+           else {"source", "quantum", "port"}, f"{source} clock setting")
+    port = raw.get("port", "")
+    if source == "midi" and (not isinstance(port, str) or not port):
+        raise doc.error(("clock", "port") if "port" in raw else ("clock",),
+                        "a MIDI clock needs the input port it comes in on: port: NAME")
     quantum = _number(doc, ("clock", "quantum"), raw.get("quantum", 4), lo=1, hi=64)
-    return ClockSpec("link", quantum, _bool(doc, ("clock", "set_tempo"), raw.get("set_tempo", False)),
-                     doc.line("clock"))
+    return ClockSpec(source=source, quantum=quantum, port=port, line=doc.line("clock"),
+                     set_tempo=_bool(doc, ("clock", "set_tempo"), raw.get("set_tempo", False)))
 
 
 _GRID = re.compile(r"^(?:(\d+(?:\.\d+)?)\s+)?(beat|bar)s?$")
