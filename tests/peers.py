@@ -120,9 +120,12 @@ def pete(*argv: str, env: dict, stdin=subprocess.PIPE) -> subprocess.Popen:
 class Jack:
     """A private ``jackd -d dummy`` server (its own name, so a user's JACK is left alone)."""
 
+    started = 0  # servers started by this process: each gets a name of its own
+
     def __init__(self):
         binary = need("jackd", "jackd2")
-        self.name = f"pete-test-{os.getpid()}"
+        Jack.started += 1
+        self.name = f"pete-test-{os.getpid()}-{Jack.started}"
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
         self.proc = subprocess.Popen([binary, "-n", self.name, "-d", "dummy", "-r", "48000",
                                       "-p", "256"], stdout=subprocess.DEVNULL,

@@ -199,3 +199,22 @@ def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env
     tick = 60 / 120 / 24
     for t in ons:
         assert min(abs(t - bar) for bar in bars) <= tick, (t, bars)
+
+
+def test_a_missing_clock_port_is_refused_at_start_with_the_line(tmp_path, cli_env):
+    from peers import Jack
+
+    server = Jack()
+    env = dict(cli_env, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("midi:\n  synth: {port: Pete Sounds}\nclock: {source: midi, port: Nope}\n"
+                       "routes:\n  - {event: mood, note: {tense: C3}, quantize: bar}\n")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pete_osc", "send", "--mapping", str(mapping),
+                               "--midi-api", "jack"], input="mood: tense\n", capture_output=True,
+                              text=True, env=env, timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"pete-osc: error: {mapping}:3: clock: no MIDI input port 'Nope' (jack); there are: none")

@@ -58,13 +58,14 @@ class Counting(Source):
         return not self.stalled.is_set()
 
 
-def take(feeds: Feeds, n: int, stop: threading.Event) -> list:
+def take(feeds: Feeds, n: int, stop: threading.Event, pause: float = 0.0) -> list:
     frames = []
     deadline = time.monotonic() + 10
     while len(frames) < n and time.monotonic() < deadline:
         frame = feeds.next(stop, timeout=0.1)
         if frame is not None:
             frames.append(frame)
+            time.sleep(pause)
     return frames
 
 
@@ -72,7 +73,11 @@ def test_sources_take_turns_and_ids_are_unique():
     stop = threading.Event()
     feeds = Feeds([("a", Counting("a")), ("b", Counting("b")), ("c", Counting("c"))])
     try:
-        frames = take(feeds, 30, stop)
+        time.sleep(0.1)  # every source has a frame ready...
+        # ...and one again by its next turn, as a model slower than the cameras takes them
+        # (taken back to back, a busy 2-core machine may pass over a source with nothing
+        # new yet, which is the design, not a turn lost)
+        frames = take(feeds, 30, stop, pause=0.02)
     finally:
         feeds.close()
     assert [f.source for f in frames[:6]] == ["a", "b", "c", "a", "b", "c"]
