@@ -127,6 +127,13 @@ def square_rgb(image_bgr: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
 
 
+def arrived(decoder: "IncrementalDecoder", ids: list[int], index: int, now: float) -> Iterator[Token]:
+    """Tokens for ``ids`` that arrived together at ``now`` (a chosen token and the text
+    the grammar forced after it, see pete_osc.constrain), numbered from ``index``."""
+    for offset, token_id in enumerate(ids):
+        yield Token(decoder.add(token_id), index + offset, now)
+
+
 class IncrementalDecoder:
     """Token ids to text, each token's text released as soon as it is whole.
 

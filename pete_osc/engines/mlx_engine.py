@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import PeteError
 from ..models import DEFAULT_MODELS
-from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, model_source
+from .base import (FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, arrived,
+                   model_source)
 
 log = logging.getLogger(__name__)
 
@@ -322,9 +323,8 @@ class _PrefixCache:
             mx.eval(token)  # mx.eval lets go of the GIL while it computes (a stop can land)
             token_id = token.item()
             now = time.perf_counter()
-            for forced_id in forced:  # (the start, before the first chosen token)
-                yield Token(decoder.add(forced_id), index, now)
-                index += 1
+            yield from arrived(decoder, forced, index, now)  # (the start, before the first choice)
+            index += len(forced)
             if constraint is not None:
                 constraint.consume(token_id)
             if token_id in eos:
@@ -344,11 +344,8 @@ class _PrefixCache:
                 times.steps += 1
             generated.append(token_id)
             generated.extend(forced)
-            yield Token(decoder.add(token_id), index, now)
-            index += 1
-            for forced_id in forced:
-                yield Token(decoder.add(forced_id), index, now)
-                index += 1
+            yield from arrived(decoder, [token_id] + forced, index, now)
+            index += 1 + len(forced)
             if done:
                 yield Token(decoder.flush(), index, time.perf_counter(), "stop")
                 return

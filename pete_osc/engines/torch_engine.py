@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import PeteError
 from ..models import DEFAULT_MODELS
-from .base import FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, model_source
+from .base import (FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, arrived,
+                   model_source)
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +279,8 @@ class TorchEngine:
         while True:
             token_id = int(token)  # waits for the GPU: the token must reach the music now
             now = time.perf_counter()
-            for forced_id in forced:  # (the start, before the first chosen token)
-                yield Token(decoder.add(forced_id), index, now)
-                index += 1
+            yield from arrived(decoder, forced, index, now)  # (the start, before the first choice)
+            index += len(forced)
             if token_id in self.eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
@@ -297,11 +297,8 @@ class TorchEngine:
                 with torch.inference_mode():
                     logits = self._run([token_id] + forced, position)
                 times.steps += 1
-            yield Token(decoder.add(token_id), index, now)
-            index += 1
-            for forced_id in forced:
-                yield Token(decoder.add(forced_id), index, now)
-                index += 1
+            yield from arrived(decoder, [token_id] + forced, index, now)
+            index += 1 + len(forced)
             if done:
                 yield Token(decoder.flush(), index, time.perf_counter(), "stop")
                 return

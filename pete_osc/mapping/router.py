@@ -134,7 +134,8 @@ class Router:
             if state is None:
                 state = states[key] = _new_state(route, key)
             if state.harmony is not None:
-                state.changed |= _chord_input(route.chord, state.harmony, ev)
+                _chord_input(route.chord, state.harmony, ev)
+                state.changed = True
                 continue  # the chord goes at the frame's end (see end_frame)
             if state.settle is not None:
                 ev = self._vote(state, ev, now)
@@ -393,8 +394,8 @@ def route_value(route: Route, ev: Event) -> float | str | None:
     return str(word)
 
 
-def _chord_input(chord, harmony: Harmony, ev: Event) -> bool:
-    """Take one of a chord route's inputs; whether the chord may have changed."""
+def _chord_input(chord, harmony: Harmony, ev: Event) -> None:
+    """Take one of a chord route's inputs (the chord is worked out at the frame's end)."""
     if ev.key == chord.root_key and isinstance(ev.value, Color):
         root = root_of(ev.value.rgb, chord.roots)
         if root is not None:
@@ -407,7 +408,6 @@ def _chord_input(chord, harmony: Harmony, ev: Event) -> bool:
     if ev.key == chord.register_key and isinstance(ev.value, (int, float)):
         lo, hi = chord.register_range
         harmony.brightness = (float(ev.value) - lo) / (hi - lo)
-    return True
 
 
 def _remember(state: _State, sent: list[Message], now: float) -> list[Message]:
