@@ -75,6 +75,15 @@ class Constraint:
         """The engine chose ``token``; move the grammar on."""
         self.matcher.consume_token(token)
 
+    def follow(self, token: int, room: int, jump: bool) -> tuple[list[int], bool]:
+        """The engine chose ``token``: move the grammar on. With ``jump``, also the tokens
+        the grammar forces after it (at most ``room``, already consumed) and whether
+        nothing but the end can follow; without, ``([], False)``."""
+        self.consume(token)
+        if not jump:
+            return [], False
+        return self.forced()[:max(0, room)], self.finished
+
     def forced(self) -> list[int]:
         """The tokens the grammar forces next (none where the model has a choice); they
         are consumed here, so the caller only has to run them through the model."""

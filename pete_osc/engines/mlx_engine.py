@@ -325,15 +325,11 @@ class _PrefixCache:
             now = time.perf_counter()
             yield from arrived(decoder, forced, index, now)  # (the start, before the first choice)
             index += len(forced)
-            if constraint is not None:
-                constraint.consume(token_id)
             if token_id in eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
-            forced, done = [], False
-            if jump:
-                forced = constraint.forced()[:max(0, max_tokens - index - 1)]
-                done = constraint.finished
+            forced, done = ([], False) if constraint is None else \
+                constraint.follow(token_id, max_tokens - index - 1, jump)
             last = index + 1 + len(forced) >= max_tokens
             if queued is not None:
                 times.steps += 1

@@ -284,12 +284,8 @@ class TorchEngine:
             if token_id in self.eos:
                 yield Token(decoder.flush(), index, now, "stop")
                 return
-            forced, done = [], False
-            if constraint is not None:
-                constraint.consume(token_id)
-                if jump:
-                    forced = constraint.forced()[:max(0, max_tokens - index - 1)]
-                    done = constraint.finished  # nothing but the end can follow
+            forced, done = ([], False) if constraint is None else \
+                constraint.follow(token_id, max_tokens - index - 1, jump)
             last = index + 1 + len(forced) >= max_tokens
             if not (last or done):
                 # Launch the next step before handing this token on: the GPU computes
