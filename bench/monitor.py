@@ -35,10 +35,8 @@ from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import EngineOptions, GenerationSettings, open_engine  # noqa: E402
 from pete_osc.mapping.config import parse_mapping  # noqa: E402
 from pete_osc.monitor import Monitor  # noqa: E402
-from pete_osc.pipeline import FrameReport  # noqa: E402
 from pete_osc.reload import Files  # noqa: E402
 from pete_osc.show import Show, ShowConfig  # noqa: E402
-from pete_osc.taps import Tap  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 
@@ -107,8 +105,9 @@ def one_show(engine, files, config, video: Path, page: bool, shot: Path | None,
             if client == "chromium":
                 driver = browser()
                 driver.get(monitor.url)
-                seen_by_page = _watch(driver, seen)
-                show.subscribe(seen_by_page)
+                # The page itself notes each frame it shows; read once at the end (a
+                # WebDriver query per frame would make the browser work for the benchmark)
+                driver.execute_script(WATCH)
             else:
                 reader = SseClient(monitor.url)
         show.attach(engine)
@@ -119,7 +118,10 @@ def one_show(engine, files, config, video: Path, page: bool, shot: Path | None,
             seen = {k: reader.frames.get(k, set()) for k in seen}
         if driver is not None:
             time.sleep(0.5)
-            seen_by_page.take(None)
+            shown = driver.execute_script(
+                "return Object.fromEntries(Object.entries(window.__seen || {}).map("
+                "([k, v]) => [k, [...v]]))")
+            seen = {k: set(shown.get(f"frame-{k}", [])) for k in seen}
             if shot is not None:
                 driver.save_screenshot(str(shot))
             driver.quit()
@@ -131,20 +133,15 @@ def one_show(engine, files, config, video: Path, page: bool, shot: Path | None,
             "seen": {k: len(v) for k, v in seen.items()}}
 
 
-def _watch(driver, seen):
-    """A tap that, after each frame, asks the browser which frame each source shows."""
-    from selenium.webdriver.common.by import By
-
-    class Seen(Tap):
-        def take(self, record):
-            if record is not None and not isinstance(record, FrameReport):
-                return
-            for name in seen:
-                try:
-                    seen[name].add(driver.find_element(By.ID, f"frame-{name}").get_attribute("data-frame"))
-                except Exception:
-                    pass
-    return Seen()
+WATCH = """
+window.__seen = {};
+new MutationObserver((changes) => {
+  for (const c of changes) {
+    const t = c.target;
+    if (t.id && t.id.startsWith("frame-")) (window.__seen[t.id] ||= new Set()).add(t.dataset.frame);
+  }
+}).observe(document.body, {subtree: true, attributes: true, attributeFilter: ["data-frame"]});
+"""
 
 
 def _free_port() -> int:

@@ -44,7 +44,7 @@ def frames(size: int, n: int):
 
 def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: bool,
                    constrain: bool = False, prefix_cache: bool = True,
-                   quantize: str = "off") -> dict:
+                   quantize: str = "off", kernels: str = "auto") -> dict:
     import torch
 
     t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
     engine = TorchEngine(str(model), director.prompt, director.instruction,
                          GenerationSettings(tokens, 0.0, size), compile=fast,
                          progress=lambda m: print("  " + m, file=sys.stderr, flush=True),
-                         prefix_cache=prefix_cache, quantize=quantize)
+                         prefix_cache=prefix_cache, quantize=quantize, kernels=kernels)
     if constrain:
         engine.constrain(director)
     load = time.perf_counter() - t0
@@ -95,7 +95,7 @@ def measure_naive(model: Path, director, size: int, n: int, tokens: int) -> dict
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     tok = AutoTokenizer.from_pretrained(model)
     net = FastVlmForConditionalGeneration.from_pretrained(model, dtype=dtype).to(device).eval()
-    before, after = split_prompt(tok, director.prompt, director.instruction)
+    before, _, after = split_prompt(tok, director.prompt, director.instruction)
     ids = torch.tensor([before + [net.config.image_token_id] * (size // 64) ** 2 + after], device=device)
 
     def run(image, new):
@@ -263,7 +263,8 @@ def main() -> int:
                     r = measure_engine(model, director, size, args.frames, args.tokens,
                                        mode.startswith("fast"), constrain="+grammar" in mode,
                                        prefix_cache="-noprefix" not in mode,
-                                       quantize="int8" if "-int8" in mode else "off")
+                                       quantize="int8" if "-int8" in mode else "off",
+                                       kernels="off" if "-hf" in mode else "auto")
             except Exception as exc:  # report and go on to the next row
                 import traceback
 

@@ -249,6 +249,8 @@ class LatestFrame:
         self._cond = threading.Condition()
         self._newest: Frame | None = None
         self._taken_id = -1
+        # Seconds between captured frames, a running average (0 until two have come).
+        self.interval = 0.0
         self._thread = threading.Thread(target=self._run, name=f"capture {self.name}")
         self._thread.start()
 
@@ -312,6 +314,10 @@ class LatestFrame:
     def _publish(self, image: np.ndarray) -> None:
         frame = Frame(self.captured, image, time.time(), self.name)
         with self._cond:
+            if self._newest is not None:
+                gap = frame.captured_at - self._newest.captured_at
+                if 0 < gap < 1.0:
+                    self.interval = gap if not self.interval else 0.8 * self.interval + 0.2 * gap
             if self._newest is not None and self._newest.id > self._taken_id:
                 self.dropped += 1  # replaced before inference took it
             self._newest = frame
@@ -345,6 +351,13 @@ class LatestFrame:
                 self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
             self._taken_id = self._newest.id
             return self._newest
+
+    def waiting_since(self) -> float | None:
+        """When the newest frame not yet taken was captured (time.time()); None: none."""
+        with self._cond:
+            if self._newest is None or self._newest.id <= self._taken_id:
+                return None
+            return self._newest.captured_at
 
     @property
     def exhausted(self) -> bool:

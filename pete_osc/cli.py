@@ -125,6 +125,10 @@ def _arguments() -> argparse.ArgumentParser:
     run.add_argument("--quantize", default="auto", choices=("auto", "int8", "off"),
                      help="torch engine: int8 weights for the language model (default auto: "
                           "on the CPU, where it is about 3x faster; off keeps fp32)")
+    run.add_argument("--kernels", default="auto", choices=("auto", "fused", "off"),
+                     help="torch engine: the decode step as fused Triton kernels in one CUDA "
+                          "graph (default auto: on CUDA with --compile's static cache); off "
+                          "keeps transformers' own step")
     run.add_argument("--no-compile", action="store_true",
                      help="torch engine on CUDA: skip the static-cache CUDA-graph decode "
                           "(faster start, slower tokens)")
@@ -175,10 +179,11 @@ def _arguments() -> argparse.ArgumentParser:
     run.add_argument("--context-port", type=_port, default=None, metavar="PORT",
                      help="listen for OSC from the DAW (AbletonOSC's replies) and for "
                           "/pete/context/NAME values, for {daw.*} and {context.NAME} in "
-                          "DIRECTOR.md's instruction and for routes' when: (default with "
-                          "--ableton: 11001)")
-    run.add_argument("--context-host", default="127.0.0.1", metavar="HOST",
-                     help="where --context-port listens (default 127.0.0.1: this computer)")
+                          "DIRECTOR.md's context and instruction and for routes' when: "
+                          "(default: the mapping's listen:, else 11001 with --ableton)")
+    run.add_argument("--context-host", default=None, metavar="HOST",
+                     help="where --context-port listens (default: the mapping's listen: "
+                          "host, else 127.0.0.1: this computer)")
     run.add_argument("--ableton", nargs="?", const="127.0.0.1:11000", default=None,
                      metavar="HOST:PORT",
                      help="ask AbletonOSC (default 127.0.0.1:11000) to report the tempo, "
@@ -331,7 +336,7 @@ def cmd_run(args) -> int:
         show.load(plan.engine, plan.model, EngineOptions(
             server=args.server, timeout=args.timeout, replay=args.replay,
             replay_speed=args.replay_speed, device=args.device, compile=not args.no_compile,
-            quantize=args.quantize, progress=say, path=plan.model_path))
+            quantize=args.quantize, kernels=args.kernels, progress=say, path=plan.model_path))
         summary = show.run()
     if echo.closed:
         say("stdout was closed by its reader; stopping")

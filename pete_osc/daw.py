@@ -3,9 +3,11 @@
 
 ``--context-port PORT`` (127.0.0.1 unless ``--context-host``) listens; ``--ableton``
 also asks AbletonOSC (UDP 11000, replying to port 11001 of the same computer) to report
-the tempo, whether Live is playing, and the selected scene and track as they change. The
+the tempo, whether Live is playing, and the selected scene and track as they change, and
+asks for the selected scene's and track's names each time the selection changes. The
 values land in two small dictionaries the show reads: ``daw`` (``tempo``, ``playing``,
-``scene``, ``track``) and ``context`` (``NAME``). They reach the prompt
+``scene``, ``track``, ``scene_name``, ``track_name``) and ``context`` (``NAME``). The port
+and host come from the command line or the mapping's ``listen:``. They reach the prompt
 (``{daw.tempo}``, ``{context.NAME}``, see :mod:`pete_osc.context`) and can gate routes
 (``when: {playing: true}``); never an OSC address. Names and values from the network are
 cut to a bounded length.
@@ -38,14 +40,19 @@ LISTEN = (
     ("/live/view/start_listen/selected_scene", "/live/view/get/selected_scene", "scene"),
     ("/live/view/start_listen/selected_track", "/live/view/get/selected_track", "track"),
 )
+# A selected scene's or track's name: asked with its index (from 0), answered with the
+# index and the name on the same address.
+NAMES = {"scene": "/live/scene/get/name", "track": "/live/track/get/name"}
 
 
 class ContextInput:
     """The OSC input's server thread (owned: ``start``, ``close``) and what it heard."""
 
     def __init__(self, port: int, host: str = "127.0.0.1",
-                 on_change: Callable[[str, object], None] = lambda name, value: None):
+                 on_change: Callable[[str, object], None] = lambda name, value: None,
+                 said: str = "--context-port"):
         self.daw: dict[str, object] = {}
+        self._ableton: SimpleUDPClient | None = None  # where names are asked, once listening
         self.context: dict[str, object] = {}
         self.on_change = on_change
         self.received = 0
@@ -53,12 +60,14 @@ class ContextInput:
         dispatcher = Dispatcher()
         for _, address, name in LISTEN:
             dispatcher.map(address, self._daw, name)
+        for what, address in NAMES.items():
+            dispatcher.map(address, self._name, what)
         dispatcher.map("/pete/context/*", self._context)
         dispatcher.set_default_handler(self._other)
         try:
             self.server = ThreadingOSCUDPServer((host, port), dispatcher)
         except OSError as exc:
-            raise PeteError(f"--context-port {port}: cannot listen on {host}:{port}: "
+            raise PeteError(f"{said} {port}: cannot listen on {host}:{port}: "
                             f"{exc.strerror or exc} (is another program using it? AbletonOSC's "
                             "replies need 11001 free)") from None
         self.server.daemon_threads = True
@@ -78,7 +87,7 @@ class ContextInput:
             client = SimpleUDPClient(*target)
             for request, _, _ in LISTEN:
                 client.send_message(request, [])
-            client._sock.close()
+            self._ableton = client
         except (OSError, ValueError) as exc:
             raise PeteError(f"--ableton {where}: cannot send to it ({exc})") from None
         return f"{target[0]}:{target[1]}"
@@ -94,10 +103,29 @@ class ContextInput:
         elif name == "tempo" and isinstance(value, (int, float)):
             value = round(float(value), 2)
         elif name in ("scene", "track") and isinstance(value, int):
+            if value + 1 != self.daw.get(name):
+                self.daw.pop(f"{name}_name", None)  # until the new one's name comes
+                self._ask_name(name, value)
             value = value + 1  # Live counts from 0; people from 1
         else:
             value = clean(value)
         self._set(self.daw, name, value)
+
+    def _ask_name(self, what: str, index: int) -> None:
+        if self._ableton is None:
+            return
+        try:
+            self._ableton.send_message(NAMES[what], [index])
+        except OSError as exc:  # AbletonOSC's computer gone: the number still serves
+            log.debug("could not ask AbletonOSC for the %s name: %s", what, exc)
+
+    def _name(self, address: str, what_arg: list, *args) -> None:
+        """A scene's or track's name (index, name): kept if it is the selected one's."""
+        what = what_arg[0]
+        if len(args) < 2 or not isinstance(args[0], int) or args[0] + 1 != self.daw.get(what):
+            self.ignored += 1
+            return
+        self._set(self.daw, f"{what}_name", clean(args[1]))
 
     def _context(self, address: str, *args) -> None:
         name = address.rsplit("/", 1)[-1].lower()
@@ -121,6 +149,8 @@ class ContextInput:
         self.ignored += 1
 
     def close(self) -> None:
+        if self._ableton is not None:
+            self._ableton._sock.close()
         if self._thread.is_alive():
             self.server.shutdown()
         self.server.server_close()

@@ -65,8 +65,12 @@ class Director:
     keys: Mapping[str, KeySpec]  # every key: the model's and those measured from pixels
     colors: Mapping[str, str]  # extra colour names -> "#rrggbb"
     previous: int = 1  # answers of the same source that {previous} holds, newest last
-    # The {placeholders} of the instruction, filled in per frame (see pete_osc.context).
+    # The {placeholders} of the context and the instruction, filled in per frame (see
+    # pete_osc.context).
     placeholders: tuple[str, ...] = ()
+    # The user message's text before the image, per frame: prefilled as soon as it is
+    # known (after the previous answer), so it costs the next frame nothing.
+    context: str = ""
 
     @property
     def model_keys(self) -> Mapping[str, KeySpec]:
@@ -101,10 +105,15 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
     doc = load_located(schema_text, path, line_offset=schema_line)
     if not isinstance(doc.data, dict):
         raise PeteError(f"{path}:{schema_line + 1}: the schema block must be a YAML mapping")
-    _check_known(doc, (), doc.data, {"instruction", "max_lines", "keys", "colors", "previous"})
+    _check_known(doc, (), doc.data, {"instruction", "context", "max_lines", "keys", "colors",
+                                          "previous"})
     keys = _read_keys(doc)
     colors = _read_colors(doc)
     instruction = str(doc.data.get("instruction", "Describe this frame.")).strip()
+    context = doc.data.get("context", "")
+    if not isinstance(context, str):
+        raise doc.error(("context",), f"context must be text, got {context!r}")
+    context = context.strip()
     asked = [k for k in keys.values() if not k.measure]
     if not asked:
         raise doc.error(("keys",), "every key is measured from the pixels: the model needs "
@@ -124,7 +133,8 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
         )
     _check_prompt_placeholders(prompt_template, prompt_line, path)
     prompt = prompt_template.replace("{keys}", key_lines).strip()
-    placeholders = _instruction_placeholders(doc, instruction)
+    placeholders = (_per_frame_placeholders(doc, "context", context)
+                    + _per_frame_placeholders(doc, "instruction", instruction))
     previous = doc.data.get("previous", 1)
     if not isinstance(previous, int) or isinstance(previous, bool) or not 0 <= previous <= 10:
         raise doc.error(("previous",), f"previous must be a whole number 0..10, got {previous!r}")
@@ -137,12 +147,14 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
         colors=MappingProxyType(colors),
         previous=previous,
         placeholders=placeholders,
+        context=context,
     )
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 # What an instruction may hold, filled in for each frame (pete_osc.context).
-PER_FRAME = ("previous", "daw.tempo", "daw.playing", "daw.scene", "daw.track")
+PER_FRAME = ("previous", "daw.tempo", "daw.playing", "daw.scene", "daw.track",
+             "daw.scene_name", "daw.track_name")
 
 
 def _check_prompt_placeholders(template: str, first_line: int, path: Path) -> None:
@@ -150,19 +162,20 @@ def _check_prompt_placeholders(template: str, first_line: int, path: Path) -> No
     for number, line in enumerate(template.splitlines(), first_line + 1):
         for m in _PLACEHOLDER.finditer(line):
             if m.group(1) != "keys":
-                where = ("; values that change per frame go in the schema's instruction:, "
-                         "after the image, so the prompt's cache is kept"
+                where = ("; values that change per frame go in the schema's context: "
+                         "(before the image) or instruction: (after it), so the prompt's "
+                         "cache is kept"
                          if _per_frame(m.group(1)) else "")
                 raise PeteError(f"{path}:{number}: unknown placeholder {m.group(0)} in the "
                                 f"prompt; it takes {{keys}}{where}")
 
 
-def _instruction_placeholders(doc: Located, instruction: str) -> tuple[str, ...]:
+def _per_frame_placeholders(doc: Located, field: str, text: str) -> tuple[str, ...]:
     names = []
-    for m in _PLACEHOLDER.finditer(instruction):
+    for m in _PLACEHOLDER.finditer(text):
         if not _per_frame(m.group(1)):
-            raise doc.error(("instruction",), f"unknown placeholder {m.group(0)} in the "
-                            f"instruction; it takes {{{'}, {'.join(PER_FRAME)}}} and "
+            raise doc.error((field,), f"unknown placeholder {m.group(0)} in the "
+                            f"{field}; it takes {{{'}, {'.join(PER_FRAME)}}} and "
                             "{context.NAME}")
         names.append(m.group(1))
     return tuple(names)

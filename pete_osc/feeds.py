@@ -79,6 +79,10 @@ def default_name(spec: str) -> str:
     return name if _NAME.match(name) else f"s-{name}"
 
 
+# A paced tick waits for the next camera frame where frames come at least this often.
+FRESH_WAIT = 0.05
+
+
 class Feed:
     """One named source and what reads it: a grabber thread (newest frame wins) or, for a
     file with ``--every-frame``, every frame in order."""
@@ -124,6 +128,8 @@ class Feed:
         if now < self.next_at:
             return None
         if self.latest is not None:
+            if self.period and self._fresh_coming(now):
+                return None
             frame = self.latest.newest(timeout=0)
         else:
             frame = next(self.every, None)
@@ -136,6 +142,19 @@ class Feed:
             due = self.next_at + self.period if self.next_at else now + self.period
             self.next_at = max(due, now) if self.period else 0.0
         return frame
+
+    def _fresh_coming(self, now: float) -> bool:
+        """A paced tick that finds the engine idle takes the first frame captured after
+        it, not the one already waiting (up to a camera frame old): the music then follows
+        the newest picture, at the cost of starting the tick at most one camera frame
+        later. Only where frames come at least every FRESH_WAIT seconds, and only while the
+        tick is not overdue (an engine that was busy takes what is there at once)."""
+        interval = self.latest.interval
+        late = now - self.next_at
+        if not self.next_at or not 0 < interval <= FRESH_WAIT or late > 1.5 * interval:
+            return False
+        waiting = self.latest.waiting_since()
+        return waiting is None or waiting < time.time() - late
 
     def close(self, timeout: float = 5.0) -> None:
         if self.latest is not None:
@@ -177,6 +196,16 @@ class Feeds:
         return sum(f.dropped for f in self.feeds)
 
     @property
+    def upcoming(self) -> str:
+        """The source :meth:`next` looks at first (its turn is next), "" if none is left."""
+        n = len(self.feeds)
+        for k in range(n):
+            feed = self.feeds[(self._turn + k) % n]
+            if not feed.exhausted:
+                return feed.name
+        return ""
+
+    @property
     def ended(self) -> bool:
         """Every source has ended (files at their end; live sources never end)."""
         return all(f.exhausted for f in self.feeds)
@@ -202,6 +231,8 @@ class Feeds:
             if self.ended or now >= deadline:
                 return None
             due = min((f.next_at for f in self.feeds if f.next_at > now), default=deadline)
+            if any(f.period and f.next_at <= now for f in self.feeds):
+                due = min(due, now + FRESH_WAIT)  # a tick waiting for its fresh frame
             self._fresh.wait(max(0.0, min(deadline, due) - now))
         return None
 

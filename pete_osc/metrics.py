@@ -53,6 +53,8 @@ def frame_record(report: FrameReport) -> dict:
         "watchdog": r.watchdog,
         "coalesced": r.coalesced,
         "instruction": r.instruction,
+        "context": r.context,
+        "ahead_ms": round(r.ahead_s * 1000, 1) if r.ahead_s is not None else None,
     }
 
 

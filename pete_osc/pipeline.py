@@ -72,6 +72,10 @@ class FrameReport:
     first_sent_at: float | None = None  # time.time() when its first message left
     coalesced: int | None = None  # messages merged over a target's max_rate, run so far
     instruction: str | None = None  # the instruction as sent, where it changes per frame
+    context: str | None = None  # the text before the image as sent, likewise
+    # Seconds the engine spent on this frame's prompt before the frame was taken (its
+    # context prefilled ahead, see Show._ahead); not part of its latency.
+    ahead_s: float | None = None
 
 
 @dataclass

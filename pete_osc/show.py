@@ -69,8 +69,10 @@ class ShowConfig:
     stall: float = 10.0  # seconds a frame may go without a token (0: no limit)
     frame_limit: float = 60.0  # seconds a frame may take in all (0: no limit)
     midi_api: str | None = None
-    context_port: int | None = None  # the OSC input for the DAW and /pete/context values
-    context_host: str = "127.0.0.1"
+    # The OSC input for the DAW and /pete/context values; None: the mapping's listen:
+    # (see Show._listen), else none (or 11001 where AbletonOSC is asked).
+    context_port: int | None = None
+    context_host: str | None = None  # None: the mapping's, else 127.0.0.1
     ableton: str | None = None  # AbletonOSC's HOST:PORT, asked to report its state
 
     @classmethod
@@ -80,8 +82,8 @@ class ShowConfig:
                    max_frames=args.max_frames, constrain=args.constrain,
                    warm_up=not args.no_warmup, reload=not args.no_reload,
                    stall=args.stall, frame_limit=args.frame_limit, midi_api=args.midi_api,
-                   context_port=args.context_port or (11001 if args.ableton else None),
-                   context_host=args.context_host, ableton=args.ableton)
+                   context_port=args.context_port, context_host=args.context_host,
+                   ableton=args.ableton)
 
 
 class Show:
@@ -109,14 +111,17 @@ class Show:
         mapping = files.mapping
         self.watch = Watch(files.director.path, mapping.path if mapping else None, config.reload)
         self.prompt = Prompt.of(files.director)
+        self._ahead_s = 0.0  # seconds spent prefilling the next frame's context ahead
+        self._ahead_failed = False
 
     # ---- set-up ------------------------------------------------------------------------
     def open(self) -> "Show":
         """Open the mapping's outputs (a missing MIDI port is an error now, before the
         model loads) and start reading the sources."""
         try:
-            if self.config.context_port:
-                self._open_input()
+            listen = self._listen()
+            if listen is not None:
+                self._open_input(*listen)
             if self.files.mapping is not None:
                 from collections import ChainMap
 
@@ -137,19 +142,30 @@ class Show:
             raise
         return self
 
-    def _open_input(self) -> None:
+    def _listen(self) -> tuple[int, str, str | None, str] | None:
+        """Where the OSC input listens: (port, host, AbletonOSC to ask, who said so), the
+        command line first, then the mapping's ``listen:``; None: no input."""
+        c = self.config
+        mapping = self.files.mapping
+        spec = mapping.listen if mapping is not None else None
+        ableton = c.ableton or (spec.ableton if spec else None)
+        port = c.context_port or (spec.port if spec else None) or (11001 if ableton else None)
+        if port is None:
+            return None
+        said = ("--context-port" if c.context_port or spec is None
+                else f"{mapping.path}:{spec.line}: listen")
+        return port, c.context_host or (spec.host if spec else "127.0.0.1"), ableton, said
+
+    def _open_input(self, port: int, host: str, ableton: str | None, said: str) -> None:
         from .daw import ContextInput
 
-        c = self.config
-        self.input = ContextInput(c.context_port, c.context_host,
-                                  on_change=lambda name, value: log.info("context: %s = %r",
-                                                                         name, value)).start()
+        self.input = ContextInput(port, host, on_change=lambda name, value: log.info(
+            "context: %s = %r", name, value), said=said).start()
         self.daw, self.context = self.input.daw, self.input.context
-        self.say(f"listening for the DAW and /pete/context/NAME on "
-                 f"{c.context_host}:{self.input.port}")
-        if c.ableton:
-            self.say(f"asked AbletonOSC at {self.input.listen_to_ableton(c.ableton)} for the "
-                     "tempo, playing state, selected scene and track")
+        self.say(f"listening for the DAW and /pete/context/NAME on {host}:{self.input.port}")
+        if ableton:
+            self.say(f"asked AbletonOSC at {self.input.listen_to_ableton(ableton)} for the "
+                     "tempo, playing state, selected scene and track (and their names)")
 
     def subscribe(self, *taps: Tap | None) -> None:
         """Taps that watch the show's records (None is skipped)."""
@@ -228,6 +244,7 @@ class Show:
         with StopGuard(self.stop, on_force=self._forced_end), self.watch, dog:
             while not self.stop.is_set():
                 self._boundary()
+                self._ahead()
                 frame = self.feeds.next(self.stop, timeout=0.25)
                 if frame is None:
                     if self.feeds.ended:
@@ -250,11 +267,8 @@ class Show:
         stop = self.stop
         cancel = lambda: "stop" if stop.is_set() else dog.tripped  # noqa: E731
         report = None
-        director, prompt = self.files.director, self.prompt
-        if director.placeholders:  # {previous}, {daw.*}, {context.*}: this frame's values
-            prompt = Prompt(prompt.system, render(director.instruction,
-                                                  self.answers.of(frame.source),
-                                                  self.daw, self.context))
+        director = self.files.director
+        prompt = self._prompt_for(director, frame.source)
         said = []
         try:
             for record in frame_records(self.engine, director, frame,
@@ -279,12 +293,41 @@ class Show:
         report.dropped = self.feeds.dropped
         if director.placeholders:
             report.instruction = prompt.instruction
+            report.context = prompt.context
+            report.ahead_s, self._ahead_s = self._ahead_s, 0.0
         self.answers.add(frame.source, said)
         if report.error is not None:
             log.error("frame %d (%s) failed: %s", frame.id, frame.source, report.error)
         self.summary.add(report)
         self.taps.take(report)
         return report
+
+    def _prompt_for(self, director, source: str) -> Prompt:
+        """The prompt of ``source``'s next frame: {previous}, {daw.*} and {context.*}
+        filled in with what is known now."""
+        if not director.placeholders:
+            return self.prompt
+        earlier = self.answers.of(source)
+        return Prompt(self.prompt.system,
+                      render(director.instruction, earlier, self.daw, self.context),
+                      render(director.context, earlier, self.daw, self.context))
+
+    def _ahead(self) -> None:
+        """Before the next frame is taken: its prompt made current, so the context (the
+        text before the image, where {previous} goes) is prefilled now and the frame runs
+        only the image and the instruction. The newest frame is taken after this, so the
+        time spent here is not between a frame and its music. The source whose turn is
+        next is assumed; a frame from another one prefills its own context."""
+        director = self.files.director
+        if self.engine is None or not director.context or self.feeds is None:
+            return
+        try:
+            self._ahead_s += self.engine.use_prompt(self._prompt_for(director, self.feeds.upcoming))
+        except Exception as exc:  # the frame will try again, and report what fails
+            if not self._ahead_failed:
+                log.warning("the next frame's context could not be prefilled ahead (%s: %s); "
+                            "each frame prefills its own", type(exc).__name__, exc)
+            self._ahead_failed = True
 
     def _boundary(self) -> None:
         """Between two frames: what the capture threads noticed, and saved edits."""
@@ -342,9 +385,9 @@ class Show:
                 return self._refused(exc)
         if director_changed:
             self.answers.resize(new.director.previous)
-            prompt = Prompt.of(new.director)
-            took = self.engine.use_prompt(prompt)
-            self.prompt = prompt
+            self.prompt = Prompt.of(new.director)
+            took = self.engine.use_prompt(self._prompt_for(
+                new.director, self.feeds.upcoming if self.feeds is not None else ""))
             self._constrain_quietly(new.director)
             self._said("reloaded", f"{director_path} reloaded: the new prompt was prefilled in "
                                    f"{took * 1000:.0f} ms" + (", the grammar rebuilt" if
@@ -352,6 +395,10 @@ class Show:
         if mapping_changed and new.mapping is not None and new.mapping_text != old.mapping_text:
             self._said("reloaded", f"{mapping_path} reloaded: {len(new.mapping.routes)} routes"
                                    + "".join(f"; {c}" for c in changes))
+            listen = lambda m: replace(m.listen, line=0) if m and m.listen else None  # noqa: E731
+            if listen(new.mapping) != listen(old.mapping):
+                log.warning("%s: a changed listen: takes effect at the next start; the OSC "
+                            "input stays as it was", mapping_path)
         self.files = new
         return None
 

@@ -62,12 +62,15 @@ def test_director_places_per_frame_values_after_the_image():
 @pytest.mark.parametrize("text,message", [
     (lambda t: t.replace("\n{keys}\n", "\n{keys}\nEarlier: {previous}\n", 1),
      r"DIRECTOR.md:\d+: unknown placeholder \{previous\} in the prompt; it takes \{keys\}; "
-     r"values that change per frame go in the schema's instruction:"),
+     r"values that change per frame go in the schema's context: \(before the image\) or "
+     r"instruction: \(after it\)"),
     (lambda t: t.replace("\n{keys}\n", "\n{keys}\nMood was {mood}\n", 1),
      r"DIRECTOR.md:\d+: unknown placeholder \{mood\} in the prompt; it takes \{keys\}$"),
     (lambda t: director_text("Describe it. {weather}"),
      r"DIRECTOR.md:\d+: unknown placeholder \{weather\} in the instruction"),
     (lambda t: director_text(previous=11), r"previous must be a whole number 0..10"),
+    (lambda t: t.replace("keys:\n", "context: Before {previos}\nkeys:\n", 1),
+     r"DIRECTOR.md:\d+: unknown placeholder \{previos\} in the context"),
 ])
 def test_unknown_placeholders_are_refused_with_file_and_line(text, message):
     with pytest.raises(PeteError, match=message):
@@ -131,6 +134,52 @@ def test_the_daw_and_context_reach_the_next_frames_prompt(scripted_torch_model, 
     assert later["prefilled"] > rs[0]["prefilled"]
 
 
+def test_previous_answers_before_the_image_are_prefilled_ahead(scripted_torch_model, cli_env,
+                                                              tmp_path):
+    """{previous} in the schema's context: (the text before the image). Each frame's
+    context holds the last answer, and it was prefilled before the frame was taken: the
+    frame itself runs only the image and the instruction, while the prompt it is answered
+    from (prompt_len) holds the context too."""
+    director = tmp_path / "DIRECTOR.md"
+    text = director_text("Describe this frame.", previous=2)
+    director.write_text(text.replace("keys:\n", "context: 'Your last answers: {previous}.'\nkeys:\n", 1))
+    metrics = tmp_path / "metrics.jsonl"
+    folder = tmp_path / "stills"
+    from test_show import stills
+
+    stills(folder)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pete_osc", "run", "--model", str(scripted_torch_model), "--size",
+         "64", "--fps", "0", "--max-tokens", "8", "--constrain", "off", "--no-warmup",
+         "--source", str(folder), "--director", str(director), "--metrics", str(metrics)],
+        capture_output=True, text=True, env=cli_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rs = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert len(rs) >= 4
+    assert rs[0]["context"] == "Your last answers: none yet."
+    assert rs[1]["context"] == "Your last answers: energy 0.7."
+    assert rs[2]["context"] == "Your last answers: energy 0.7 | energy 0.7."
+    # The context is in the prompt each frame was answered from (the system prompt and
+    # the context, as the tokenizer counts them, come before the frame's own prefill),
+    # but not in the frame's own prefill: it ran ahead.
+    from transformers import AutoTokenizer
+
+    from pete_osc.director import load_director
+    from pete_osc.engines.torch_engine import split_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(str(scripted_torch_model))
+    parsed = load_director(director)
+    for r in rs:
+        system, context, _ = split_prompt(tokenizer, parsed.prompt, parsed.instruction,
+                                          r["context"])
+        assert r["prompt_len"] - r["prefilled"] == len(system) + len(context)
+    assert len({r["prefilled"] for r in rs}) == 1
+    # Prefilled ahead where the context changed; kept where it did not (the last two
+    # answers are the same script).
+    assert [r["ahead_ms"] > 0 for r in rs[1:]] == [a["context"] != b["context"]
+                                                   for a, b in zip(rs, rs[1:])]
+
+
 def test_ableton_is_asked_to_report_its_state(cli_env, tmp_path):
     ableton = free_port()
     dump = oscdump(ableton)
@@ -161,3 +210,70 @@ def test_a_busy_context_port_is_one_line(cli_env):
     assert [l for l in proc.stderr.splitlines() if "error" in l] == [
         f"pete-osc: error: --context-port {port}: cannot listen on 127.0.0.1:{port}: Address "
         "already in use (is another program using it? AbletonOSC's replies need 11001 free)"]
+
+
+def test_the_mapping_listens_and_scene_names_reach_the_prompt(scripted_torch_model, cli_env,
+                                                              tmp_path):
+    """listen: in the mapping opens the OSC input and asks AbletonOSC (a real oscdump in its
+    place) to report; a selected scene (sent by liblo's oscsend, as AbletonOSC replies)
+    makes pete-osc ask for that scene's name, and the name's reply reaches the next
+    frames' context."""
+    oscsend = need("oscsend", "liblo-tools")
+    ableton, port = free_port(), free_port()
+    dump = oscdump(ableton)
+    director = tmp_path / "DIRECTOR.md"
+    text = director_text("Describe this frame.")
+    director.write_text(text.replace(
+        "keys:\n", "context: 'Live is on scene {daw.scene}, {daw.scene_name}.'\nkeys:\n", 1))
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"listen: {{port: {port}, ableton: '127.0.0.1:{ableton}'}}\n"
+                       f"osc:\n  main: {{port: {free_port()}}}\n"
+                       "routes:\n  - {event: energy, address: /e}\n")
+    metrics = tmp_path / "metrics.jsonl"
+    folder = tmp_path / "stills"
+    from test_show import stills
+
+    stills(folder)
+    run = Run("--model", str(scripted_torch_model), "--size", "64", "--fps", "0",
+              "--max-tokens", "8", "--constrain", "off", "--no-warmup", "--loop", "--source",
+              str(folder), "--director", str(director), "--mapping", str(mapping),
+              "--metrics", str(metrics), env=cli_env)
+    records = lambda: [json.loads(l) for l in metrics.read_text().splitlines()] if metrics.exists() else []  # noqa: E731
+    try:
+        asked = [without_time(l) for l in dump.take(4, timeout=60)]
+        run.wait_for(lambda: len(records()) >= 1, what="a frame")
+        subprocess.run([oscsend, "127.0.0.1", str(port), "/live/view/get/selected_scene", "i", "2"],
+                       check=True)
+        asked += [without_time(l) for l in dump.take(1, timeout=10)]
+        subprocess.run([oscsend, "127.0.0.1", str(port), "/live/scene/get/name", "is", "2",
+                        "Chorus\nbig"], check=True)
+        run.wait_for(lambda: any("Chorus" in (r["context"] or "") for r in records()),
+                     what="the scene name in a prompt")
+        rc = run.interrupt()
+    finally:
+        run.kill()
+        dump.stop()
+    assert rc == 0
+    assert asked == ["/live/song/start_listen/tempo ", "/live/song/start_listen/is_playing ",
+                     "/live/view/start_listen/selected_scene ",
+                     "/live/view/start_listen/selected_track ", "/live/scene/get/name i 2"]
+    rs = records()
+    assert rs[0]["context"] == "Live is on scene unknown, unknown."
+    assert rs[-1]["context"] == "Live is on scene 3, Chorus big."  # Live's 2 is the third
+
+
+def test_a_busy_listen_port_in_the_mapping_names_its_line(cli_env, tmp_path):
+    mapping = tmp_path / "m.yaml"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        mapping.write_text(f"osc:\n  main: {{port: 9000}}\nlisten: {port}\n"
+                           "routes:\n  - {event: energy, address: /e}\n")
+        proc = subprocess.run([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
+                               "--replay", str(ROOT / "DIRECTOR.md"), "--mapping", str(mapping)],
+                              capture_output=True, text=True, env=cli_env, timeout=60)
+    assert proc.returncode == 2
+    assert [l for l in proc.stderr.splitlines() if "error" in l] == [
+        f"pete-osc: error: {mapping}:3: listen {port}: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use (is another program using it? AbletonOSC's replies need "
+        "11001 free)"]

@@ -125,6 +125,33 @@ def test_fps_paces_each_source():
     assert 0.3 < took < 1.2
 
 
+class Camera(Counting):
+    """A live source at 25 frames a second, as a webcam delivers them."""
+
+    def read(self):
+        time.sleep(0.04)
+        self.n += 1
+        return np.full((8, 8, 3), self.n % 256, np.uint8)
+
+
+def test_a_paced_tick_takes_the_frame_captured_after_it():
+    """At --fps 4 from a 25 fps camera, a tick that finds the engine idle takes the next
+    frame the camera delivers, not the one already waiting (up to 40 ms old): every frame
+    is only a few ms old when taken, where taking the waiting one gives ages all over
+    0..40 ms (the tick's phase against the camera's moves by a quarter frame each tick)."""
+    stop = threading.Event()
+    feeds = Feeds([("cam", Camera("cam"))], fps=4)
+    ages = []
+    try:
+        time.sleep(0.2)
+        for _ in range(9):
+            frame = feeds.next(stop, timeout=1.0)
+            ages.append(time.time() - frame.captured_at)
+    finally:
+        feeds.close()
+    assert max(ages[1:]) < 0.02, [round(a * 1000, 1) for a in ages]
+
+
 def test_files_end_and_say_so(tmp_path):
     import cv2
 

@@ -135,3 +135,26 @@ def test_cli_refuses_bad_mapping_before_opening_anything(tmp_path, cli_env):
 def test_source_placeholders_are_checked(director, route, message):
     with pytest.raises(PeteError, match=re.escape(message)):
         parse_mapping(f"osc:\n  main: {{port: 9000}}\nroutes:\n  - {route}\n", director)
+
+
+@pytest.mark.parametrize("listen,expected", [
+    ("listen: 9100", (9100, "127.0.0.1", None)),
+    ("listen: {port: 11001, ableton: yes}", (11001, "127.0.0.1", "127.0.0.1:11000")),
+    ("listen: {host: 0.0.0.0, ableton: '10.0.0.5:11000'}", (11001, "0.0.0.0", "10.0.0.5:11000")),
+])
+def test_listen_sets_the_context_input(director, listen, expected):
+    mapping = parse_mapping(f"osc:\n  main: {{port: 9000}}\n{listen}\n"
+                            "routes:\n  - {event: energy, address: /e}\n", director)
+    assert (mapping.listen.port, mapping.listen.host, mapping.listen.ableton) == expected
+    assert mapping.listen.line == 3
+
+
+@pytest.mark.parametrize("listen,message", [
+    ("listen: {port: 0}", r"mapping.yaml:3: listen port must be 1..65535, got 0"),
+    ("listen: {prot: 9100}", r"mapping.yaml:3: .*'prot'.*did you mean 'port'"),
+    ("listen: [9100]", r"mapping.yaml:3: listen must be a port or"),
+])
+def test_a_bad_listen_is_refused_with_its_line(director, listen, message):
+    with pytest.raises(PeteError, match=message):
+        parse_mapping(f"osc:\n  main: {{port: 9000}}\n{listen}\n"
+                      "routes:\n  - {event: energy, address: /e}\n", director)

@@ -95,6 +95,40 @@ def test_prefix_cache_gives_the_same_tokens_as_mlx_vlm(tiny_mlx_model, director)
     assert len(set(answers[0])) > 3  # varied text, not one repeated token
 
 
+def test_context_before_the_image_is_prefilled_ahead(tiny_mlx_model, director):
+    """The context (the text before the image, where {previous} goes) is prefilled by
+    use_prompt before the frame, on top of the kept system prompt: the frame runs only the
+    image and the instruction, and answers as mlx_vlm.stream_generate does on the whole
+    prompt. A context not given ahead is prefilled with the frame."""
+    from pete_osc.engines import Prompt
+    from pete_osc.engines.mlx_engine import MlxEngine
+
+    settings = GenerationSettings(max_tokens=12, size=64)
+    cached = MlxEngine(str(tiny_mlx_model), director.prompt, director.instruction, settings)
+    plain = MlxEngine(str(tiny_mlx_model), director.prompt, director.instruction, settings,
+                      prefix_cache=False)
+    image = np.random.default_rng(8).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    base = cached.prefix.base
+    for context in ("Your last answer: color red, mood calm", "Your last answer: mood tense",
+                    "Your last answer: color red, mood calm"):
+        prompt = Prompt(director.prompt, director.instruction, context)
+        ran = cached.prompt_positions
+        assert cached.use_prompt(prompt) > 0  # ahead, as the show does between frames
+        added = cached.prompt_positions - ran
+        assert added == len(cached.encode(context + "\n")) and cached.prefix.base == base
+        t1, t2 = FrameTimes(), FrameTimes()
+        got = "".join(t.text for t in cached.stream(image, t1, prompt))
+        assert got == "".join(t.text for t in plain.stream(image, t2, prompt))
+        assert context in plain.prompt and t1.extra["prompt_s"] == 0
+        assert t1.prefilled == len(cached.prefix.after[0])  # the image and the instruction
+        assert t1.prompt_len == base + added + t1.prefilled
+    late = Prompt(director.prompt, director.instruction, "Nothing before.")
+    t1, t2 = FrameTimes(), FrameTimes()
+    got = "".join(t.text for t in cached.stream(image, t1, late))
+    assert got == "".join(t.text for t in plain.stream(image, t2, late))
+    assert t1.prefilled == len(cached.encode("Nothing before.\n")) + len(cached.prefix.after[0])
+
+
 def test_temperature_samples_other_answers_than_greedy(tiny_mlx_model, director):
     """--temperature above 0 really samples: the same frame gives varied answers, unlike
     greedy decoding, which repeats itself."""

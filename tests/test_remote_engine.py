@@ -240,3 +240,26 @@ def test_the_request_carries_the_frame_itself(cli_env, tmp_path):
         assert sent.shape == (128, 128, 3)
         error = np.abs(cv2.cvtColor(sent, cv2.COLOR_BGR2RGB).astype(int) - expected).mean()
         assert error < 6, error  # JPEG's loss only
+
+
+def test_the_context_goes_before_the_image(cli_env, tmp_path):
+    """DIRECTOR.md's context: (with {previous}) is a text part before the image in each
+    request, holding the answer of the frame before; the instruction comes after it."""
+    import json as _json
+
+    from peers import ROOT
+
+    text = (ROOT / "DIRECTOR.md").read_text()
+    director = tmp_path / "DIRECTOR.md"
+    director.write_text(text.replace("keys:\n", "context: 'Before: {previous}'\nkeys:\n", 1))
+    handler = type("Handler", (_Picky,), {"bodies": []})
+    with serving(handler) as url:
+        proc = run("--engine", "remote", "--server", url, "--model", "m", "--source", "none",
+                   "--every-frame", "--size", "64", "--max-frames", "2", "--no-warmup",
+                   "--constrain", "off", "--director", str(director), env=cli_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    contents = [b["messages"][-1]["content"] for b in handler.bodies]
+    assert [[p["type"] for p in c] for c in contents] == [["text", "image_url", "text"]] * 2
+    assert [c[0]["text"] for c in contents] == ["Before: none yet", "Before: mood tense"]
+    assert contents[1][2]["text"] == "Describe this frame."
+    assert _json.dumps(contents[1]).count("mood tense") == 1

@@ -56,7 +56,7 @@ def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static
     # From scratch: the full prompt's embeddings, no cache, recomputed for every token.
     from pete_osc.engines.torch_engine import split_prompt
 
-    prefix, suffix = split_prompt(engine.tokenizer, director.prompt, director.instruction)
+    prefix, _, suffix = split_prompt(engine.tokenizer, director.prompt, director.instruction)
     model = engine.model
     with torch.inference_mode():
         pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -148,9 +148,13 @@ def test_a_new_prompt_answers_as_an_engine_opened_with_it(tiny_torch_model, dire
     times = FrameTimes()
     assert answer(engine, second, times) == answer(fresh)
     assert times.extra["prompt_s"] > 0 and engine.prefix_len == fresh.prefix_len
-    assert times.prefilled == 1 + fresh._suffix.shape[1]  # the image and the instruction
+    # Given with the frame, the new prefix ran on the frame's time (the show gives a
+    # reloaded prompt ahead, with use_prompt); the next frame runs the image and the
+    # instruction only.
+    assert times.prefilled == fresh.prefix_len + 1 + fresh._suffix.shape[1]
     again = FrameTimes()
     assert answer(engine, second, again) == answer(fresh) and again.extra["prompt_s"] == 0
+    assert again.prefilled == 1 + fresh._suffix.shape[1]  # the image and the instruction
     back = FrameTimes()
     prefills = engine.prefix_prefills
     assert answer(engine, first, back) == before
@@ -165,3 +169,71 @@ def test_a_new_prompt_answers_as_an_engine_opened_with_it(tiny_torch_model, dire
     prefills = engine.prefix_prefills
     assert answer(engine, third) == answer(fresh3)
     assert engine.prefix_prefills == prefills
+
+
+def _from_scratch(engine, image, prompt, steps=12):
+    """Greedy token ids for ``prompt`` and ``image`` with no cache at all: the whole
+    sequence (prefix, context, image, instruction) recomputed for every token."""
+    import torch
+
+    from pete_osc.engines.torch_engine import split_prompt
+
+    prefix, context, suffix = split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
+                                           prompt.context)
+    model = engine.model
+    with torch.inference_mode():
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        feats = model.model.get_image_features(pixel_values=pixels).pooler_output
+        embed = model.get_input_embeddings()
+        seq = torch.cat([embed(torch.tensor([prefix + context])), feats,
+                         embed(torch.tensor([suffix]))], 1)
+        ids = []
+        for _ in range(steps):
+            token = int(model(inputs_embeds=seq, use_cache=False).logits[0, -1].argmax())
+            ids.append(token)
+            seq = torch.cat([seq, embed(torch.tensor([[token]]))], 1)
+    return ids
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic-cache", "static-cache"])
+def test_context_before_the_image_is_prefilled_ahead(tiny_torch_model, director, static):
+    """The context (the user turn's text before the image, where {previous} goes) is
+    prefilled by use_prompt, before the frame: the frame then runs only the image and the
+    instruction, and its answer is the one of the whole prompt computed from scratch. A
+    context the engine was not given ahead is prefilled with the frame, on its time."""
+    from pete_osc.engines import Prompt
+    from pete_osc.engines.torch_engine import TorchEngine, split_prompt
+
+    engine = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                         GenerationSettings(12, 0.0, 64), static=static)
+    image = frame(64, seed=5)
+    contexts = ["Your last answer: color red, mood calm, energy 0.2",
+                "Your last answer: color blue, mood tense, energy 0.9, tempo 150",
+                "Your last answer: color red, mood calm, energy 0.2"]  # back to the first
+    suffix = engine._suffix.shape[1]
+    for context in contexts:
+        prompt = Prompt(director.prompt, director.instruction, context)
+        _, ctx_ids, _ = split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
+                                     context)
+        ran, prefixes = engine.prompt_positions, engine.prefix_prefills
+        took = engine.use_prompt(prompt)  # ahead, as the show does between frames
+        assert took > 0 and engine.prompt_positions - ran == len(ctx_ids)
+        assert engine.prefix_prefills == prefixes  # the system prompt's cache is kept
+        times = FrameTimes()
+        ids = [t for t in engine.stream(image, times, prompt)]
+        assert times.extra["prompt_s"] == 0
+        assert times.prefilled == 1 + suffix  # the image and the instruction alone
+        assert times.prompt_len == engine.system_len + len(ctx_ids) + 1 + suffix
+        text = "".join(t.text for t in ids)
+        expected = _from_scratch(engine, image, prompt)
+        assert text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+        assert len(set(expected)) > 1
+    # Not given ahead: prefilled with the frame, counted in its prefill and its time.
+    late = Prompt(director.prompt, director.instruction, "Nothing seen before.")
+    _, ctx_ids, _ = split_prompt(engine.tokenizer, late.system, late.instruction, late.context)
+    times = FrameTimes()
+    text = "".join(t.text for t in engine.stream(image, times, late))
+    assert times.prefilled == len(ctx_ids) + 1 + suffix and times.extra["prompt_s"] > 0
+    assert text == engine.tokenizer.decode(_from_scratch(engine, image, late),
+                                           skip_special_tokens=True)
+    engine.close()

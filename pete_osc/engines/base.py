@@ -32,17 +32,24 @@ class Token:
 
 @dataclass(frozen=True)
 class Prompt:
-    """What a request asks, besides the image: DIRECTOR.md's system prompt and the
-    instruction after the image. It travels with each request, so the show can change it
-    between two frames (a reloaded DIRECTOR.md); engines keep the prefix's cache per
-    prompt."""
+    """What a request asks, besides the image: DIRECTOR.md's system prompt, the context
+    (the user message's text before the image) and the instruction after the image. It
+    travels with each request, so the show can change it between two frames (a reloaded
+    DIRECTOR.md, the last answers); engines keep the system prompt's cache per prompt and
+    the context's on top of it, so :meth:`Engine.use_prompt` with the next frame's prompt
+    prefills the context before that frame is taken."""
 
     system: str
     instruction: str
+    context: str = ""
 
     @classmethod
     def of(cls, director) -> "Prompt":
-        return cls(director.prompt, director.instruction)
+        """DIRECTOR.md's prompt with no per-frame values filled in (see pete_osc.context)."""
+        from ..context import render
+
+        return cls(director.prompt, render(director.instruction, (), {}, {}),
+                   render(director.context, (), {}, {}))
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,8 @@ class FrameTimes:
     started: float = 0.0  # perf_counter() when the engine began the frame
     prompt_len: int | None = None  # prompt positions in the KV cache, image tokens included
     # Positions this frame ran through the model before its first token: the image and
-    # the instruction only, while the DIRECTOR prefix's cache is reused.
+    # the instruction only, while the DIRECTOR prefix's cache (and the context's,
+    # prefilled before the frame was taken) is reused.
     prefilled: int | None = None
     # Forward passes after the prefill: one per chosen token, the forced text riding along
     # (see pete_osc.constrain); None where the engine does not count them.
@@ -82,8 +90,9 @@ class Engine(Protocol):
         ...
 
     def use_prompt(self, prompt: Prompt) -> float:
-        """Make ``prompt`` current now (prefill its prefix where the engine caches one);
-        the seconds that took (0 where it was cached or nothing is cached)."""
+        """Make ``prompt`` current now (prefill its system prompt and context where the
+        engine caches them); the seconds that took (0 where they were cached or nothing
+        is cached)."""
         ...
 
     def close(self) -> None:

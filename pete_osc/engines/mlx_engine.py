@@ -64,36 +64,51 @@ class MlxEngine:
         # System prompt -> its prefix cache, newest last: FastVLM's DIRECTOR prefix is
         # prefilled once per prompt and its KV cache reused for every frame.
         self._prompts: OrderedDict = OrderedDict()
+        self.prompt_positions = 0  # positions run by use_prompt (prefixes and contexts)
         self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
 
     def use_prompt(self, prompt: Prompt) -> float:
-        """Make ``prompt`` current: its prefix (the system prompt, before the image)
-        prefilled unless it is kept, the instruction after the image (which may change
-        every frame) prefilled with each frame. Returns the seconds spent prefilling a
-        prefix (see Engine.use_prompt)."""
+        """Make ``prompt`` current: its system prompt (before the image) prefilled unless
+        it is kept, its context (the text before the image, new every frame where it
+        holds {previous}) prefilled on top unless it is already there, the instruction
+        after the image prefilled with each frame. Returns the seconds spent prefilling
+        (see Engine.use_prompt)."""
         if prompt == self.current:
             return 0.0
         t0 = time.perf_counter()
         messages = [{"role": "system", "content": prompt.system},
                     {"role": "user", "content": prompt.instruction}]
-        self.prompt = self._template(self.processor, self.model.config, messages, num_images=1)
-        same_prefix = self.current is not None and prompt.system == self.current.system
+        templated = self._template(self.processor, self.model.config, messages, num_images=1)
+        marker = getattr(self.processor, "image_token", None)
+        lead = prompt.context + "\n" if prompt.context else ""
+        if lead and marker and templated.count(marker) == 1:
+            templated = templated.replace(marker, lead + marker, 1)  # before the image
+        self.prompt = templated
+        same_system = self.current is not None and prompt.system == self.current.system
         self.current = prompt
-        if same_prefix:
-            if self.prefix is not None:
-                self.prefix.set_after(self.prompt)
-            return 0.0
-        prefix = self._prompts.get(prompt.system)
-        if prefix is None and self._use_prefix:
-            prefix = _PrefixCache.build(self)
-            self._prompts[prompt.system] = prefix
-            while len(self._prompts) > PROMPTS_KEPT:
-                self._prompts.popitem(last=False)
-        if prefix is not None:
-            self._prompts.move_to_end(prompt.system)
-            prefix.set_after(self.prompt)
-        self.prefix = prefix
-        return time.perf_counter() - t0
+        ran = 0
+        if not same_system:
+            prefix = self._prompts.get(prompt.system)
+            if prefix is None and self._use_prefix:
+                prefix = _PrefixCache.build(self, lead)
+                if prefix is not None:
+                    ran += prefix.base
+                    self._prompts[prompt.system] = prefix
+                    while len(self._prompts) > PROMPTS_KEPT:
+                        self._prompts.popitem(last=False)
+            if prefix is not None:
+                self._prompts.move_to_end(prompt.system)
+            self.prefix = prefix
+        if self.prefix is not None:
+            self.prefix.set_after(self.prompt)
+            ran += self.prefix.set_context(lead)
+        self.prompt_positions += ran
+        return time.perf_counter() - t0 if ran else 0.0
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a piece of the templated prompt (no special tokens added)."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def set_max_tokens(self, max_tokens: int) -> None:
         """A new token limit per answer (sized from the grammar)."""
@@ -133,10 +148,13 @@ class MlxEngine:
     def stream(self, image_rgb: np.ndarray, times: FrameTimes,
                prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
+        # The frame starts now: a context not prefilled before it is prefilled on its time.
+        started, ran = time.perf_counter(), self.prompt_positions
         if prompt is not None:
             times.extra["prompt_s"] = self.use_prompt(prompt)
         if self.prefix is not None:
-            return self.prefix.stream(image_rgb, times, self.settings.max_tokens)
+            return self.prefix.stream(image_rgb, times, self.settings.max_tokens, started,
+                                      self.prompt_positions - ran)
         return self._stream_generic(image_rgb, times)
 
     def _stream_generic(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
@@ -251,7 +269,9 @@ class _PrefixCache:
         self.cache = make_prompt_cache(self.model.language_model)
         self.model.language_model(mx.array([before]), cache=self.cache)
         mx.eval([c.state for c in self.cache])
-        self.length = self.cache[0].offset
+        self.base = self.cache[0].offset  # the system prompt's positions
+        self.context: list[int] = []  # the context's token ids, on top of them
+        self.length = self.base  # what each frame keeps: the system prompt and the context
         tokenizer = getattr(engine.processor, "tokenizer", engine.processor)
         self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -260,29 +280,44 @@ class _PrefixCache:
                     if t is not None}
 
     @classmethod
-    def build(cls, engine: "MlxEngine") -> "_PrefixCache | None":
+    def build(cls, engine: "MlxEngine", lead: str = "") -> "_PrefixCache | None":
         """A prefix cache for FastVLM-like models (an ``<image>`` placeholder in the prompt
-        that the processor turns into one image token), else None."""
+        that the processor turns into one image token), else None. ``lead`` is the
+        context's text just before the image, left for :meth:`set_context`."""
         processor = engine.processor
         marker = getattr(processor, "image_token", None)
         if marker is None or engine.prompt.count(marker) != 1:
             return None
-        tokenizer = getattr(processor, "tokenizer", processor)
         before, after = engine.prompt.split(marker)
-        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        return cls(engine, encode(before) if before else [], encode(after) if after else [])
+        before = before[:len(before) - len(lead)]
+        return cls(engine, engine.encode(before), engine.encode(after))
+
+    def set_context(self, lead: str) -> int:
+        """The context's text (before the image) run on top of the system prompt, unless
+        it is there already; the positions that took."""
+        import mlx.core as mx
+
+        ids = self.engine.encode(lead)
+        if ids == self.context:
+            return 0
+        for c in self.cache:
+            c.trim(c.offset - self.base)
+        if ids:
+            self.model.language_model(mx.array([ids]), cache=self.cache)
+            mx.eval([c.state for c in self.cache])
+        self.context = ids
+        self.length = self.cache[0].offset
+        return len(ids)
 
     def set_after(self, templated: str) -> None:
         """The tokens after the image (the instruction) for the templated prompt."""
         import mlx.core as mx
 
-        marker = self.engine.processor.image_token
-        tokenizer = getattr(self.engine.processor, "tokenizer", self.engine.processor)
-        after = templated.split(marker, 1)[1]
-        ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-        self.after = mx.array([[self.image_token] + ids])
+        after = templated.split(self.engine.processor.image_token, 1)[1]
+        self.after = mx.array([[self.image_token] + self.engine.encode(after)])
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
+               started: float | None = None, prefilled: int = 0) -> Iterator[Token]:
         import mlx.core as mx
         from PIL import Image
 
@@ -291,7 +326,7 @@ class _PrefixCache:
         jump = constraint is not None and engine.jump_forward
         eos = self.eos | ({constraint.eos} if constraint is not None else set())
         decoder = IncrementalDecoder(self.decode)
-        times.started = time.perf_counter()
+        times.started = started or time.perf_counter()
         if constraint is not None:
             constraint.reset()
         # The answer's forced start (the first key) is prefilled with the frame.
@@ -307,7 +342,7 @@ class _PrefixCache:
         logits = self.model.language_model(ids, cache=self.cache,
                                            inputs_embeds=embeds).logits[:, -1, :]
         times.prompt_len = self.cache[0].offset - len(start)  # prefix, image, instruction
-        times.prefilled = self.cache[0].offset - kept
+        times.prefilled = self.cache[0].offset - kept + prefilled
         times.steps = 0
         generated: list[int] = list(start)
         token = self._choose(logits, generated)

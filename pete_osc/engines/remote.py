@@ -53,8 +53,7 @@ class RemoteEngine:
             timeout=openai.Timeout(read_timeout, connect=CONNECT_TIMEOUT), max_retries=0)
         self.read_timeout = read_timeout
         self.settings = settings
-        self.system_prompt = system_prompt
-        self.instruction = instruction
+        self.current = Prompt(system_prompt, instruction)
         self.model_id = model or self._served_model()
         self.extra_body: dict | None = None  # a guided regex, see constrain()
 
@@ -93,20 +92,22 @@ class RemoteEngine:
     def use_prompt(self, prompt: Prompt) -> float:
         """The server caches prefixes itself (vLLM's and SGLang's prefix caching): the
         prompt is simply sent with each request."""
-        self.system_prompt, self.instruction = prompt.system, prompt.instruction
+        self.current = prompt
         return 0.0
 
     def stream(self, image_rgb: np.ndarray, times: FrameTimes,
                prompt: Prompt | None = None) -> Iterator[Token]:
-        return self._stream(image_rgb, times, self.settings.max_tokens,
-                            prompt or Prompt(self.system_prompt, self.instruction))
+        return self._stream(image_rgb, times, self.settings.max_tokens, prompt or self.current)
 
     def _stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
                 prompt: Prompt | None = None) -> Iterator[Token]:
-        prompt = prompt or Prompt(self.system_prompt, self.instruction)
+        prompt = prompt or self.current
+        # The context before the image, as the local engines place it: a server's prefix
+        # cache then keeps the system prompt (and the context, while it stays the same).
+        lead = [{"type": "text", "text": prompt.context}] if prompt.context else []
         messages = [
             {"role": "system", "content": prompt.system},
-            {"role": "user", "content": [
+            {"role": "user", "content": lead + [
                 {"type": "image_url", "image_url": {"url": jpeg_data_url(image_rgb)}},
                 {"type": "text", "text": prompt.instruction},
             ]},

@@ -47,7 +47,8 @@ class TorchEngine:
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
                  progress: Callable[[str], None] = lambda message: None,
                  static: bool | None = None, prefix_cache: bool = True,
-                 path: str | None = None, jump_forward: bool = True, quantize: str = "auto"):
+                 path: str | None = None, jump_forward: bool = True, quantize: str = "auto",
+                 kernels: str = "auto"):
         try:
             import torch
             import transformers
@@ -94,6 +95,8 @@ class TorchEngine:
         self.max_len = 0
         self.cache = None
         self.prefix_prefills = 0  # DIRECTOR prefixes run through the model (not per frame)
+        self.context_prefills = 0  # contexts run on top of one (where they change)
+        self.prompt_positions = 0  # positions run by use_prompt (prefixes and contexts)
         self.prompt: Prompt | None = None
         # System prompt -> (prefix ids, its cache), newest last. A dynamic cache is kept
         # per prompt, so going back to an earlier DIRECTOR.md costs nothing; the static
@@ -109,9 +112,39 @@ class TorchEngine:
             self._step, self._vision, self._prefill = (compiled(self._decode_step),
                                                        compiled(self._encode), compiled(self._forward))
             self._wide = compiled(self._wide_step)
+        # The decode step as fused Triton kernels in one CUDA graph (see engines.fused).
+        self._fused = self._fused_decoder(kernels)
+        self.fused_steps = 0
         self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
 
     # ---- set-up ------------------------------------------------------------------------
+    def _fused_decoder(self, kernels: str):
+        """``--kernels``: auto uses the fused decode step with CUDA graphs over a static
+        cache where Triton and the model's shapes allow; fused insists; off keeps
+        transformers' step."""
+        if kernels == "off" or not self.static or (kernels == "auto" and not self.fast):
+            return None
+        if self.quantized:
+            if kernels == "fused":
+                raise PeteError("--kernels fused reads bf16 or fp32 weights: use it with "
+                                "--quantize off")
+            return None
+        try:
+            from .fused import FusedDecoder
+
+            language = getattr(self.model.model, "language_model", None) or self.model.language_model
+            decoder = FusedDecoder(self.torch, language, self.model.get_output_embeddings(),
+                                   graph=self.device.type == "cuda")
+        except (ImportError, ValueError) as exc:
+            if kernels == "fused":
+                raise PeteError(f"--kernels fused: not available here ({exc})") from None
+            log.info("fused decode kernels not used (%s): transformers' decode step", exc)
+            return None
+        self.progress("decode step: fused kernels in one CUDA graph (--kernels off: "
+                      "transformers' own)" if self.device.type == "cuda" else
+                      "decode step: fused kernels")
+        return decoder
+
     def _new_cache(self):
         from transformers import DynamicCache, StaticCache
 
@@ -121,45 +154,60 @@ class TorchEngine:
         return DynamicCache(config=self.model.config)
 
     def use_prompt(self, prompt: Prompt) -> float:
-        """Make ``prompt`` current: its DIRECTOR prefix (the system prompt, before the
-        image) prefilled unless its cache is kept, its instruction (after the image, which
-        may change every frame) tokenized for the frame's prefill. Returns the seconds
-        spent prefilling a prefix (see Engine.use_prompt)."""
+        """Make ``prompt`` current: its system prompt (before the image) prefilled unless
+        its cache is kept, its context (before the image too, but new every frame where it
+        holds {previous}) prefilled on top of it unless it is already there, its
+        instruction (after the image) tokenized for the frame's prefill. Returns the
+        seconds spent prefilling (see Engine.use_prompt)."""
         if prompt == self.prompt:
             return 0.0
         torch = self.torch
         t0 = time.perf_counter()
-        prefix, suffix = split_prompt(self.tokenizer, prompt.system, prompt.instruction)
-        need = self._need(len(prefix) + self.image_tokens + len(suffix))
+        prefix, context, suffix = split_prompt(self.tokenizer, prompt.system,
+                                               prompt.instruction, prompt.context)
+        need = self._need(len(prefix) + len(context) + self.image_tokens + len(suffix))
         self._suffix = torch.tensor([suffix], device=self.device)
         grow = need > self.max_len
         if grow:
-            # Room for an edit or a longer {previous}: a new static cache (and new CUDA
+            # Room for an edit or a longer context: a new static cache (and new CUDA
             # graphs) only when a prompt grows past it.
             self.max_len = need + (STATIC_HEADROOM if self.static else 0)
-        same_prefix = self.prompt is not None and prompt.system == self.prompt.system
+        same_system = self.prompt is not None and prompt.system == self.prompt.system \
+            and not (grow and self.static)
         self.prompt = prompt
-        if same_prefix and not (grow and self.static):
-            return 0.0  # only the instruction changed: prefilled with the frame
-        kept = self._prompts.get(prompt.system) if not self.static else None
-        if kept is None:
-            cache = self.cache if self.static and not grow and self.cache is not None else self._new_cache()
-            kept = (torch.tensor([prefix], device=self.device), cache)
-            self.cache = cache
-            with torch.inference_mode():  # (the static cache's tensors are inference tensors)
-                self._rewind(to=0)
-                self._forward(ids=kept[0], pos=self._positions(0, kept[0].shape[1]))
-            self.prefix_prefills += 1
-            self._prompts[prompt.system] = kept
-            while len(self._prompts) > PROMPTS_KEPT:
-                self._prompts.popitem(last=False)
-            took = time.perf_counter() - t0
-        else:
-            took = 0.0  # kept: nothing to prefill
-        self._prompts.move_to_end(prompt.system)
-        self._prefix_ids, self.cache = kept
-        self.prefix_len = self._prefix_ids.shape[1]
-        return took
+        ran = 0
+        with torch.inference_mode():  # (the static cache's tensors are inference tensors)
+            if not same_system:
+                kept = self._prompts.get(prompt.system) if not self.static else None
+                if kept is None:
+                    cache = (self.cache if self.static and not grow and self.cache is not None
+                             else self._new_cache())
+                    # [system prompt ids, the cache, the context ids on top of them]
+                    kept = [torch.tensor([prefix], device=self.device), cache, []]
+                    self.cache = cache
+                    self._rewind(to=0)
+                    self._forward(ids=kept[0], pos=self._positions(0, kept[0].shape[1]))
+                    ran += kept[0].shape[1]
+                    self.prefix_prefills += 1
+                    self._prompts[prompt.system] = kept
+                    while len(self._prompts) > PROMPTS_KEPT:
+                        self._prompts.popitem(last=False)
+                self._prompts.move_to_end(prompt.system)
+                self._kept = kept
+                self._prefix_ids, self.cache = kept[0], kept[1]
+                self.system_len = self._prefix_ids.shape[1]
+            if self._kept[2] != context:
+                self._rewind(to=self.system_len)
+                if context:
+                    self._forward(ids=torch.tensor([context], device=self.device),
+                                  pos=self._positions(self.system_len, len(context)))
+                    ran += len(context)
+                self._kept[2] = context
+                self.context_prefills += 1
+        self._context_ids = torch.tensor([context], dtype=torch.long, device=self.device)
+        self.prefix_len = self.system_len + len(context)
+        self.prompt_positions += ran
+        return time.perf_counter() - t0 if ran else 0.0
 
     def _quantize(self, mode: str) -> bool:
         """``--quantize``: int8 weights for the language model (auto: on the CPU only,
@@ -237,14 +285,19 @@ class TorchEngine:
     def stream(self, image_rgb: np.ndarray, times: FrameTimes,
                prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
+        # The frame starts now: a context not prefilled before it (see use_prompt) is
+        # prefilled on its time, and counted in its prefill.
+        started, ran = time.perf_counter(), self.prompt_positions
         if prompt is not None:
             times.extra["prompt_s"] = self.use_prompt(prompt)
-        return self._generate(image_rgb, times, self.settings.max_tokens)
+        return self._generate(image_rgb, times, self.settings.max_tokens, started,
+                              self.prompt_positions - ran)
 
-    def _generate(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int) -> Iterator[Token]:
+    def _generate(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
+                  started: float | None = None, prefilled: int = 0) -> Iterator[Token]:
         torch = self.torch
         decoder = IncrementalDecoder(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
-        times.started = time.perf_counter()
+        times.started = started or time.perf_counter()
         constraint = self.constraint
         jump = constraint is not None and self.jump_forward
         if constraint is not None:
@@ -253,10 +306,10 @@ class TorchEngine:
         start = constraint.forced()[:max_tokens - 1] if jump else []
         with torch.inference_mode():
             self._rewind(to=None if self.prefix_cache else 0)
-            prefilled = 0
             if not self.prefix_cache:
-                self._forward(ids=self._prefix_ids, pos=self._positions(0, self.prefix_len))
-                prefilled += self._prefix_ids.shape[1]
+                ids = torch.cat([self._prefix_ids, self._context_ids], dim=1)
+                self._forward(ids=ids, pos=self._positions(0, self.prefix_len))
+                prefilled += self.prefix_len
             pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].to(self.dtype) / 255.0
             features = self._vision(pixels)
@@ -312,6 +365,10 @@ class TorchEngine:
         FORCED_WIDTH for a static cache (CUDA graphs need one shape; its junk tail is overwritten by the next
         step and hidden by the causal mask meanwhile)."""
         torch = self.torch
+        if len(ids) == 1 and self._fused is not None:
+            self._fused.bind(self.cache)
+            self.fused_steps += 1
+            return self._fused.step(ids[0], position)
         if len(ids) == 1:
             return self._step(torch.tensor([ids], device=self.device),
                               torch.tensor([position], device=self.device))
@@ -340,10 +397,11 @@ class TorchEngine:
             if extra > 0:
                 self.cache.crop(-extra)
             return
-        for layer in self.cache.layers:
-            written = getattr(layer, "cumulative_length", None)
-            if written is not None and hasattr(written, "fill_"):
-                written.fill_(to)  # in place: the tensor's address is captured
+        written = [layer.cumulative_length for layer in self.cache.layers
+                   if hasattr(getattr(layer, "cumulative_length", None), "fill_")]
+        if written:  # in place (the tensors' addresses are captured), two launches for all
+            self.torch._foreach_zero_(written)
+            self.torch._foreach_add_(written, to)
 
     def _encode(self, pixels):
         """Image features in the language model's space: (1, image tokens, hidden)."""
@@ -397,19 +455,25 @@ class TorchEngine:
         self.cache = None
 
 
-def split_prompt(tokenizer, system_prompt: str, instruction: str) -> tuple[list[int], list[int]]:
-    """Token ids before and after the image in the chat prompt.
+def split_prompt(tokenizer, system_prompt: str, instruction: str,
+                 context: str = "") -> tuple[list[int], list[int], list[int]]:
+    """Token ids of the chat prompt: the DIRECTOR prefix (the system prompt and the
+    user turn's start), the context, then the image, then the rest (the instruction and
+    the assistant turn's start).
 
-    The chat template is rendered with a placeholder where the image goes (before the
-    instruction, as FastVLM was trained), and the two sides are tokenized separately:
-    the part before is the DIRECTOR prefix whose KV cache is kept across frames.
+    The chat template is rendered with a placeholder where the image goes (after the
+    context, before the instruction, as FastVLM was trained), and the parts are tokenized
+    separately: the prefix's KV cache is kept across frames, the context's while it
+    stays the same.
     """
+    lead = context + "\n" if context else ""
     messages = [{"role": "system", "content": system_prompt},
-                {"role": "user", "content": _PLACEHOLDER + "\n" + instruction}]
+                {"role": "user", "content": lead + _PLACEHOLDER + "\n" + instruction}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     before, after = text.split(_PLACEHOLDER)
-    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    return encode(before), encode(after)
+    system = before[:len(before) - len(lead)]
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
+    return encode(system), encode(lead), encode(after)
 
 
 def _pick_device(torch, wanted: str | None):

@@ -160,6 +160,17 @@ class ClockSpec:
 
 
 @dataclass(frozen=True)
+class ListenSpec:
+    """``listen:``: the OSC input for the DAW's state and /pete/context values (see
+    pete_osc.daw); the command line's --context-port, --context-host, --ableton win."""
+
+    port: int = 11001  # AbletonOSC replies to 11001
+    host: str = "127.0.0.1"
+    ableton: str | None = None  # AbletonOSC's HOST:PORT, asked to report its state
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class MappingConfig:
     path: Path
     osc: Mapping[str, OscTarget]
@@ -169,11 +180,12 @@ class MappingConfig:
     bundle_delay: float = 0.0  # bundle timetag = capture time + this; 0 = immediately
     control_rate: float = 50.0  # Hz, for glides and delayed sends
     clock: ClockSpec | None = None
+    listen: ListenSpec | None = None
 
     def routes_for(self, key: str) -> tuple[Route, ...]:
         return tuple(r for r in self.routes if r.event == key)
 
-_TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate", "clock"}
+_TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate", "clock", "listen"}
 _OSC_TARGET = {"host", "port", "protocol", "max_rate"}
 _MIDI_TARGET = {"port", "virtual", "channel", "max_rate"}
 # A MIDI port's cap unless the mapping says: about what a 5-pin MIDI cable carries
@@ -225,8 +237,34 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
         if route.grid and clock is None:
             raise doc.error(("routes", i, "quantize"), "quantize: beat/bar needs a clock to "
                             "count beats: add 'clock: link' at the top of the mapping")
+    listen = _listen(doc, doc.data["listen"]) if "listen" in doc.data else None
     return MappingConfig(path, MappingProxyType(osc), MappingProxyType(midi), checked, bundle,
-                         delay, rate, clock)
+                         delay, rate, clock, listen)
+
+
+def _listen(doc: Located, raw: Any) -> ListenSpec:
+    """``listen: PORT`` or ``listen: {port: 11001, host: 127.0.0.1, ableton: yes}``
+    (``ableton: HOST:PORT``, or yes for AbletonOSC on this computer, 127.0.0.1:11000)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"port": raw}
+    if not isinstance(raw, dict):
+        raise doc.error(("listen",), f"listen must be a port or {{port: 11001, host: "
+                        f"127.0.0.1, ableton: yes}}, got {raw!r}")
+    _known(doc, ("listen",), raw, {"port", "host", "ableton"}, "listen setting")
+    port = raw.get("port", 11001)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise doc.error(("listen", "port"), f"listen port must be 1..65535, got {port!r}")
+    host = raw.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise doc.error(("listen", "host"), f"listen host must be an address, got {host!r}")
+    ableton = raw.get("ableton")
+    if ableton is True:
+        ableton = "127.0.0.1:11000"
+    elif ableton is False:
+        ableton = None
+    elif ableton is not None and not isinstance(ableton, str):
+        raise doc.error(("listen", "ableton"), f"ableton must be yes or HOST:PORT, got {ableton!r}")
+    return ListenSpec(port=port, host=host, ableton=ableton, line=doc.line("listen"))
 
 
 def _clock(doc: Located, raw: Any) -> ClockSpec:
@@ -536,7 +574,8 @@ def _span(doc: Located, where: tuple, raw: Any, lo: int, hi: int) -> tuple[int, 
 def _when(doc: Located, where: tuple, when: Any) -> Mapping[str, object]:
     if not isinstance(when, dict) or not when:
         raise doc.error(where, "when: maps state names to values, such as {playing: true} "
-                        "(the DAW's tempo, playing, scene, track, or a /pete/context/NAME)")
+                        "(the DAW's tempo, playing, scene, track, scene_name, track_name, or a "
+                        "/pete/context/NAME)")
     for name, value in when.items():
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", name):
             raise doc.error(where + (name,), f"when: {name!r} is not a state name")

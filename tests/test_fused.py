@@ -1,0 +1,98 @@
+"""The fused decode step (pete_osc/engines/fused.py), the kernels the CUDA path runs, here
+through Triton's interpreter on the CPU: the same answers as transformers' own step, over
+a static cache shared with transformers' prefill and forced runs, and the work done."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pete_osc.engines.base import FrameTimes, GenerationSettings
+
+pytest.importorskip("triton", reason="Triton is not installed (pip install 'pete-osc[dev]')")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def frames(n=2):
+    rng = np.random.default_rng(11)
+    return [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def answers(engine, images):
+    out = []
+    for image in images:
+        times = FrameTimes()
+        tokens = list(engine.stream(image, times))
+        out.append(("".join(t.text for t in tokens), tokens[-1].finish, times.steps))
+    return out
+
+
+@pytest.mark.parametrize("constrained", [False, True], ids=["free", "grammar+jump-forward"])
+def test_fused_steps_answer_as_transformers_steps(tiny_torch_model, constrained):
+    """Greedy answers with the fused step equal those of transformers' step, frame after
+    frame, over one static cache; with the grammar, transformers' padded forced runs and
+    the fused single steps take turns on it. Every single-token step ran fused (none of
+    transformers' one-token passes), and its logits match transformers' closely. (Run in
+    a process of its own: Triton's interpreter must be chosen before Triton is imported.)"""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+    proc = subprocess.run([sys.executable, __file__, str(tiny_torch_model), str(constrained)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("fused steps agree")
+
+
+def check(model: str, constrained: bool) -> None:
+    import torch
+
+    from pete_osc.director import load_director
+    from pete_osc.engines import fused as interpreted
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    director = load_director(ROOT / "DIRECTOR.md")
+
+    results, passes = {}, {}
+    for kernels in ("off", "fused"):
+        engine = TorchEngine(model, director.prompt, director.instruction,
+                             GenerationSettings(16, 0.0, 64), static=True, kernels=kernels,
+                             quantize="off")
+        if constrained:
+            engine.constrain(director)
+        seen: list[int] = []
+        engine.model.model.language_model.register_forward_pre_hook(
+            lambda m, a, kw: seen.append((kw.get("input_ids") if kw.get("input_ids") is not None
+                                          else kw["inputs_embeds"]).shape[1]), with_kwargs=True)
+        results[kernels] = answers(engine, frames())
+        passes[kernels] = list(seen)
+        if kernels == "fused":
+            assert isinstance(engine._fused, interpreted.FusedDecoder)
+            steps = sum(r[2] for r in results[kernels])
+            # transformers ran the prefills and the padded forced runs only (no pass of
+            # one token); every single-token step was fused
+            assert 1 not in passes[kernels] and engine.fused_steps > 0
+            if not constrained:
+                assert engine.fused_steps == steps
+            else:  # forced runs (padded to 8) took turns with the fused steps
+                assert 8 in passes[kernels]
+            # one more step from the same point: fused logits against transformers' own
+            position = engine.prefix_len + 1 + engine._suffix.shape[1] + 3
+            with torch.inference_mode():
+                engine._rewind(to=position)
+                reference = engine._decode_step(torch.tensor([[5]]), torch.tensor([position])).clone()
+                fused = engine._fused.step(5, position).clone()
+            cos = torch.nn.functional.cosine_similarity(reference.float(), fused, dim=-1)
+            assert float(cos) > 0.99999 and torch.allclose(reference.float(), fused, atol=1e-4)
+            # and the fused step left transformers' write position after it
+            assert all(int(layer.cumulative_length) == position + 1
+                       for layer in engine.cache.layers)
+    assert results["fused"] == results["off"]
+    assert all(len(set(r[0])) > 5 for r in results["off"])  # real, varied text
+    print(f"{engine.fused_steps} fused steps agree")
+
+
+if __name__ == "__main__":
+    check(sys.argv[1], sys.argv[2] == "True")
