@@ -127,7 +127,8 @@ def one_show(engine, files, config, video: Path, page: bool, shot: Path | None,
             driver.quit()
         show.engine = None  # kept for the next round
     rs = reports.reports
-    tbt = [t for r in rs for t in r.tbt]
+    # time per decode step: forced text arrives with the token before it (gap 0)
+    tbt = [t for r in rs for t in r.tbt if t > 0]
     to_event = [r.first_event_at - r.captured_at for r in rs if r.first_event_at]
     return {"tbt": tbt, "to_event": to_event, "frames": len(rs),
             "seen": {k: len(v) for k, v in seen.items()}}
