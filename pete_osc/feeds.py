@@ -98,6 +98,7 @@ class Feed:
         self.next_at = 0.0
         self.taken = 0
         self.announced = False
+        self.holding = False  # its tick waits for the frame captured after it
         say = lambda what, text: notify(name, what, text)  # noqa: E731
         self.measure = measure
         if every_frame:
@@ -128,7 +129,8 @@ class Feed:
         if now < self.next_at:
             return None
         if self.latest is not None:
-            if self.period and self._fresh_coming(now):
+            self.holding = bool(self.period) and self._fresh_coming(now)
+            if self.holding:
                 return None
             frame = self.latest.newest(timeout=0)
         else:
@@ -225,6 +227,8 @@ class Feeds:
                     self._turn = (self._turn + k + 1) % n
                     self._next_id += 1
                     return replace(frame, id=self._next_id - 1)
+                if feed.holding:
+                    break  # its fresh frame is a few ms away: the turn stays its own
                 if feed.exhausted and not feed.announced:
                     feed.announced = True
                     self.notify(feed.name, "ended", f"source {feed.name} {feed.end_reason}")
