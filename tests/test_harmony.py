@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pete_osc.errors import PeteError
-from pete_osc.events import Color, Event
+from pete_osc.events import Event
 from pete_osc.mapping.config import parse_mapping
 from pete_osc.mapping.harmony import QUALITIES, pitch_class, root_of, voicing
 from pete_osc.mapping.router import MidiMessage, Router
