@@ -158,24 +158,32 @@ class Monitor(Tap):
             self._version += 1
 
     # ---- the page's side (server threads) ------------------------------------------------
-    def snapshot(self) -> dict:
-        """Everything the page shows, JSON-ready."""
+    def parts(self) -> tuple[int, dict]:
+        """The version and the page's parts, JSON-ready. A page is sent only the parts that
+        changed since its last update; the sparklines' histories at most once a second."""
         activity = self.activity()
         with self._lock:
-            values = {k: {**{n: v for n, v in slot.items() if n != "history"},
-                          "history": list(slot["history"])} for k, slot in self._values.items()}
-            return {
-                "version": self._version,
-                "now": time.time(),
+            return self._version, {
                 "sources": {n: dict(s) for n, s in self._sources.items()},
-                "values": values,
-                "targets": {n: {"sent": a[0], "last": a[1], "at": a[2]} for n, a in activity.items()},
+                "values": {k: {n: v for n, v in slot.items() if n != "history"}
+                           for k, slot in self._values.items()},
+                "history": {k: [[round(t, 2), v] for t, v in slot["history"]]
+                            for k, slot in self._values.items() if slot["history"]},
+                "targets": {n: {"sent": a[0], "last": a[1], "at": a[2]}
+                            for n, a in activity.items()},
                 "frames": list(self._frames),
                 "dropped": self._dropped,
                 "log": list(self._log),
                 "files": dict(self._files),
                 "routes": self.routes(),
             }
+
+    def snapshot(self) -> dict:
+        """Everything the page shows at once, JSON-ready (the first update a page gets)."""
+        version, parts = self.parts()
+        values = {k: {**v, "history": parts["history"].get(k, [])}
+                  for k, v in parts["values"].items()}
+        return {**parts, "values": values, "version": version, "now": time.time()}
 
     def jpeg(self, source: str) -> bytes | None:
         with self._lock:
@@ -262,13 +270,23 @@ def _handler_for(monitor: Monitor):
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            sent = -1
+            # Only what changed goes out, at most 10 times a second, and a beat once a second
+            # (the page's clock, its activity lights and ages): a page shares the computer
+            # with the model, and every update it draws is time taken from the show.
+            shown: dict = {}
+            second = None
             try:
                 while not monitor._stop.is_set():
-                    snapshot = monitor.snapshot()
-                    if snapshot["version"] != sent or int(snapshot["now"] * 10) % 10 == 0:
-                        sent = snapshot["version"]
-                        self.wfile.write(b"data: " + json.dumps(snapshot).encode() + b"\n\n")
+                    now = time.time()
+                    version, parts = monitor.parts()
+                    if int(now) == second:
+                        del parts["history"]
+                    update = {k: v for k, v in parts.items() if shown.get(k, ...) != v}
+                    if update or int(now) != second:
+                        second = int(now)
+                        shown.update(update)
+                        message = {"version": version, "now": round(now, 3), **update}
+                        self.wfile.write(b"data: " + json.dumps(message).encode() + b"\n\n")
                         self.wfile.flush()
                     monitor._stop.wait(PUSH_PERIOD)
             except OSError:

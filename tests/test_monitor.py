@@ -76,9 +76,13 @@ def test_the_page_shows_frames_tokens_and_values_changing(
         from selenium.webdriver.common.by import By
 
         image = wait(lambda: page.find_element(By.ID, "frame-clip"), what="the frame")
-        wait(lambda: page.execute_script("return arguments[0].complete && "
-                                         "arguments[0].naturalWidth", image) == 64,
-             what="the frame as the model saw it (64 px)")
+        wait(lambda: image.get_attribute("data-frame"), what="a frame drawn")
+        # The picture as the model saw it: 64 px, and the clip's pixels (not a blank canvas)
+        assert page.execute_script("return arguments[0].width", image) == 64
+        lit = page.execute_script("const d = arguments[0].getContext('2d').getImageData(0, 0, 64, "
+                                  "64).data; let n = 0; for (let i = 0; i < d.length; i += 4) "
+                                  "n += d[i] + d[i + 1] + d[i + 2] > 60; return n", image)
+        assert lit > 64 * 64 // 4, lit
         first_frame = image.get_attribute("data-frame")
         first_text = page.find_element(By.ID, "tokens-clip").text
         values = wait(lambda: {e.get_attribute("id"): e.get_attribute("data-frame") for e in
@@ -147,6 +151,50 @@ def test_learn_on_the_page_sends_that_route_alone(cli_env, tmp_path):
         if line.startswith("/t "):
             last = i
     assert not any(l.startswith("/e ") for l in during[first:last + 1]), during
+
+
+def test_the_page_is_sent_only_what_changed():
+    """The page shares the computer with the model: after the first update (everything),
+    each carries only the parts that changed, and nothing goes out when nothing changed
+    but a beat once a second."""
+    import numpy as np
+
+    from pete_osc.capture import Frame
+    from pete_osc.events import Event
+    from pete_osc.monitor import Monitor
+    from pete_osc.pipeline import FrameStart, Text
+
+    monitor = Monitor(0, routes=lambda: ["energy -> OSC /e on main"]).start()
+    updates = []
+    try:
+        t0 = time.time()
+        monitor.take(FrameStart(Frame(7, np.full((48, 64, 3), 90, np.uint8), t0, "cam")))
+        monitor.take(Event("energy", "number", 0.5, "0.5", 1, 7, "cam", t0, t0))
+        stream = urllib.request.urlopen(f"http://127.0.0.1:{monitor.port}/events", timeout=5)
+
+        def update():
+            line = stream.readline()
+            while not line.startswith(b"data: "):
+                line = stream.readline()
+            updates.append((time.monotonic(), json.loads(line[6:])))
+            return updates[-1][1]
+
+        first = update()
+        assert {"sources", "values", "history", "targets", "frames", "log", "files",
+                "routes"} <= set(first)
+        assert first["sources"]["cam"]["frame"] == 7 and first["values"]["energy"]["value"] == 0.5
+        monitor.take(Text(7, "cam", "energy", 0.01))
+        second = update()
+        assert second["sources"]["cam"]["text"] == "energy"
+        assert set(second) == {"version", "now", "sources"}, second
+        # Nothing new: in two seconds, only the beats (one a second), with nothing in them
+        quiet = time.monotonic()
+        while time.monotonic() - quiet < 2.0:
+            beat = update()
+            assert set(beat) == {"version", "now"}, beat
+        assert 2 <= len(updates) - 2 <= 3, [u[0] - quiet for u in updates]
+    finally:
+        monitor.close()
 
 
 def test_the_page_is_for_this_computer_unless_opened_with_a_token(cli_env):
