@@ -374,6 +374,8 @@ def main() -> int:
                  if args.client == "chromium" and usage[state][0] else "-")
         name = ("open, " + reader + " on it" if state else
                 "not open" + (" (about:blank)" if args.client == "chromium" else ""))
+        if state and args.page:
+            name += f" ({args.page.name} in place of the page)"
         rows.append(f"| {name} | {len(by_block[state])} | {frames} | "
                     f"{med(state, steps) * 1000:.1f} ms | {med(state, to_event) * 1000:.0f} ms | "
                     f"{med(state, start_to_event) * 1000:.0f} ms | {share} |")
@@ -391,7 +393,8 @@ def main() -> int:
         f"- date: {datetime.date.today()}, commit {commit()}",
         f"- command: `python bench/monitor.py --blocks {args.blocks} --block {args.block} "
         f"--size {args.size} --tokens {args.tokens} --client {args.client}"
-        + (f" --nice {args.nice}" if args.nice else "") + (" --split" if args.split else "") + "`",
+        + (f" --nice {args.nice}" if args.nice else "") + (" --split" if args.split else "")
+        + (f" --page {args.page}" if args.page else "") + "`",
         f"- torch engine, FastVLM-0.5B shapes with random weights, constrained, {args.size} px, "
         f"at most {args.tokens} tokens, two sources (the shared clip twice), --fps 0, --monitor "
         f"serving all along; blocks of {args.block} frames, page open in blocks 1, 4, 5, 8, ..., "
