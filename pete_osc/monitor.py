@@ -141,7 +141,9 @@ class Monitor(Tap):
             self._version += 1
 
     def _report(self, r: FrameReport) -> None:
-        tbt = sorted(r.tbt)[len(r.tbt) // 2] if r.tbt else None
+        # time per decode step: text the grammar forced arrives with the token before it (0)
+        steps = sorted(t for t in r.tbt if t > 0)
+        tbt = steps[len(steps) // 2] if steps else None
         with self._lock:
             self._frames.append({
                 "frame": r.frame_id, "source": r.source, "at": round(time.time(), 2),
