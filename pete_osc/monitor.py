@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("monitor.html")
 PUSH_PERIOD = 0.1  # seconds between two updates pushed to the page (10 Hz)
+# What the page is sent, each part only when it changed (history at most once a second)
+PARTS = ("sources", "values", "history", "frames", "dropped", "log", "files")
 HISTORY = 60.0  # seconds of history per number (the sparklines)
 HISTORY_STEP = 0.25  # seconds between two points of a sparkline
 
@@ -61,8 +63,11 @@ class Monitor(Tap):
         self.token = None if host in ("127.0.0.1", "localhost") else secrets.token_urlsafe(12)
         self._lock = threading.Lock()
         self._version = 0
+        self._changed = dict.fromkeys(PARTS, 0)  # part -> its own version
         self._sources: dict[str, dict] = {}
-        self._jpeg: dict[str, tuple[int, bytes]] = {}
+        self._pictures: dict[str, tuple[int, object]] = {}  # source -> (frame, its pixels)
+        self._jpeg: dict[str, tuple[int, bytes]] = {}  # source -> (frame, JPEG), once asked
+        self._reported = 0  # frame reports so far (each row of the chart carries its number)
         self._values: dict[str, dict] = {}
         self._frames: deque = deque(maxlen=120)
         self._log: deque = deque(maxlen=30)
@@ -91,23 +96,22 @@ class Monitor(Tap):
         return self
 
     # ---- the tap: records in (on the show's thread) -------------------------------------
+    # Only bookkeeping here: the show's thread must not wait for the page. The picture is
+    # kept as it is and made a JPEG on the page's side, when a page asks for it.
     def take(self, record) -> None:
         if isinstance(record, FrameStart):
             frame = record.frame
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(square_rgb(frame.image, self.size),
-                                                         cv2.COLOR_RGB2BGR))
             with self._lock:
-                if ok:
-                    self._jpeg[frame.source] = (frame.id, jpeg.tobytes())
+                self._pictures[frame.source] = (frame.id, frame.image)
                 self._sources[frame.source] = {"frame": frame.id, "text": "",
                                                "at": frame.captured_at}
-                self._version += 1
+                self._touch("sources")
         elif isinstance(record, Text):
             with self._lock:
                 source = self._sources.get(record.source)
                 if source is not None and source["frame"] == record.frame_id:
                     source["text"] = (source["text"] + record.text)[-600:]
-                    self._version += 1
+                    self._touch("sources")
         elif isinstance(record, Event):
             self._event(record)
         elif isinstance(record, Rejection):
@@ -118,6 +122,12 @@ class Monitor(Tap):
             self._note(record.what, record.text)
             with self._lock:
                 self._files["reload"] = {"ok": record.what == "reloaded", "text": record.text}
+                self._touch("files")
+
+    def _touch(self, *parts: str) -> None:
+        for part in parts:
+            self._changed[part] += 1
+        self._version += 1
 
     def _event(self, ev: Event) -> None:
         value = ev.value
@@ -131,66 +141,94 @@ class Monitor(Tap):
                 slot["value"] = value
             if isinstance(value, float):
                 history = slot["history"]
-                # At most one point per HISTORY_STEP: pixel keys come at camera rate, and
-                # every point travels to the page ten times a second.
+                # At most one point per HISTORY_STEP: pixel keys come at camera rate.
                 if history and int(history[-1][0] / HISTORY_STEP) == int(now / HISTORY_STEP):
                     history.pop()
                 history.append((now, value))  # (unrounded: the bucket test above uses it)
                 while history and history[0][0] < now - HISTORY:
                     history.popleft()
-            self._version += 1
+                self._touch("history")
+            self._touch("values")
 
     def _report(self, r: FrameReport) -> None:
         # time per decode step: text the grammar forced arrives with the token before it (0)
         steps = sorted(t for t in r.tbt if t > 0)
         tbt = steps[len(steps) // 2] if steps else None
         with self._lock:
+            self._reported += 1
             self._frames.append({
-                "frame": r.frame_id, "source": r.source, "at": round(time.time(), 2),
-                "ttft": r.ttft, "tbt": tbt,
+                "n": self._reported, "frame": r.frame_id, "source": r.source,
+                "at": round(time.time(), 2), "ttft": r.ttft, "tbt": tbt,
                 "to_event": r.first_event_at - r.captured_at if r.first_event_at else None,
                 "to_sent": r.first_sent_at - r.captured_at if r.first_sent_at else None,
                 "error": r.error or r.watchdog})
-            self._dropped = r.dropped
-            self._version += 1
+            if r.dropped != self._dropped:
+                self._dropped = r.dropped
+                self._touch("dropped")
+            self._touch("frames")
 
     def _note(self, level: str, text: str) -> None:
         with self._lock:
             self._log.append({"at": round(time.time(), 2), "level": level, "text": text})
-            self._version += 1
+            self._touch("log")
 
     # ---- the page's side (server threads) ------------------------------------------------
-    def parts(self) -> tuple[int, dict]:
-        """The version and the page's parts, JSON-ready. A page is sent only the parts that
-        changed since its last update; the sparklines' histories at most once a second."""
-        activity = self.activity()
+    def parts(self, shown: dict | None = None, frames_after: int = 0,
+              history: bool = True) -> tuple[int, dict, dict]:
+        """(version, the parts' versions, the parts changed since ``shown``), JSON-ready.
+        ``frames`` holds only the chart's rows after row ``frames_after``; ``history`` (the
+        sparklines) only where asked. The lock is held for the copies only."""
+        shown = shown or {}
         with self._lock:
-            return self._version, {
-                "sources": {n: dict(s) for n, s in self._sources.items()},
-                "values": {k: {n: v for n, v in slot.items() if n != "history"}
-                           for k, slot in self._values.items()},
-                "history": {k: [[round(t, 2), v] for t, v in slot["history"]]
-                            for k, slot in self._values.items() if slot["history"]},
-                "targets": {n: {"sent": a[0], "last": a[1], "at": a[2]}
-                            for n, a in activity.items()},
-                "frames": list(self._frames),
-                "dropped": self._dropped,
-                "log": list(self._log),
-                "files": dict(self._files),
-                "routes": self.routes(),
-            }
+            versions = dict(self._changed)
+            want = {p for p, v in versions.items() if shown.get(p) != v}
+            if not history:
+                want.discard("history")
+            out: dict = {}
+            if "sources" in want:
+                out["sources"] = {n: dict(s) for n, s in self._sources.items()}
+            if "values" in want:
+                out["values"] = {k: {n: v for n, v in slot.items() if n != "history"}
+                                 for k, slot in self._values.items()}
+            if "history" in want:
+                out["history"] = {k: [[round(t, 2), v] for t, v in slot["history"]]
+                                  for k, slot in self._values.items() if slot["history"]}
+            if "frames" in want:
+                out["frames"] = [f for f in self._frames if f["n"] > frames_after]
+            if "dropped" in want:
+                out["dropped"] = self._dropped
+            if "log" in want:
+                out["log"] = list(self._log)
+            if "files" in want:
+                out["files"] = dict(self._files)
+            return self._version, versions, out
+
+    def targets(self) -> dict:
+        return {n: {"sent": a[0], "last": a[1], "at": a[2]} for n, a in self.activity().items()}
 
     def snapshot(self) -> dict:
-        """Everything the page shows at once, JSON-ready (the first update a page gets)."""
-        version, parts = self.parts()
+        """Everything the page shows at once, JSON-ready."""
+        version, _, parts = self.parts()
         values = {k: {**v, "history": parts["history"].get(k, [])}
                   for k, v in parts["values"].items()}
-        return {**parts, "values": values, "version": version, "now": time.time()}
+        return {**parts, "values": values, "targets": self.targets(), "routes": self.routes(),
+                "version": version, "now": time.time()}
 
     def jpeg(self, source: str) -> bytes | None:
+        """The source's latest frame as the model saw it (at --size), as JPEG."""
         with self._lock:
-            found = self._jpeg.get(source)
-        return found[1] if found else None
+            picture, made = self._pictures.get(source), self._jpeg.get(source)
+        if picture is None:
+            return None
+        if made is not None and made[0] == picture[0]:
+            return made[1]
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(square_rgb(picture[1], self.size),
+                                                     cv2.COLOR_RGB2BGR))
+        if not ok:
+            return None
+        with self._lock:
+            self._jpeg[source] = (picture[0], jpeg.tobytes())
+        return self._jpeg[source][1]
 
     def close(self) -> None:
         self._stop.set()
@@ -276,17 +314,23 @@ def _handler_for(monitor: Monitor):
             # (the page's clock, its activity lights and ages): a page shares the computer
             # with the model, and every update it draws is time taken from the show.
             shown: dict = {}
-            second = None
+            frames_after, targets, routes, second = 0, None, None, None
             try:
                 while not monitor._stop.is_set():
                     now = time.time()
-                    version, parts = monitor.parts()
-                    if int(now) == second:
-                        del parts["history"]
-                    update = {k: v for k, v in parts.items() if shown.get(k, ...) != v}
-                    if update or int(now) != second:
+                    beat = int(now) != second
+                    version, versions, update = monitor.parts(shown, frames_after, history=beat)
+                    shown.update({p: versions[p] for p in update})
+                    if update.get("frames"):
+                        frames_after = update["frames"][-1]["n"]
+                    if (found := monitor.targets()) != targets:
+                        update["targets"] = targets = found
+                    if beat and (found := monitor.routes()) != routes:
+                        update["routes"] = routes = found
+                    if update or beat:
+                        if second is None:
+                            update["all"] = True  # the page starts over (a new connection)
                         second = int(now)
-                        shown.update(update)
                         message = {"version": version, "now": round(now, 3), **update}
                         self.wfile.write(b"data: " + json.dumps(message).encode() + b"\n\n")
                         self.wfile.flush()

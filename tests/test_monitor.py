@@ -162,7 +162,7 @@ def test_the_page_is_sent_only_what_changed():
     from pete_osc.capture import Frame
     from pete_osc.events import Event
     from pete_osc.monitor import Monitor
-    from pete_osc.pipeline import FrameStart, Text
+    from pete_osc.pipeline import FrameReport, FrameStart, Text
 
     monitor = Monitor(0, routes=lambda: ["energy -> OSC /e on main"]).start()
     updates = []
@@ -180,19 +180,31 @@ def test_the_page_is_sent_only_what_changed():
             return updates[-1][1]
 
         first = update()
-        assert {"sources", "values", "history", "targets", "frames", "log", "files",
-                "routes"} <= set(first)
+        assert {"sources", "values", "history", "targets", "log", "files", "routes",
+                "all"} <= set(first)
         assert first["sources"]["cam"]["frame"] == 7 and first["values"]["energy"]["value"] == 0.5
         monitor.take(Text(7, "cam", "energy", 0.01))
         second = update()
         assert second["sources"]["cam"]["text"] == "energy"
         assert set(second) == {"version", "now", "sources"}, second
+        # The latency chart: only its new rows
+        monitor.take(FrameReport(7, t0, ttft=0.2, tbt=[0.05, 0.0, 0.07], source="cam"))
+        rows = update()
+        assert [r["frame"] for r in rows["frames"]] == [7] and rows["frames"][0]["tbt"] == 0.07
+        monitor.take(FrameReport(8, t0, source="cam"))
+        assert [r["frame"] for r in update()["frames"]] == [8]
+        # The frame as the model saw it (--size 128, padded square), made when asked
+        picture = urllib.request.urlopen(f"http://127.0.0.1:{monitor.port}/frame/cam",
+                                         timeout=5).read()
+        import cv2
+
+        assert cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR).shape == (128, 128, 3)
         # Nothing new: in two seconds, only the beats (one a second), with nothing in them
         quiet = time.monotonic()
         while time.monotonic() - quiet < 2.0:
             beat = update()
             assert set(beat) == {"version", "now"}, beat
-        assert 2 <= len(updates) - 2 <= 3, [u[0] - quiet for u in updates]
+        assert 2 <= len(updates) - 4 <= 3, [u[0] - quiet for u in updates]
     finally:
         monitor.close()
 
