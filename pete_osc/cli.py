@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -337,11 +338,20 @@ def cmd_run(args) -> int:
             server=args.server, timeout=args.timeout, replay=args.replay,
             replay_speed=args.replay_speed, device=args.device, compile=not args.no_compile,
             quantize=args.quantize, kernels=args.kernels, progress=say, path=plan.model_path))
+        if args.monitor and _on_this_cpu(show.engine) and args.monitor_host in ("127.0.0.1", "localhost"):
+            say(f"monitor page: the model runs on this computer's {os.cpu_count()} cores, and a "
+                "browser here takes some from it (on 2 cores: TBT +11%, docs/benchmarks.md); "
+                "for the full speed open the page on another screen (--monitor-host 0.0.0.0)")
         summary = show.run()
     if echo.closed:
         say("stdout was closed by its reader; stopping")
     say(f"stopped. {summary.line()}" + (f"; {show.sent_line()}" if show.sender else ""))
     return 0
+
+
+def _on_this_cpu(engine) -> bool:
+    """Whether the model runs on this computer's processor (the torch engine on its CPU)."""
+    return getattr(getattr(engine, "device", None), "type", None) == "cpu"
 
 
 def _monitor(args, show, size: int):

@@ -117,6 +117,9 @@ def test_the_page_shows_frames_tokens_and_values_changing(
         dump.stop()
     assert rc == 0
     assert not any("Traceback" in l for l in run.err)
+    # The model on this computer's processor: a browser here takes cores from it
+    assert any("monitor page: the model runs on this computer's" in l and
+               "--monitor-host 0.0.0.0" in l for l in run.err), run.err
 
 
 def test_learn_on_the_page_sends_that_route_alone(cli_env, tmp_path):
@@ -142,6 +145,7 @@ def test_learn_on_the_page_sends_that_route_alone(cli_env, tmp_path):
     finally:
         run.kill()
         dump.stop()
+    assert not any("the model runs on this computer" in l for l in run.err)  # (a replay)
     tempos = [float(l.split(" ")[2]) for l in during if l.startswith("/t ")]
     # 60 -> 180 -> 60 BPM (DIRECTOR.md's tempo range) in 49 steps; nothing else meanwhile.
     assert tempos[0] == 60 and max(tempos) == 180 and len(tempos) >= 40, tempos
