@@ -37,6 +37,14 @@ case "$(uname -s)-$(uname -m)" in
 esac
 extras=${extras#,}
 
+# pip's "No space left on device" comes minutes in and names no folder: say it first.
+case ",$extras," in *,torch,*) need_gb=7 ;; *) need_gb=2 ;; esac   # torch's CUDA build: ~5.5 GB
+# One line per file system (the clone's, and pip's temp dir if it is another).
+df -Pk . "${TMPDIR:-/tmp}" 2>/dev/null | awk -v need="$need_gb" -v extras="$extras" '
+  NR > 1 && !seen[$6]++ && int($4 / 1048576) < need {
+    printf "install.sh: only %d GB free on %s (extras %s need about %d GB); pip may fail with \"No space left on device\"\n",
+           int($4 / 1048576), $6, extras, need > "/dev/stderr" }' || true
+
 [ -d .venv ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"

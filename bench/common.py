@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +31,22 @@ def cpu() -> str:
     except AttributeError:
         cores = os.cpu_count()
     return f"{platform.system()} {platform.machine()}, {name}, {cores} cores"
+
+
+def scratch(prefix: str) -> Path:
+    """A new folder under the temp dir, removed when the benchmark exits.
+
+    A FastVLM-0.5B of random weights is 1.5 GB: a benchmark that left its folder behind
+    filled this machine's disk after a few dozen runs, and CI's install failed for lack
+    of space. The folder goes at a normal exit, an exception, Ctrl-C and a SIGTERM
+    (``timeout``'s signal); only a SIGKILL leaves it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # The default SIGTERM ends Python without running atexit.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return folder
 
 
 def commit() -> str:

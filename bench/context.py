@@ -21,7 +21,6 @@ import argparse
 import datetime
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import commit, cpu, report  # noqa: E402
+from common import commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.context import render  # noqa: E402
@@ -62,7 +61,7 @@ def main() -> int:
     args = ap.parse_args()
     from pete_osc.synthetic import FULL, build_fastvlm_torch, qwen_ranks
 
-    model = args.model or str(build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")),
+    model = args.model or str(build_fastvlm_torch(scratch("fastvlm-full-"),
                                                   FULL, qwen=qwen_ranks() if args.qwen else None))
     director = load_director(ROOT / "DIRECTOR.md")
     engine = open_engine("torch", model, director.prompt, director.instruction,

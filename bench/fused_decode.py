@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from common import commit, report  # noqa: E402
+from common import commit, report, scratch  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
@@ -40,7 +39,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    model = build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL,
+    model = build_fastvlm_torch(scratch("fastvlm-full-"), FULL,
                                 qwen=qwen_ranks() if args.qwen else None)
     director = load_director(ROOT / "DIRECTOR.md")
     engine = TorchEngine(str(model), director.prompt, director.instruction,

@@ -25,7 +25,6 @@ import argparse
 import datetime
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from common import commit, cpu, report  # noqa: E402
+from common import commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
@@ -152,7 +151,7 @@ def main() -> int:
     print(f"building {'tiny' if args.tiny else 'FastVLM-0.5B'}-shaped random weights ...",
           file=sys.stderr, flush=True)
     build = build_fastvlm_mlx if args.engine == "mlx" else build_fastvlm_torch
-    model = build(Path(tempfile.mkdtemp(prefix="fastvlm-qwen-")), shape, qwen=ranks)
+    model = build(scratch("fastvlm-qwen-"), shape, qwen=ranks)
     tokenizer = AutoTokenizer.from_pretrained(model)
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     director = load_director(ROOT / "DIRECTOR.md")

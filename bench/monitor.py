@@ -33,7 +33,6 @@ import shutil
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import commit, cpu, report  # noqa: E402
+from common import commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
@@ -65,7 +64,7 @@ def browser(cores: set[int] | None = None, nice: int = 0):
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if cores or nice:
         # The browser on cores of its own, or at a lower priority
-        wrapper = Path(tempfile.mkdtemp(prefix="placed-chromium-")) / "chromium"
+        wrapper = scratch("placed-chromium-") / "chromium"
         place = f"taskset -c {','.join(map(str, sorted(cores)))} " if cores else ""
         wrapper.write_text(f"#!/bin/sh\nexec {place}nice -n {nice} {binary} \"$@\"\n")
         wrapper.chmod(0o755)
@@ -316,7 +315,7 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        model = str(build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL))
+        model = str(build_fastvlm_torch(scratch("fastvlm-full-"), FULL))
     director = load_director(ROOT / "DIRECTOR.md")
     text = "osc:\n  main: {port: 9}\nroutes:\n" + "".join(
         f"  - {{event: {key}, address: '/pete/{{source}}/{key}'}}\n" for key in director.keys)

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import FrameReports, commit, cpu, report  # noqa: E402
+from common import FrameReports, commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> int:
     if model is None:
         build = build_fastvlm_torch if args.engine == "torch" else build_fastvlm_mlx
         t0 = time.perf_counter()
-        model = str(build(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL))
+        model = str(build(scratch("fastvlm-full-"), FULL))
         print(f"built random FastVLM-0.5B in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     director = load_director(ROOT / "DIRECTOR.md")
     files = Files.of(director, None)

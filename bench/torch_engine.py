@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from common import commit, cpu, report  # noqa: E402
+from common import commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
@@ -239,7 +238,7 @@ def main() -> int:
         t0 = time.perf_counter()
         from pete_osc.synthetic import qwen_ranks
 
-        model = build_fastvlm_torch(Path(tempfile.mkdtemp(prefix="fastvlm-full-")), FULL,
+        model = build_fastvlm_torch(scratch("fastvlm-full-"), FULL,
                                     qwen=qwen_ranks() if args.qwen else None)
         print(f"built random FastVLM-0.5B in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     floor_bytes, bandwidth, floor = decode_floor(model)

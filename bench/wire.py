@@ -21,7 +21,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import commit, cpu, report  # noqa: E402
+from common import commit, cpu, report, scratch  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 
@@ -103,7 +102,7 @@ def main() -> int:
 
     from pete_osc.synthetic import FULL, build_fastvlm_torch, qwen_ranks
 
-    folder = Path(tempfile.mkdtemp(prefix="wire-"))
+    folder = scratch("wire-")
     model = args.model or str(build_fastvlm_torch(folder / "model", FULL,
                                                   qwen=qwen_ranks() if args.qwen else None))
     rows = []

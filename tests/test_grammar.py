@@ -21,7 +21,7 @@ def director():
 
 
 @pytest.fixture(scope="module")
-def matcher_for(director):
+def matcher_for(director, tmp_path_factory):
     """An llguidance matcher over the tiny test tokenizer, for any director."""
     llguidance = pytest.importorskip("llguidance")
     import llguidance.hf
@@ -29,7 +29,7 @@ def matcher_for(director):
 
     from pete_osc.synthetic import train_tokenizer
 
-    folder = Path(__import__("tempfile").mkdtemp())
+    folder = tmp_path_factory.mktemp("tokenizer")
     train_tokenizer(folder)
     tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), eos_token="<|im_end|>")
     ll = llguidance.hf.from_tokenizer(tok)

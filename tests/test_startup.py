@@ -5,7 +5,6 @@ DIRECTOR.md and mappings. The CLI runs as a subprocess, as users run it."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -46,11 +45,11 @@ def short_clip(folder: Path, frames: int = 5) -> Path:
 
 # ---- start-up failures: one line each, all at once, fast ---------------------------------
 
-def test_missing_model_offline_is_one_line_within_seconds(shared_video, cli_env):
+def test_missing_model_offline_is_one_line_within_seconds(shared_video, cli_env, tmp_path):
     """No HF_HUB_OFFLINE, no network, nothing in the cache: the default model is named in
     one line with the fix, without a minute of library retries."""
     env = {k: v for k, v in cli_env.items() if k != "HF_HUB_OFFLINE"}
-    env["HF_HOME"] = str(Path(env.get("TMPDIR", "/tmp")) / f"pete-empty-hf-{os.getpid()}")
+    env["HF_HOME"] = str(tmp_path / "empty-hf")
     started = time.monotonic()
     proc = pete("run", "--source", str(shared_video), env=env)
     took = time.monotonic() - started
@@ -62,8 +61,8 @@ def test_missing_model_offline_is_one_line_within_seconds(shared_video, cli_env)
     assert took < 5, f"{took:.1f} s to say the model is missing"
 
 
-def test_missing_model_with_hf_hub_offline(shared_video, cli_env):
-    env = dict(cli_env, HF_HOME=str(Path("/tmp") / f"pete-empty-hf-{os.getpid()}"))
+def test_missing_model_with_hf_hub_offline(shared_video, cli_env, tmp_path):
+    env = dict(cli_env, HF_HOME=str(tmp_path / "empty-hf"))
     proc = pete("run", "--source", str(shared_video), "--engine", "torch", env=env)
     assert proc.returncode == 2
     [line] = errors(proc.stderr)
