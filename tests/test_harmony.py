@@ -42,7 +42,14 @@ FRAMES = [  # (lines of one frame, the messages at its end)
     (["color: chartreuse", "mood: sad", "energy: 0", "brightness: 0.5"],
      [(0x80, 67, 0), (0x80, 71, 0), (0x90, 69, 45)]),  # A min: C and E keep sounding
     (["color: white", "mood: sad", "energy: 0", "brightness: 0.5"], []),  # no hue: no change
+    (["color: red", "mood: calm", "energy: 0", "brightness: 0.5"],
+     [(0x80, 69, 0), (0x90, 67, 45)]),  # C maj7, 3 voices: C E G
+    # 5 voices: before the fix the inversion step doubled C (59, 60, 60, 64, 67); now
+    # the two new voices stack above, and no key is sent twice.
+    (["color: red", "mood: calm", "energy: 0.7", "brightness: 0.5"],
+     [(0x90, 71, 94), (0x90, 72, 94)]),
 ]
+SOUNDING_AT_END = [(0x80, 60, 0), (0x80, 64, 0), (0x80, 67, 0), (0x80, 71, 0), (0x80, 72, 0)]
 
 
 def events(lines):
@@ -61,8 +68,7 @@ def test_the_chord_changes_at_the_frames_end(director):
             sent = router.event(ev, 0.0)
             assert not any(isinstance(m, MidiMessage) and m.data[0] & 0xE0 == 0x80 for m in sent)
         assert [m.data for m in router.end_frame(1.0)] == expected
-    assert sorted(m.data for m in router.closing() if m.data[0] == 0x80) == [
-        (0x80, 60, 0), (0x80, 64, 0), (0x80, 69, 0)]
+    assert sorted(m.data for m in router.closing() if m.data[0] == 0x80) == SOUNDING_AT_END
 
 
 @pytest.mark.parametrize("old, new, message", [
@@ -110,7 +116,7 @@ def test_exact_notes_through_jack(tmp_path, cli_env):
     notes = [m for m in received if m[0] & 0xE0 == 0x80]  # note on/off, channel 1
     expected = [m for _, frame in FRAMES for m in frame]
     # The CCs (mod wheel, cutoff, expression) ride along; the notes are exactly these,
-    # then at exit the three sounding notes end and all notes off follows.
+    # then at exit the sounding notes end and all notes off follows.
     assert notes[:len(expected)] == expected
-    assert sorted(notes[len(expected):]) == [(0x80, 60, 0), (0x80, 64, 0), (0x80, 69, 0)]
+    assert sorted(notes[len(expected):]) == SOUNDING_AT_END
     assert received[-1] == (0xB0, 123, 0)

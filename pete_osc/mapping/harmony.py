@@ -72,12 +72,16 @@ def voicing(root: int, intervals: tuple[int, ...], voices: int, octave: int,
     best, best_cost = None, None
     for k in range(voices):
         inverted = sorted(close[k:] + [n + 12 for n in close[:k]])
+        if len(set(inverted)) < len(inverted):
+            # More voices than tones: raising a low voice an octave can land it on its
+            # own octave double already there. One key cannot sound twice; skip it.
+            continue
         for shift in (-24, -12, 0, 12):
             candidate = tuple(_within([n + shift for n in inverted]))
             cost = (_movement(candidate, previous), abs(candidate[0] - base))
             if best_cost is None or cost < best_cost:
                 best, best_cost = candidate, cost
-    return best
+    return best if best is not None else tuple(sorted(set(_within(close))))
 
 
 def _movement(notes, previous) -> int:

@@ -12,34 +12,16 @@ import math
 
 import colorsys
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Mapping
 
 from ..events import Color, Event
 from .config import MappingConfig, Route
 from .harmony import Harmony, root_of
+from .messages import Message, MidiMessage, OscMessage
+from .notes import Keys
 from .shape import Gate, Glide, Settle, shape
 
 
-@dataclass(frozen=True)
-class OscMessage:
-    """One OSC message for a named target."""
-
-    target: str
-    address: str
-    args: tuple
-    frame_id: int | None = None  # set for messages caused by an event (bundled per frame)
-    captured_at: float | None = None
-
-
-@dataclass(frozen=True)
-class MidiMessage:
-    """One MIDI message for a named target, as its bytes (status first)."""
-
-    target: str
-    data: tuple[int, ...]
-
-
-Message = Union[OscMessage, MidiMessage]
 
 
 @dataclass
@@ -77,8 +59,11 @@ class Router:
     source where the route's address or arguments name the source (``{source}``)."""
 
     def __init__(self, mapping: MappingConfig, state: Mapping[str, object] | None = None,
-                 clock=None):
+                 clock=None, keys: Keys | None = None):
         self.mapping = mapping
+        # The keys sounding on each MIDI channel, over every route (see notes.Keys):
+        # everything the router returns passes through it.
+        self.keys = keys if keys is not None else Keys()
         self.state = state if state is not None else {}  # the DAW's, for routes' when:
         # The beat quantised routes wait for (pete_osc.clock): next_beat(now, beats) and
         # time_of(beat), None where there is no beat (the change goes at once). Messages
@@ -101,7 +86,7 @@ class Router:
         """A router for an edited ``mapping`` that keeps the state (glides, holds,
         sounding notes) of every route that did not change, and the note offs of the
         notes that removed or changed routes leave sounding."""
-        new = Router(mapping, self.state, self.clock)
+        new = Router(mapping, self.state, self.clock, self.keys)
         new._waiting, new._order = self._waiting, self._order
         kept: set[int] = set()
         for j, route in enumerate(new._routes):
@@ -113,7 +98,7 @@ class Router:
         released = [_note_off(route, note)
                     for i, route in enumerate(self._routes) if i not in kept
                     for state in self._states[i].values() for note in list(state.notes_on)]
-        return new, released
+        return new, self.keys.filter(released)
 
     def _each(self):
         for i, route in enumerate(self._routes):
@@ -147,7 +132,7 @@ class Router:
         if (self.clock is not None and ev.key == "tempo" and self.mapping.clock is not None
                 and self.mapping.clock.set_tempo and isinstance(ev.value, (int, float))):
             self.clock.set_tempo(float(ev.value))
-        return out
+        return self.keys.filter(out)
 
     def _boundary(self, route: Route, now: float) -> tuple[float, float | None]:
         """When a change of ``route`` goes out: (now, None), or (the time of its next beat
@@ -193,7 +178,7 @@ class Router:
             if when is not None and when > now:
                 break
             out.append(heapq.heappop(self._waiting)[2])
-        return out
+        return self.keys.filter(out)
 
     def next_due(self) -> float | None:
         """When the next quantised message is due (None if none waits)."""
@@ -227,7 +212,7 @@ class Router:
             out.extend(self._later(self._boundary(route, now), now, change))
             state.harmony.sounding = notes
             state.notes_on = {n: math.inf for n in notes}  # released on reload and at exit
-        return out
+        return self.keys.filter(out)
 
     def _offer(self, route: Route, state: _State, ev: Event, now: float) -> list[Message]:
         value = route_value(route, ev)
@@ -277,7 +262,7 @@ class Router:
                 # bundled, never counted as a frame's first message).
                 sent.append(_unframed(state.last_message))
             out.extend(_remember(state, sent, now))
-        return out
+        return self.keys.filter(out)
 
     def busy(self, now: float) -> bool:
         """Whether :meth:`tick` has work soon (so the dispatcher keeps its control rate)."""
@@ -302,6 +287,10 @@ class Router:
             for note in list(state.notes_on):
                 out.append(_note_off(route, note))
             state.notes_on.clear()
+            if state.harmony is not None:
+                state.harmony.sounding = ()
+        out = self.keys.filter(out) + self.keys.release_all()
+        for route, state in self._each():
             if route.exit_value is not None and not state.exit_sent:
                 state.exit_sent = True
                 out.append(self._message(route, state, self._output(route, route.exit_value)))
