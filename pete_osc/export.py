@@ -50,7 +50,9 @@ def timeline(recording: Path, director: Director) -> tuple[list[tuple[float, Eve
             for record in parser.feed(token.text):
                 if isinstance(record, Event):
                     out.append((clock[0], record))
-        for record in parser.finish(truncated=frame[-1].finish == "length"):
+        finish = frame[-1].finish  # none: the show cut this answer (watchdog, stop, error)
+        for record in parser.finish(truncated=finish == "length",
+                                    cut=None if finish in ("stop", "length") else "cut in the show"):
             if isinstance(record, Event):
                 out.append((clock[0], record))
         out.append((clock[0], None))

@@ -70,9 +70,11 @@ def parse_line(director: Director, line: str, number: int, frame: FrameInfo,
 class LineParser:
     """Feed text as it streams; get records for the lines it completed.
 
-    One parser per frame's answer. ``finish`` handles the last, unterminated line: with
-    ``truncated=True`` (the token limit cut the answer) it is refused as truncated, never
-    emitted as a value; otherwise (the model stopped) it is parsed as a complete line.
+    One parser per frame's answer. ``finish`` handles the last, unterminated line: when
+    the model itself ended its answer it is parsed as a complete line; when anything else
+    ended it (the token limit, the watchdog, a dropped connection, an engine error, a
+    stop) it is refused as cut, never emitted as a value: ``energy: 0.`` cut mid-number
+    would otherwise be sent as 0.0.
     """
 
     def __init__(self, director: Director, frame: FrameInfo,
@@ -99,16 +101,18 @@ class LineParser:
         """Non-empty lines seen so far."""
         return self._lines
 
-    def finish(self, truncated: bool) -> list[Record]:
-        """End of the answer: settle the last line (see the class docstring)."""
+    def finish(self, truncated: bool = False, cut: str | None = None) -> list[Record]:
+        """End of the answer: settle the last line (see the class docstring).
+        ``truncated``: the token limit cut it; ``cut``: what else cut it, in words."""
         line, self._pending = self._pending, ""
         if not line.strip():
             return []
-        if truncated:
+        if truncated or cut:
             self._lines += 1
             split = split_line(line)
-            return [Rejection(line, "truncated by the token limit", self._lines,
-                              self.frame.frame_id, key=split[0] if split else None, truncated=True)]
+            why = "truncated by the token limit" if truncated else f"cut: {cut}"
+            return [Rejection(line, why, self._lines, self.frame.frame_id,
+                              key=split[0] if split else None, truncated=True)]
         record = self._line(line, self.clock())
         return [record] if record is not None else []
 

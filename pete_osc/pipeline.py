@@ -201,9 +201,22 @@ def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
     report.prefilled = times.prefilled
     report.steps = times.steps
     report.vision = times.extra.get("vision_s")
-    if not report.stopped and report.error is None:
-        yield from _counted(parser.finish(truncated=report.truncated), report)
+    yield from _counted(parser.finish(truncated=report.truncated, cut=_cut(report)), report)
     yield report
+
+
+def _cut(report: FrameReport) -> str | None:
+    """What ended the answer before the model did, in words; None where the model ended
+    it (or the token limit did: that is ``truncated``)."""
+    if report.stopped:
+        return "the run was stopped"
+    if report.watchdog is not None:
+        return f"the watchdog ended the frame ({report.watchdog})"
+    if report.error is not None:
+        return f"the answer failed ({report.error})"
+    if report.finish not in ("stop", "length"):
+        return f"the answer ended early ({report.finish or 'no finish from the engine'})"
+    return None
 
 
 def _counted(records: list[Record], report: FrameReport) -> Iterator[Record]:
