@@ -52,6 +52,9 @@ class Source:
     name: str
     fps: float
     live: bool  # a camera or stream (paced by the device) rather than a file
+    # Whether a frame replaced before the engine took it is a frame lost (False for blank
+    # frames, which carry no picture to lose).
+    counts_drops = True
 
     def read(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -175,6 +178,7 @@ class BlankSource(Source):
 
     name = "no camera (blank frames)"
     live = False
+    counts_drops = False
 
     def __init__(self, width: int, height: int, fps: float = 10.0):
         self.fps = fps

@@ -150,7 +150,8 @@ def _arguments() -> argparse.ArgumentParser:
     run.add_argument("--every-frame", action="store_true",
                      help="video files: process every frame as fast as possible instead of "
                           "playing in real time")
-    run.add_argument("--loop", action="store_true", help="video files: start again at the end")
+    run.add_argument("--loop", action="store_true",
+                     help="video files and --replay recordings: start again at the end")
     run.add_argument("--max-frames", type=_number(int, low=0), default=0,
                      help="stop after N frames (0: never)")
     run.add_argument("--json", action="store_true",
@@ -336,7 +337,7 @@ def cmd_run(args) -> int:
              "replay": f"replaying {args.replay} ..."}.get(plan.engine, f"loading {plan.model} ..."))
         show.load(plan.engine, plan.model, EngineOptions(
             server=args.server, timeout=args.timeout, replay=args.replay,
-            replay_speed=args.replay_speed, device=args.device, compile=not args.no_compile,
+            replay_speed=args.replay_speed, loop=args.loop, device=args.device, compile=not args.no_compile,
             quantize=args.quantize, kernels=args.kernels, progress=say, path=plan.model_path))
         if args.monitor and _on_this_cpu(show.engine) and args.monitor_host in ("127.0.0.1", "localhost"):
             say(f"monitor page: the model runs on this computer's {os.cpu_count()} cores, and a "

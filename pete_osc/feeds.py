@@ -97,6 +97,12 @@ class Feed:
         self.period = 1.0 / fps if fps > 0 and not every_frame else 0.0
         self.next_at = 0.0
         self.taken = 0
+        # Captured frames the engine never took, in two kinds: skipped (captured before
+        # the --fps tick was due: a 24 fps file sampled at 2 fps skips 11 of 12, by
+        # design) and dropped (captured while a due tick waited for a busy engine).
+        self.skipped = 0
+        self.dropped = 0
+        self._last_id: int | None = None
         self.announced = False
         self.holding = False  # its tick waits for the frame captured after it
         say = lambda what, text: notify(name, what, text)  # noqa: E731
@@ -109,10 +115,6 @@ class Feed:
             on_image = (lambda image, at: measure(name, image, at)) if measure else None
             self.latest = LatestFrame(source, loop, name, notify=say, fresh=fresh,
                                       on_image=on_image)
-
-    @property
-    def dropped(self) -> int:
-        return self.latest.dropped if self.latest is not None else 0
 
     @property
     def end_reason(self) -> str | None:
@@ -133,6 +135,8 @@ class Feed:
             if self.holding:
                 return None
             frame = self.latest.newest(timeout=0)
+            if frame is not None:
+                self._count_untaken(frame.id, now)
         else:
             frame = next(self.every, None)
             if frame is not None and self.measure is not None:
@@ -144,6 +148,22 @@ class Feed:
             due = self.next_at + self.period if self.next_at else now + self.period
             self.next_at = max(due, now) if self.period else 0.0
         return frame
+
+    def _count_untaken(self, frame_id: int, now: float) -> None:
+        """Sort the frames captured since the last take into skipped and dropped (see
+        __init__): those that came after the tick was due waited on the engine."""
+        last, self._last_id = self._last_id, frame_id
+        if last is None or not self.latest.source.counts_drops:
+            return  # (before the first take nothing was due)
+        untaken = max(0, frame_id - last - 1)
+        if not self.period:
+            late = untaken  # as fast as the engine goes: each one it missed is lost
+        else:
+            interval = self.latest.interval
+            late = int((now - self.next_at) / interval) if interval > 0 else 0
+        dropped = min(untaken, max(0, late))
+        self.dropped += dropped
+        self.skipped += untaken - dropped
 
     def _fresh_coming(self, now: float) -> bool:
         """A paced tick that finds the engine idle takes the first frame captured after
@@ -195,7 +215,13 @@ class Feeds:
 
     @property
     def dropped(self) -> int:
+        """Frames lost while the engine was busy (all sources); see Feed."""
         return sum(f.dropped for f in self.feeds)
+
+    @property
+    def skipped(self) -> int:
+        """Frames passed over by design between two --fps ticks (all sources)."""
+        return sum(f.skipped for f in self.feeds)
 
     @property
     def upcoming(self) -> str:

@@ -49,6 +49,7 @@ def frame_record(report: FrameReport) -> dict:
         "rejected": r.rejected,
         "finish": r.finish,
         "dropped": r.dropped,
+        "skipped": r.skipped,
         "error": r.error,
         "watchdog": r.watchdog,
         "coalesced": r.coalesced,
@@ -105,7 +106,8 @@ def plain_status(report: FrameReport) -> str:
     cut = " (cut at token limit)" if report.truncated else ""
     return (f"frame {report.frame_id} ({report.source}): TTFT {ttft}, TBT {tbt}, "
             f"{report.tokens} tokens, {report.events} events, {report.rejected} rejected{cut}; "
-            f"{report.dropped} frames dropped")
+            f"{report.dropped} frames dropped" + (f", {report.skipped} skipped by --fps"
+                                                   if report.skipped else ""))
 
 
 class StatusLine:
@@ -144,6 +146,8 @@ class StatusLine:
         parts = [f"frame {frames[-1]['frame']}" + (f" ({source})" if source else ""), _ms("TTFT", med("ttft")), _ms("TBT", tbt),
                  _ms("frame->event", med("capture_to_event")), f"{fps:.1f} fps",
                  f"dropped {frames[-1]['dropped']}"]
+        if frames[-1].get("skipped"):
+            parts.append(f"skipped {frames[-1]['skipped']}")
         if sent is not None:
             parts.append(f"sent {sent}")
         errors = sum(1 for f in frames if f.get("error"))

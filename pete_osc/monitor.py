@@ -72,7 +72,7 @@ class Monitor(Tap):
         self._frames: deque = deque(maxlen=120)
         self._log: deque = deque(maxlen=30)
         self._files = {"live": files or [], "reload": None}
-        self._dropped = 0
+        self._dropped = (0, 0)  # frames lost while the engine was busy, skipped by --fps
         self._stop = threading.Event()
         self._handler = _LogToPage(self)
         try:
@@ -162,8 +162,8 @@ class Monitor(Tap):
                 "to_event": r.first_event_at - r.captured_at if r.first_event_at else None,
                 "to_sent": r.first_sent_at - r.captured_at if r.first_sent_at else None,
                 "error": r.error or r.watchdog})
-            if r.dropped != self._dropped:
-                self._dropped = r.dropped
+            if (r.dropped, r.skipped) != self._dropped:
+                self._dropped = (r.dropped, r.skipped)
                 self._touch("dropped")
             self._touch("frames")
 
@@ -196,7 +196,7 @@ class Monitor(Tap):
             if "frames" in want:
                 out["frames"] = [f for f in self._frames if f["n"] > frames_after]
             if "dropped" in want:
-                out["dropped"] = self._dropped
+                out["dropped"] = {"dropped": self._dropped[0], "skipped": self._dropped[1]}
             if "log" in want:
                 out["log"] = list(self._log)
             if "files" in want:

@@ -68,7 +68,8 @@ class FrameReport:
     vision: float | None = None  # seconds in the vision encoder, where the engine tells
     token_times: list[float] = field(default_factory=list)  # seconds since start, per token
     first_event_at: float | None = None  # time.time() when the first event was parsed
-    dropped: int = 0  # frames dropped so far (all sources)
+    dropped: int = 0  # frames lost so far while the engine was busy (all sources)
+    skipped: int = 0  # frames passed over so far between --fps ticks, by design
     first_sent_at: float | None = None  # time.time() when its first message left
     coalesced: int | None = None  # messages merged over a target's max_rate, run so far
     instruction: str | None = None  # the instruction as sent, where it changes per frame
@@ -97,6 +98,7 @@ class Summary:
     events: int = 0
     rejected: int = 0
     dropped: int = 0
+    skipped: int = 0
     ttft: list[float] = field(default_factory=list)
     tbt: list[float] = field(default_factory=list)
     to_event: list[float] = field(default_factory=list)  # capture -> first event, seconds
@@ -119,6 +121,7 @@ class Summary:
         self.events += report.events
         self.rejected += report.rejected
         self.dropped = max(self.dropped, report.dropped)
+        self.skipped = max(self.skipped, report.skipped)
         if report.ttft is not None:
             self.ttft.append(report.ttft)
         self.tbt.extend(report.tbt)
@@ -134,7 +137,8 @@ class Summary:
         rate = f" ({self.frames / took:.1f} frames/s)" if took > 0 and self.frames > 1 else ""
         watchdog = f", ended by the watchdog: {self.watchdog}" if self.watchdog else ""
         text = (f"{self.frames} frames in {took:.1f} s from the first frame{rate}; "
-                f"frames dropped: {self.dropped}, failed: {self.errors}{watchdog}; "
+                f"frames dropped: {self.dropped}{_skipped(self.skipped)}, "
+                f"failed: {self.errors}{watchdog}; "
                 f"tokens: {self.tokens}, events: {self.events}, lines rejected: {self.rejected}; "
                 f"median TTFT: {_ms(self.ttft)}, TBT: {_ms(self.tbt)}, "
                 f"frame to first event: {_ms(self.to_event)}")
@@ -143,6 +147,10 @@ class Summary:
                 f"{name} {t.frames} frames (frame to first event {_ms(t.to_event)})"
                 for name, t in self.sources.items())
         return text
+
+
+def _skipped(skipped: int) -> str:
+    return f" (and {skipped} skipped by --fps, as asked)" if skipped else ""
 
 
 def _ms(values: list[float]) -> str:

@@ -254,6 +254,10 @@ class Show:
                 report = self._frame(frame, dog)
                 if report.stopped or (c.max_frames and self.summary.frames >= c.max_frames):
                     break
+                if self.engine.ended is not None:  # a recording played to its end
+                    self._said("ended", f"{self.engine.name} {self.engine.model_id}: "
+                                        f"{self.engine.ended}")
+                    break
         return self.summary
 
     def _describe_sources(self) -> list[str]:
@@ -291,6 +295,7 @@ class Show:
             report.first_sent_at = self.sender.first_sent(frame.id)
             report.coalesced = self.sender.coalesced
         report.dropped = self.feeds.dropped
+        report.skipped = self.feeds.skipped
         if director.placeholders:
             report.instruction = prompt.instruction
             report.context = prompt.context

@@ -50,19 +50,43 @@ def test_replay_keeps_the_recorded_timing(tmp_path):
     assert [t.text for t in tokens] == ["energy", ": 0.5\n", ""] and tokens[-1].finish == "stop"
     assert tokens[0].at - times.started == pytest.approx(0.15, abs=0.03)  # 0.30 s at speed 2
     assert [t.text for t in engine.stream(image, FrameTimes())] == ["mood: calm\n"]
-    assert [t.text for t in engine.stream(image, FrameTimes())][:1] == ["energy"]  # starts over
+    assert engine.ended == "the recording ended after 2 frames"
+    looping = ReplayEngine(path, speed=100.0, loop=True)
+    for _ in range(2):
+        list(looping.stream(image, FrameTimes()))
+    assert looping.ended is None
+    assert [t.text for t in looping.stream(image, FrameTimes())][:1] == ["energy"]  # starts over
 
 
 def test_replay_of_plain_director_text(tmp_path, cli_env):
     path = tmp_path / "answers.txt"
     path.write_text("--- frame 4\nenergy: high\nmood: tense\n--- frame 5\ncolor: amber\n")
     proc = pete_run("--engine", "replay", "--replay", str(path), "--max-frames", "3", "--fps", "0",
-                    "--json", env=cli_env)
+                    "--json", "--loop", env=cli_env)
     assert proc.returncode == 0, proc.stderr
     got = [(e["key"], e["value"] if e["kind"] != "color" else e["value"]["name"])
            for e in map(json.loads, proc.stdout.splitlines())]
     assert got == [("energy", 0.8), ("mood", "tense"), ("color", "amber"),
-                   ("energy", 0.8), ("mood", "tense")]
+                   ("energy", 0.8), ("mood", "tense")]  # --loop: the recording starts over
+
+
+@pytest.mark.parametrize("fps", ["2", "0"])
+def test_replay_ends_when_the_recording_ends(tmp_path, cli_env, fps):
+    """Without --loop the run ends after the recording's last frame, says so, and its
+    summary counts no dropped frames for the blank frames a replay runs on."""
+    path = tmp_path / "answers.txt"
+    path.write_text("--- frame 0\nenergy: high\n--- frame 1\nmood: calm\n--- frame 2\n"
+                    "color: amber\n")
+    proc = pete_run("--engine", "replay", "--replay", str(path), "--fps", fps, "--json",
+                    env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert [e["key"] for e in map(json.loads, proc.stdout.splitlines())] == [
+        "energy", "mood", "color"]
+    err = proc.stderr.splitlines()
+    assert f"pete-osc: replay {path}: the recording ended after 3 frames" in err, proc.stderr
+    summary = [line for line in err if line.startswith("pete-osc: stopped.")]
+    assert summary and "3 frames in" in summary[0], proc.stderr
+    assert "frames dropped: 0, " in summary[0] and "skipped" not in summary[0], summary
 
 
 def test_bad_recording_names_the_line(tmp_path):
@@ -79,7 +103,8 @@ def test_a_full_disk_switches_the_taps_off_not_the_show(tmp_path, cli_env):
     text.write_text("energy: 0.7\nmood: tense\n--- frame 1\nenergy: 0.2\n")
     proc = subprocess.run([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
                            "--replay", str(text), "--record", "/dev/full", "--metrics", "/dev/full",
-                           "--max-frames", "3", "--fps", "0", "--json", "--replay-speed", "4"],
+                           "--max-frames", "3", "--fps", "0", "--json", "--replay-speed", "4",
+                           "--loop"],
                           capture_output=True, text=True, env=cli_env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -88,3 +113,24 @@ def test_a_full_disk_switches_the_taps_off_not_the_show(tmp_path, cli_env):
     for option in ("--record", "--metrics"):
         assert proc.stderr.count(f"{option} /dev/full: cannot write (No space left on device)") == 1
     assert "failed: 0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_frames_skipped_by_fps_are_told_apart_from_frames_dropped(tmp_path, cli_env, shared_video):
+    """A 24 fps clip sampled at 2 fps skips about 11 frames a tick by design (not a fault);
+    frames that come while a due tick waits for a slow answer are dropped."""
+    quick, slow = tmp_path / "quick.jsonl", tmp_path / "slow.jsonl"
+    token = {"frame": 0, "text": "energy: 0.5\n"}
+    quick.write_text(json.dumps(dict(token, t=0.01)) + "\n")
+    slow.write_text(json.dumps(dict(token, t=1.0)) + "\n")  # a second per answer
+    runs = {}
+    for name, path in (("quick", quick), ("slow", slow)):
+        metrics = tmp_path / f"{name}.metrics"
+        proc = pete_run("--engine", "replay", "--replay", str(path), "--loop", "--source",
+                        str(shared_video), "--fps", "2", "--max-frames", "5", "--metrics",
+                        str(metrics), env=cli_env)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = [json.loads(line) for line in metrics.read_text().splitlines()][-1]
+    # 4 ticks after the first at 2 fps: ~11 skipped each, none dropped.
+    assert runs["quick"]["dropped"] <= 2 and 30 <= runs["quick"]["skipped"] <= 55, runs
+    # An answer takes 1 s, twice the tick: about 12 frames a tick come after it was due.
+    assert runs["slow"]["dropped"] >= 30, runs

@@ -24,6 +24,7 @@ class EngineOptions:
     timeout: float = 10.0
     replay: str | None = None
     replay_speed: float = 1.0
+    loop: bool = False  # replay: start the recording over at its end (--loop)
     device: str | None = None  # torch: cuda, mps or cpu (None: the best there is)
     compile: bool = True  # torch on CUDA: static cache + CUDA graphs
     quantize: str = "auto"  # torch: int8 weights (auto: on the CPU), see engines.quantize
@@ -60,5 +61,5 @@ def open_engine(name: str, model: str | None, system_prompt: str, instruction: s
 
         if not options.replay:
             raise PeteError("--engine replay needs --replay FILE (a --record file or DIRECTOR text)")
-        return ReplayEngine(options.replay, options.replay_speed)
+        return ReplayEngine(options.replay, options.replay_speed, options.loop)
     raise PeteError(f"--engine {name}: unknown engine; choose one of {', '.join(ENGINES)}")

@@ -82,6 +82,9 @@ class Engine(Protocol):
 
     name: str
     model_id: str
+    # Why the engine has no more answers (a recording played to its end; the show then
+    # ends), or None while it answers.
+    ended: str | None
 
     def stream(self, image_rgb: np.ndarray, times: FrameTimes,
                prompt: Prompt | None = None) -> Iterator[Token]:

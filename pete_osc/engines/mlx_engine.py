@@ -34,6 +34,8 @@ KNOWN_GOOD = (
 class MlxEngine:
     """Load a model once with mlx-vlm; stream tokens for one frame at a time."""
 
+    ended = None  # a model answers for as long as the show runs (see Engine.ended)
+
     name = "mlx"
 
     def __init__(self, model: str, system_prompt: str, instruction: str,

@@ -35,6 +35,8 @@ class RemoteError(PeteError):
 class RemoteEngine:
     """Streams each frame's answer from a server; see the module docstring."""
 
+    ended = None  # a model answers for as long as the show runs (see Engine.ended)
+
     name = "remote"
 
     def __init__(self, server: str, model: str | None, system_prompt: str, instruction: str,

@@ -5,8 +5,9 @@ For rehearsing a DAW set without a camera or a model, and for tests. Two inputs 
   the time since the frame's start), replayed at its own pace (``speed`` scales it);
 - plain DIRECTOR text (any model's output, ``--- frame N`` lines between frames), cut
   into word-sized tokens at a steady rate.
-Frames are replayed in order, one per ``stream`` call, starting over at the end. The
-image is ignored.
+Frames are replayed in order, one per ``stream`` call; after the last one the engine has
+``ended`` (the show then ends, announced, with its summary), or with ``loop`` it starts
+over. The image is ignored.
 """
 
 from __future__ import annotations
@@ -45,21 +46,27 @@ class ReplayEngine:
 
     name = "replay"
 
-    def __init__(self, path: str | Path, speed: float = 1.0):
+    def __init__(self, path: str | Path, speed: float = 1.0, loop: bool = False):
         self.model_id = str(path)
         if speed <= 0:
             raise PeteError(f"--replay-speed {speed}: must be above 0")
         self.speed = speed
+        self.loop = loop
         self.frames = load_recording(Path(path))
         self._next = 0
+        self.ended: str | None = None  # see Engine.ended
 
     def use_prompt(self, prompt: Prompt) -> float:
         return 0.0  # a recording answers what it answered
 
     def stream(self, image_rgb: np.ndarray, times: FrameTimes,
                prompt: Prompt | None = None) -> Iterator[Token]:
+        if self.ended is not None:
+            raise PeteError(f"{self.model_id}: {self.ended}")
         frame = self.frames[self._next % len(self.frames)]
         self._next += 1
+        if not self.loop and self._next >= len(self.frames):
+            self.ended = f"the recording ended after {len(self.frames)} frames"
         times.started = start = time.perf_counter()
         times.extra["replayed_frame"] = self._next - 1
         index = 0

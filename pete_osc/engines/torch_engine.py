@@ -41,6 +41,8 @@ FORCED_WIDTH = 8
 class TorchEngine:
     """Load once; stream tokens per frame; see the module docstring."""
 
+    ended = None  # a model answers for as long as the show runs (see Engine.ended)
+
     name = "torch"
 
     def __init__(self, model: str, system_prompt: str, instruction: str,
