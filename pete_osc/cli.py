@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="pete-osc: %(message)s", stream=sys.stderr,
     )
+    if args.command == "run":
+        from .stopping import interrupt_on_signals
+
+        interrupt_on_signals()  # SIGTERM as Ctrl-C, from the first moment of the run
     try:
         code = args.func(args)
         if args.command == "run":
@@ -36,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():  # several problems found at start: one line each
             say(f"error: {line}")
         return 2
-    except KeyboardInterrupt:
-        # Ctrl-C before the live loop took charge of it (while loading the model, say).
-        say("interrupted before the run started")
+    except KeyboardInterrupt as exc:
+        # Ctrl-C or SIGTERM before the live loop took charge of it (loading the model,
+        # warming it up); what was opened is closed by then.
+        say(f"{exc or 'SIGINT'} received before the run started; stopped")
         return 0
     except BrokenPipeError:
         # The reader of stdout went away (`pete-osc send --echo | head`): a normal end.
@@ -318,6 +323,7 @@ def cmd_run(args) -> int:
     from .preflight import prepare
     from .reload import Files
     from .show import Show, ShowConfig
+    from .stopping import signals_held
     from .taps import TokenEcho
 
     # The sizes, DIRECTOR.md, the mapping, the libraries, the model and the sources, all
@@ -343,10 +349,14 @@ def cmd_run(args) -> int:
             say(f"monitor page: the model runs on this computer's {os.cpu_count()} cores, and a "
                 "browser here takes some from it (on 2 cores: TBT +11%, docs/benchmarks.md); "
                 "for the full speed open the page on another screen (--monitor-host 0.0.0.0)")
-        summary = show.run()
-    if echo.closed:
-        say("stdout was closed by its reader; stopping")
-    say(f"stopped. {summary.line()}" + (f"; {show.sent_line()}" if show.sender else ""))
+        # From the live loop on, a signal stops the show (the loop's own guard) and never
+        # interrupts the closing that follows (notes off, exit values, the summary).
+        with signals_held(show.stop):
+            summary = show.run()
+    with signals_held():
+        if echo.closed:
+            say("stdout was closed by its reader; stopping")
+        say(f"stopped. {summary.line()}" + (f"; {show.sent_line()}" if show.sender else ""))
     return 0
 
 

@@ -29,7 +29,7 @@ from .feeds import Feeds
 from .pipeline import FrameReport, FrameStart, Summary, Text, frame_records
 from .context import Answers, render
 from .reload import Files, Watch
-from .stopping import StopGuard
+from .stopping import StopGuard, signals_held
 from .taps import Tap, Taps
 
 log = logging.getLogger(__name__)
@@ -467,17 +467,19 @@ class Show:
         self._sources = []
 
     def close(self) -> None:
-        """Release the sources, send the exit values, close the outputs, taps and engine."""
-        try:
-            self._close_sources(timeout=1.0)
-            self.taps.close()
-            if self.input is not None:
-                self.input.close()
-        finally:
-            if self.sender is not None:
-                self.sender.close()
-            if self.engine is not None:
-                self.engine.close()
+        """Release the sources, send the exit values, close the outputs, taps and engine.
+        A signal meanwhile does not cut it short (see stopping.signals_held)."""
+        with signals_held(self.stop):
+            try:
+                self._close_sources(timeout=1.0)
+                self.taps.close()
+                if self.input is not None:
+                    self.input.close()
+            finally:
+                if self.sender is not None:
+                    self.sender.close()
+                if self.engine is not None:
+                    self.engine.close()
 
     def __enter__(self) -> "Show":
         return self.open()

@@ -1,4 +1,10 @@
-"""Ctrl-C and SIGTERM end a run within a second, even in the middle of a long prefill.
+"""Ctrl-C and SIGTERM end a run within a second, even in the middle of a long prefill,
+and alike at every stage: loading, warming up, the live loop, closing.
+
+Before the live loop (loading the model, warming it up) both raise KeyboardInterrupt
+(:func:`interrupt_on_signals`): the show closes what it opened and the command line says
+one line. While the outputs close (notes off, exit values), a signal is noted and the
+closing runs to its end (:func:`signals_held`), so no note is left sounding.
 
 Generation runs on the main thread (MLX streams belong to the thread that made them, and
 mlx-vlm has crashed on Metal when called from worker threads). A Python signal handler
@@ -11,6 +17,7 @@ it was given (release the camera, print the summary) and ends the process with c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -19,6 +26,43 @@ import threading
 from typing import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM raises KeyboardInterrupt on the main thread, as SIGINT does: a service
+    manager's stop and a performer's Ctrl-C end the run the same way."""
+    for sig in SIGNALS:
+        signal.signal(sig, _interrupt)
+
+
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def signals_held(stop: threading.Event | None = None):
+    """Within the block a signal does not interrupt (the closing must finish): it is said
+    once on stderr and sets ``stop``; the handlers before the block come back after it.
+    Outside the main thread (where handlers cannot be set) the block simply runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    said = []
+
+    def note(signum, _frame):
+        if stop is not None:
+            stop.set()
+        if not said:
+            said.append(signum)
+            print(f"\npete-osc: {signal.Signals(signum).name} received while closing; "
+                  "finishing the close first", file=sys.stderr, flush=True)
+
+    old = {sig: signal.signal(sig, note) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 class StopGuard:

@@ -27,21 +27,27 @@ PETE = [sys.executable, "-m", "pete_osc"]
 class Scripted(BaseHTTPRequestHandler):
     """Chat completions whose n-th answer is ``script[n]`` (the last one again after the end):
     a list of text chunks, ending in "stop" or "length" (a finish reason), "stall" (no more
-    bytes for 8 s), or "drop" (the connection closed mid-answer)."""
+    bytes for 8 s), or "drop" (the connection closed mid-answer); a number among them is
+    a pause of that many seconds. ``models_delay``: seconds before /v1/models answers."""
 
     script: list = []
     requests: list = []
+    models_delay = 0.0
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):  # /v1/models
+        time.sleep(self.models_delay)
         body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the client went away meanwhile
+            pass
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -53,6 +59,9 @@ class Scripted(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for piece in answer:
+                if isinstance(piece, (int, float)):
+                    time.sleep(piece)
+                    continue
                 if piece == "stall":
                     time.sleep(8)
                     return
@@ -74,8 +83,9 @@ class Scripted(BaseHTTPRequestHandler):
 class Server:
     """A :class:`Scripted` server on a free local port (``with``: started and stopped)."""
 
-    def __init__(self, script):
-        self.handler = type("Handler", (Scripted,), {"script": script, "requests": []})
+    def __init__(self, script, models_delay=0.0):
+        self.handler = type("Handler", (Scripted,), {"script": script, "requests": [],
+                                                     "models_delay": models_delay})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -129,3 +139,144 @@ def test_a_line_cut_by_the_token_limit_is_never_sent(cli_env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [e["key"] for e in events] == ["color"]
+
+
+# ---- SIGINT and SIGTERM at every stage, nothing left sounding -------------------------------
+
+@pytest.fixture(scope="module")
+def jack_env():
+    from peers import Jack
+
+    server = Jack()
+    yield {"JACK_DEFAULT_SERVER": server.name, "JACK_NO_START_SERVER": "1"}
+    server.stop()
+
+
+CHORD = ["color: red\n", "mood: calm\n", "energy: 1\n", "stop"]  # a 6-voice C maj7
+HARMONY_JACK = """midi:
+  synth: {port: Pete Sounds, channel: 1%s}
+routes:
+  - chord:
+      root: {from: color, notes: [C, G, D, A, E, B, F#, C#, G#, D#, A#, F]}
+      quality: {from: mood, table: {calm: maj7, tense: dim}}
+      energy: {from: energy, voices: [3, 6]}
+"""
+# stage: (the server's answers, extra arguments, what to wait for before the signal,
+#         how long after it, the mapping's target settings)
+STAGES = {
+    "load": ([CHORD], [], ("err", "connecting to"), 0.3, ""),
+    "warm-up": ([[6.0, "stop"]], ["--model", "m"], ("err", "warming up"), 0.3, ""),
+    "prefill": ([CHORD, [6.0, "stop"]], ["--model", "m", "--no-warmup"],
+                ("out", "--- frame 1"), 0.3, ""),
+    "decode": ([CHORD, ["color: blue\n", 6.0, "stop"]], ["--model", "m", "--no-warmup"],
+               ("out", "color: blue"), 0.1, ""),
+    # 2 messages a second: the chord's notes still wait their turn when the signal comes
+    "sending": ([CHORD, [6.0, "stop"]], ["--model", "m", "--no-warmup"],
+                ("out", "--- frame 1"), 0.3, ", max_rate: 2"),
+    # a second and a third signal while the first one's closing runs
+    "closing": ([CHORD, ["color: blue\n", 6.0, "stop"]], ["--model", "m", "--no-warmup"],
+                ("out", "color: blue"), 0.1, ""),
+}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_signal_at_any_stage_ends_the_show_cleanly(stage, signum, jack_env, cli_env, tmp_path):
+    from test_midi_real import jack_backend, wait_for_port
+
+    script, extra, (stream, wait_for), after, target = STAGES[stage]
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(HARMONY_JACK % target)
+    env = dict(cli_env, **jack_env)
+    saved = {k: os.environ.get(k) for k in jack_env}
+    os.environ.update(jack_env)
+    received = []
+    try:
+        backend = jack_backend()
+        with Server(script, models_delay=6.0 if stage == "load" else 0.0) as server:
+            proc = subprocess.Popen(
+                PETE + ["run", "--engine", "remote", "--server", server.url, "--source", "none",
+                        "--fps", "0", "--size", "64", "--constrain", "off", "--midi-api", "jack",
+                        "--mapping", str(mapping), *extra],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            seen = {"out": [], "err": []}
+            readers = [threading.Thread(target=lambda s=s, k=k: seen[k].extend(iter(s.readline, "")),
+                                        daemon=True)
+                       for k, s in (("out", proc.stdout), ("err", proc.stderr))]
+            for r in readers:
+                r.start()
+            wait_for_port(backend, "pete-osc:Pete Sounds")
+            with backend.open_input("pete-osc:Pete Sounds") as port:
+                end = time.monotonic() + 60
+                while not any(wait_for in line for line in seen[stream]):
+                    assert proc.poll() is None and time.monotonic() < end, "".join(seen["err"])
+                    received.extend(port.iter_pending())
+                    time.sleep(0.02)
+                time.sleep(after)
+                proc.send_signal(signum)
+                if stage == "closing":
+                    for _ in range(2):
+                        time.sleep(0.03)
+                        if proc.poll() is None:
+                            proc.send_signal(signum)
+                rc = proc.wait(30)
+                for r in readers:
+                    r.join(5)
+                time.sleep(0.3)  # JACK delivers on its next cycle
+                received.extend(port.iter_pending())
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    err = "".join(seen["err"])
+    assert rc == 0, err
+    assert "Traceback" not in err, err
+    name = signal.Signals(signum).name
+    stop_lines = [line for line in err.splitlines()
+                  if f"{name} received" in line and "closing" not in line]
+    assert len(stop_lines) == 1, err  # one line says so
+    if stage in ("load", "warm-up"):
+        assert stop_lines[0] == f"pete-osc: {name} received before the run started; stopped", err
+    else:
+        # The summary (where the engine sat in a blocking read, after the grace period
+        # without waiting for it: "stopped (did not wait for the engine).").
+        assert "pete-osc: stopped" in err and "frames in" in err, err
+    # Nothing left sounding: every note-on has its note-off on the wire.
+    sounding: set = set()
+    ons = 0
+    for msg in received:
+        if msg.type == "note_on" and msg.velocity > 0:
+            assert msg.note not in sounding
+            sounding.add(msg.note)
+            ons += 1
+        elif msg.type in ("note_on", "note_off"):
+            sounding.discard(msg.note)
+    assert not sounding, (stage, sounding, received)
+    if stage not in ("load", "warm-up"):
+        assert ons >= 6, received  # the chord did sound before the signal
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_closing_lets_the_closing_finish(signum, capfd):
+    """What Show.close runs under: a signal is said once and sets the stop, the block goes
+    on to its end, and the handlers from before come back."""
+    from pete_osc.stopping import interrupt_on_signals, signals_held
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        interrupt_on_signals()
+        stop = threading.Event()
+        finished = False
+        with signals_held(stop):
+            for _ in range(2):
+                os.kill(os.getpid(), signum)
+                time.sleep(0.05)
+            finished = True
+        assert finished and stop.is_set()
+        err = capfd.readouterr().err
+        assert err.count("received while closing; finishing the close first") == 1, err
+        with pytest.raises(KeyboardInterrupt):  # outside the block: as before it
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
