@@ -95,9 +95,25 @@ def download(model: str, say=lambda message: None) -> Path:
     try:
         return Path(snapshot_download(model))
     except Exception as exc:  # offline, unknown id, disk full
-        raise PeteError(f"model {model} is not in the Hugging Face cache and could not be "
-                        f"downloaded ({type(exc).__name__}: {_first_line(exc)[:160]}); "
-                        f"{_fix(model)}") from None
+        raise _not_downloaded(model, exc) from None
+
+
+def check_downloadable(model: str, timeout: float = 5.0) -> None:
+    """Whether ``model`` could be downloaded now (the hub answers for it), without
+    downloading it: for a start that fails for other reasons too, so that every problem
+    is named in one go without first fetching a model the run cannot use yet."""
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(model, timeout=timeout)
+    except Exception as exc:  # offline, unknown id
+        raise _not_downloaded(model, exc) from None
+
+
+def _not_downloaded(model: str, exc: BaseException) -> PeteError:
+    return PeteError(f"model {model} is not in the Hugging Face cache and could not be "
+                     f"downloaded ({type(exc).__name__}: {_first_line(exc)[:160]}); "
+                     f"{_fix(model)}")
 
 
 def _first_line(exc: BaseException) -> str:

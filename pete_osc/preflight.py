@@ -17,7 +17,7 @@ from .director import Director
 from .engines.base import check_size
 from .errors import PeteError, Problems
 from .feeds import parse_sources
-from .models import default_model, download, engine_name, locate
+from .models import check_downloadable, default_model, download, engine_name, locate
 from .shipped import mapping_path, read_director, read_mapping
 
 # What each engine imports; found with importlib (no import, so no cost).
@@ -69,9 +69,12 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
     attempt(lambda: check_libraries(engine, args.constrain))
     model = args.model
     path = None
+    model_named = True  # the model's own check found nothing wrong (yet)
     if engine in ("mlx", "torch"):
         model = model or default_model(engine)
+        before = len(problems)
         path = attempt(lambda: locate(model))
+        model_named = len(problems) == before
     elif engine == "remote" and not args.server:
         problems.append("--engine remote needs --server URL (such as http://gpu-box:8000)")
     elif engine == "replay":
@@ -85,9 +88,14 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
         source = attempt(lambda: open_source(spec.spec, width, height))
         if source is not None:
             sources.append((spec.name, source))
-    if engine in ("mlx", "torch") and path is None and model is not None and not problems:
-        # An id that is not in the cache yet, online: fetch it now (fails fast offline).
-        path = attempt(lambda: download(model, say))
+    if engine in ("mlx", "torch") and path is None and model is not None and model_named:
+        # An id that is not in the cache yet: fetch it now (fails fast offline); where
+        # something else is wrong already, only ask whether it could be fetched, so that
+        # an offline machine names the model together with the rest.
+        if problems:
+            attempt(lambda: check_downloadable(model))
+        else:
+            path = attempt(lambda: download(model, say))
     if problems:
         for _, source in sources:
             source.close()

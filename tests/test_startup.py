@@ -223,3 +223,18 @@ def test_send_echo_copies_the_text_to_stdout(cli_env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == text
     assert "2 events, 2 messages sent" in proc.stderr
+
+
+def test_no_camera_and_no_model_offline_are_named_together(cli_env, tmp_path):
+    """No HF_HUB_OFFLINE, no network, an empty cache and a camera that is not there: both
+    problems in one go (the model is not skipped because the camera failed)."""
+    env = {k: v for k, v in cli_env.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_HOME"] = str(tmp_path / "empty-hf")
+    proc = pete("run", "--source", "7", "--engine", "torch", env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = errors(proc.stderr)
+    assert len(lines) == 2, proc.stderr
+    assert "camera 7 could not be opened" in lines[0]
+    assert ("model KamilaMila/FastVLM-0.5B is not in the Hugging Face cache and could not be "
+            "downloaded") in lines[1]
+    assert "Traceback" not in proc.stderr
