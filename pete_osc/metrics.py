@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .pipeline import FrameReport
+from .pipeline import FrameReport, step_times
 from .taps import Tap, TapFile
 
 
@@ -101,7 +101,8 @@ class Status(Tap):
 
 def plain_status(report: FrameReport) -> str:
     """One frame in one line, for a log."""
-    tbt = (f"{sorted(report.tbt)[len(report.tbt) // 2] * 1000:.0f} ms" if report.tbt else "-")
+    steps = sorted(step_times(report))  # per decode step (forced text's zero gaps left out)
+    tbt = f"{steps[len(steps) // 2] * 1000:.0f} ms" if steps else "-"
     ttft = f"{report.ttft * 1000:.0f} ms" if report.ttft is not None else "-"
     cut = " (cut at token limit)" if report.truncated else ""
     return (f"frame {report.frame_id} ({report.source}): TTFT {ttft}, TBT {tbt}, "
@@ -138,7 +139,9 @@ class StatusLine:
             values = [f[key] for f in frames if f.get(key) is not None]
             return statistics.median(values) * 1000 if values else None
 
-        tbts = [b - a for f in frames for a, b in zip(f["token_times"], f["token_times"][1:])]
+        # per decode step: forced text arrives with the token before it (a zero gap)
+        tbts = [b - a for f in frames for a, b in zip(f["token_times"], f["token_times"][1:])
+                if b > a]
         tbt = statistics.median(tbts) * 1000 if tbts else None
         span = (frames[-1]["captured_at"] - frames[0]["captured_at"]) if len(frames) > 1 else 0
         fps = (len(frames) - 1) / span if span > 0 else 0.0

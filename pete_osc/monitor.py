@@ -33,7 +33,7 @@ import cv2
 from .engines.base import square_rgb
 from .errors import PeteError
 from .events import Color, Event, Rejection
-from .pipeline import FrameReport, FrameStart, Text
+from .pipeline import FrameReport, FrameStart, Text, step_times
 from .taps import Tap
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Monitor(Tap):
 
     def _report(self, r: FrameReport) -> None:
         # time per decode step: text the grammar forced arrives with the token before it (0)
-        steps = sorted(t for t in r.tbt if t > 0)
+        steps = sorted(step_times(r))
         tbt = steps[len(steps) // 2] if steps else None
         with self._lock:
             self._reported += 1

@@ -14,6 +14,7 @@ import logging
 import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -79,17 +80,35 @@ class FrameReport:
     ahead_s: float | None = None
 
 
+# The summary's medians are over the last this many frames: a 4-hour show at 20 frames/s
+# (288,000 frames) keeps the same few hundred kB as a 4-minute one.
+SUMMARY_WINDOW = 4096
+
+
+def _window() -> deque:
+    return deque(maxlen=SUMMARY_WINDOW)
+
+
+def step_times(report: "FrameReport") -> list[float]:
+    """The seconds of each decode step: the gaps between tokens, less the zero gaps of text
+    the grammar forced (it arrives with the token before it, in the same step)."""
+    return [t for t in report.tbt if t > 0]
+
+
 @dataclass
 class SourceTotals:
     """One source's share of a run."""
 
     frames: int = 0
-    to_event: list[float] = field(default_factory=list)
+    to_event: deque = field(default_factory=_window)
 
 
 @dataclass
 class Summary:
-    """Totals over a run, printed at exit."""
+    """Totals over a run, printed at exit. Counts are over the whole run; the medians over
+    the last SUMMARY_WINDOW frames (TTFT and frame to first event one value a frame, TBT
+    each frame's median decode step), so the summary's memory does not grow with the run.
+    """
 
     frames: int = 0
     errors: int = 0
@@ -99,9 +118,9 @@ class Summary:
     rejected: int = 0
     dropped: int = 0
     skipped: int = 0
-    ttft: list[float] = field(default_factory=list)
-    tbt: list[float] = field(default_factory=list)
-    to_event: list[float] = field(default_factory=list)  # capture -> first event, seconds
+    ttft: deque = field(default_factory=_window)
+    tbt: deque = field(default_factory=_window)  # each frame's median decode step
+    to_event: deque = field(default_factory=_window)  # capture -> first event, seconds
     sources: dict[str, SourceTotals] = field(default_factory=dict)
     started: float | None = None  # time.monotonic() when the first frame began
     ended: float | None = None  # when the last frame finished
@@ -124,7 +143,9 @@ class Summary:
         self.skipped = max(self.skipped, report.skipped)
         if report.ttft is not None:
             self.ttft.append(report.ttft)
-        self.tbt.extend(report.tbt)
+        steps = step_times(report)
+        if steps:
+            self.tbt.append(statistics.median(steps))
         totals = self.sources.setdefault(report.source, SourceTotals())
         totals.frames += 1
         if report.first_event_at is not None:
@@ -153,7 +174,7 @@ def _skipped(skipped: int) -> str:
     return f" (and {skipped} skipped by --fps, as asked)" if skipped else ""
 
 
-def _ms(values: list[float]) -> str:
+def _ms(values) -> str:
     return f"{statistics.median(values) * 1000:.0f} ms" if values else "-"
 
 

@@ -56,3 +56,31 @@ def test_status_line_shows_rolling_medians():
                     "dropped 3 | sent 30")
     assert out.getvalue().count("\r\x1b[2K") == 4  # rewritten in place
     assert not StatusLine.wanted(io.StringIO())  # only on a terminal
+
+
+def test_tbt_is_the_time_per_decode_step_not_zero_on_forced_text(tmp_path, cli_env):
+    """A constrained answer: each chosen token brings the grammar's forced text with it
+    (zero gaps). The status line and the summary give the time per decode step (20 ms),
+    not 0 ms; the metrics keep every token's time."""
+    pieces = []
+    t = 0.1
+    for line in ("color: red", "mood: calm", "energy: 0.5"):
+        key, value = line.split(": ")
+        pieces += [(t, key), (t, ":"), (t, " ")]  # a step's token, then forced text
+        t += 0.02
+        pieces += [(t, value), (t, "\n")]
+        t += 0.02
+    recording = tmp_path / "forced.jsonl"
+    recording.write_text("".join(json.dumps({"frame": f, "t": round(at, 3), "text": text})
+                                 + "\n" for f in range(2) for at, text in pieces))
+    metrics = tmp_path / "metrics.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pete_osc", "run", "--engine", "replay", "--replay", str(recording),
+         "--fps", "0", "--metrics", str(metrics)],
+        capture_output=True, text=True, env=cli_env, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    status = [line for line in proc.stderr.splitlines() if ": TTFT" in line]
+    assert len(status) == 2 and all("TBT 20 ms" in line for line in status), proc.stderr
+    assert "TBT: 20 ms" in proc.stderr.splitlines()[-1], proc.stderr
+    record = json.loads(metrics.read_text().splitlines()[0])
+    assert len(record["token_times"]) == len(pieces)  # every token's time is kept

@@ -70,11 +70,16 @@ class ReplayEngine:
         times.started = start = time.perf_counter()
         times.extra["replayed_frame"] = self._next - 1
         index = 0
+        previous = None
         for token in frame:
             delay = start + token.at / self.speed - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            yield Token(token.text, index, time.perf_counter(), token.finish)
+            # Tokens recorded at one time (a step's token and the text the grammar forced
+            # after it) come at one time again, as from the engine that recorded them.
+            at = previous[1] if previous and previous[0] == token.at else time.perf_counter()
+            previous = (token.at, at)
+            yield Token(token.text, index, at, token.finish)
             if token.finish is None:
                 index += 1
 
