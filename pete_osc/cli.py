@@ -319,7 +319,7 @@ def cmd_run(args) -> int:
     into a checked configuration and the taps that watch the show."""
     from .engines import EngineOptions
     from .engines.replay import Recording
-    from .metrics import MetricsFile, Status
+    from .metrics import MetricsFile, Status, same_terminal
     from .preflight import prepare
     from .reload import Files
     from .show import Show, ShowConfig
@@ -332,13 +332,16 @@ def cmd_run(args) -> int:
     files = Files.of(plan.director, plan.mapping)
     show = Show(ShowConfig.from_args(args, plan.size), files, plan.sources, say)
     with show:
+        # stdout and stderr on one terminal: the status line gets lines of its own
+        shared = same_terminal(sys.stdout, sys.stderr)
         echo = TokenEcho(sys.stdout, on_closed=show.stop.set, tokens=not args.json,
-                         events=args.json, sources=len(plan.sources))
+                         events=args.json, sources=len(plan.sources), end_lines=shared)
         show.subscribe(_monitor(args, show, plan.size) if args.monitor else None)
         show.subscribe(echo,
                        MetricsFile(args.metrics) if args.metrics else None,
                        Recording(args.record) if args.record else None,
-                       None if args.quiet else Status(show.sent if show.sender else None))
+                       None if args.quiet else Status(show.sent if show.sender else None,
+                                                      shared=shared))
         say({"remote": f"connecting to {args.server} ...",
              "replay": f"replaying {args.replay} ..."}.get(plan.engine, f"loading {plan.model} ..."))
         show.load(plan.engine, plan.model, EngineOptions(

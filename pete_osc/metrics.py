@@ -10,6 +10,7 @@ socket, tokens, events, rejected lines and frames dropped so far. Times are seco
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from collections import deque
@@ -76,14 +77,17 @@ class MetricsFile(TapFile, Tap):
 
 class Status(Tap):
     """A line per frame on stderr: rewritten in place on a terminal (:class:`StatusLine`),
-    one plain line per frame otherwise; nothing with ``-q``."""
+    one plain line per frame otherwise; nothing with ``-q``. ``shared``: the token stream
+    writes to the same terminal, so the status line may not be rewritten in place (it
+    would land in the middle of the tokens): each one then ends its line."""
 
     name = "the status line"
 
-    def __init__(self, sent: Callable[[], int] | None = None, stream: TextIO = sys.stderr):
+    def __init__(self, sent: Callable[[], int] | None = None, stream: TextIO = sys.stderr,
+                 shared: bool = False):
         self.sent = sent  # messages sent so far, where there is a mapping
         self.stream = stream
-        self.line = StatusLine(stream) if StatusLine.wanted(stream) else None
+        self.line = StatusLine(stream, own_lines=shared) if StatusLine.wanted(stream) else None
 
     def take(self, record) -> None:
         if not isinstance(record, FrameReport):
@@ -117,8 +121,9 @@ class StatusLine:
     Only on a terminal: when stderr is a file or a pipe, a plain line per frame is more
     useful, and the caller writes that instead."""
 
-    def __init__(self, stream: TextIO = sys.stderr, window: int = 20):
+    def __init__(self, stream: TextIO = sys.stderr, window: int = 20, own_lines: bool = False):
         self.stream = stream
+        self.own_lines = own_lines  # a whole line each time (the terminal is shared)
         self.frames: deque[dict] = deque(maxlen=window)
 
     @staticmethod
@@ -128,7 +133,7 @@ class StatusLine:
     def update(self, record: dict, sent: int | None = None) -> str:
         self.frames.append(record)
         line = self.text(sent)
-        self.stream.write("\r\x1b[2K" + line)
+        self.stream.write(f"pete-osc: {line}\n" if self.own_lines else "\r\x1b[2K" + line)
         self.stream.flush()
         return line
 
@@ -159,9 +164,18 @@ class StatusLine:
         return " | ".join(parts)
 
     def end(self) -> None:
-        if self.frames:
+        if self.frames and not self.own_lines:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def same_terminal(a: TextIO, b: TextIO) -> bool:
+    """Whether two streams write to one terminal (stdout and stderr in a shell)."""
+    try:
+        return a.isatty() and b.isatty() and os.path.samestat(os.fstat(a.fileno()),
+                                                             os.fstat(b.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _ms(label: str, value: float | None) -> str:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, TextIO
 
 from .errors import PeteError
 from .events import Event
-from .pipeline import FrameStart, Text
+from .pipeline import FrameReport, FrameStart, Text
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +111,21 @@ class TokenEcho(Tap):
     sources).
 
     When the reader goes away (``pete-osc run | head``), writing stops, ``on_closed`` is
-    called once (the run then ends quietly) and ``closed`` is set."""
+    called once (the run then ends quietly) and ``closed`` is set. ``end_lines``: each
+    frame's text ends its line when the frame ends (stdout shares a terminal with the
+    status line, which must not land mid-answer); a pipe gets the stream unchanged."""
 
     name = "the token stream on stdout"
 
     def __init__(self, stream: TextIO, on_closed: Callable[[], None] = lambda: None,
-                 tokens: bool = True, events: bool = False, sources: int = 1):
+                 tokens: bool = True, events: bool = False, sources: int = 1,
+                 end_lines: bool = False):
         self.stream = stream
         self.on_closed = on_closed
         self.tokens = tokens  # the raw stream (default), or
         self.events = events  # the events as JSON lines (--json)
         self.named = sources > 1
+        self.end_lines = end_lines
         self.closed = False
         self._at_line_start = True
 
@@ -134,6 +138,8 @@ class TokenEcho(Tap):
             self._write(record.text)
         elif self.events and isinstance(record, Event):
             self._write(json.dumps(record.to_dict()) + "\n")
+        elif self.end_lines and isinstance(record, FrameReport) and not self._at_line_start:
+            self._write("\n")
 
     def close(self) -> None:
         if not self._at_line_start:

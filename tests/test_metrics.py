@@ -84,3 +84,51 @@ def test_tbt_is_the_time_per_decode_step_not_zero_on_forced_text(tmp_path, cli_e
     assert "TBT: 20 ms" in proc.stderr.splitlines()[-1], proc.stderr
     record = json.loads(metrics.read_text().splitlines()[0])
     assert len(record["token_times"]) == len(pieces)  # every token's time is kept
+
+
+def test_on_one_terminal_the_status_line_never_shares_a_line_with_the_tokens(tmp_path, cli_env):
+    """stdout and stderr on one terminal (a real pty): each status line is a line of its
+    own, and each frame's tokens start on a fresh line, even after an answer whose last
+    line had no newline."""
+    import os
+    import pty
+    import re
+
+    recording = tmp_path / "r.jsonl"
+    recording.write_text("".join(json.dumps(r) + "\n" for f in range(3) for r in (
+        {"frame": f, "t": 0.01, "text": "energy: 0.5\n"}, {"frame": f, "t": 0.02, "text": "mood: calm"},
+        {"frame": f, "t": 0.02, "text": "", "finish": "stop"})))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
+                             "--replay", str(recording), "--fps", "0"],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=cli_env, cwd=ROOT)
+    os.close(slave)
+    got = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        got += chunk
+    assert proc.wait(30) == 0, got.decode()
+    os.close(master)
+    lines = [line.split("\r")[-1] for line in got.decode().replace("\r\n", "\n").split("\n")]
+    status = [line for line in lines if "| TTFT" in line]
+    assert len(status) == 3, lines
+    assert all(re.match(r"^pete-osc: frame \d \(blank\) \| TTFT", line) for line in status), status
+    assert [line for line in lines if "--- frame" in line] == [f"--- frame {i}" for i in range(3)]
+    assert lines.count("mood: calm") == 3, lines  # the answers' last lines, ended
+
+
+def test_piped_stdout_is_the_stream_unchanged(tmp_path, cli_env):
+    recording = tmp_path / "r.jsonl"
+    recording.write_text("".join(json.dumps(r) + "\n" for f in range(2) for r in (
+        {"frame": f, "t": 0.01, "text": "energy: 0.5\n"}, {"frame": f, "t": 0.02, "text": "mood: calm"},
+        {"frame": f, "t": 0.02, "text": "", "finish": "stop"})))
+    proc = subprocess.run([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
+                           "--replay", str(recording), "--fps", "0"],
+                          capture_output=True, text=True, env=cli_env, cwd=ROOT, timeout=60)
+    assert proc.stdout == ("--- frame 0\nenergy: 0.5\nmood: calm\n--- frame 1\n"
+                           "energy: 0.5\nmood: calm\n")

@@ -131,7 +131,7 @@ def test_learn_on_the_page_sends_that_route_alone(cli_env, tmp_path):
     answer = tmp_path / "a.txt"
     answer.write_text("energy: 0.7\n")
     dump = oscdump(osc)
-    run = Run("--engine", "replay", "--replay", str(answer), "--fps", "20", "--quiet",
+    run = Run("--engine", "replay", "--replay", str(answer), "--loop", "--fps", "20", "--quiet",
               "--mapping", str(mapping), "--monitor", str(port), env=cli_env)
     try:
         got = []
