@@ -118,11 +118,19 @@ def export(recording: Path, director: Director, mapping: MappingConfig, out: Pat
     """Render and write; a one-line account of what was written."""
     if out.suffix.lower() not in (".mid", ".midi"):
         raise PeteError(f"-o {out}: the output is a Standard MIDI File, name it *.mid")
+    if not out.parent.is_dir():
+        raise PeteError(f"-o {out}: no folder {out.parent} to write into")
     events, end = timeline(recording, director)
+    if not any(event is not None for _, event in events):
+        raise PeteError(f"{recording}: no event in it, so there is nothing to export (is it a "
+                        "file written by pete-osc run --record?)")
     messages = render(events, mapping, end)
-    midi = write_midi(messages, mapping, out) if mapping.midi else 0
     osc_path = out.with_suffix(".osc.jsonl")
-    osc = write_osc_log(messages, osc_path) if mapping.osc else 0
+    try:
+        midi = write_midi(messages, mapping, out) if mapping.midi else 0
+        osc = write_osc_log(messages, osc_path) if mapping.osc else 0
+    except OSError as exc:
+        raise PeteError(f"{exc.filename or out}: cannot write: {exc.strerror or exc}") from None
     length = messages[-1].at if messages else 0.0
     count = sum(event is not None for _, event in events)
     return (f"{count} events over {length:.1f} s: {midi} MIDI messages to {out}"

@@ -123,3 +123,30 @@ def test_exported_file_matches_a_live_replay_into_jack(tmp_path, cli_env):
     for (t_live, _), (t_file, _) in zip([r for r in received if r[1][:2] != [0xB1, 123]], exported):
         assert (t_live - first) == pytest.approx(t_file - exported[0][0], abs=0.15), (
             [(round(t - first, 3), b) for t, b in received], [(round(t - exported[0][0], 3), b) for t, b in exported])
+
+
+@pytest.mark.parametrize("case", ["missing folder", "no recording", "binary file"])
+def test_export_problems_are_one_line_naming_the_file(tmp_path, cli_env, case):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(MAPPING)
+    recording = tmp_path / "show.jsonl"
+    recording.write_text(json.dumps({"frame": 0, "t": 0.1, "text": "energy: 0.5\n"}) + "\n")
+    out = tmp_path / "show.mid"
+    if case == "missing folder":
+        out = tmp_path / "no-such-folder" / "show.mid"
+        named = f"-o {out}: no folder {out.parent}"
+    elif case == "no recording":
+        recording = tmp_path / "notes.txt"
+        recording.write_text("Bring the blue cable.\nCall the venue.\n")
+        named = f"{recording}: no event in it"
+    else:
+        recording = tmp_path / "clip.mp4"
+        recording.write_bytes(bytes(range(256)) * 64)
+        named = f"{recording}: no event in it"
+    proc = subprocess.run([sys.executable, "-m", "pete_osc", "export", str(recording), "--mapping",
+                           str(mapping), "-o", str(out)], capture_output=True, text=True,
+                          env=cli_env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pete-osc: error: {named}"), proc.stderr
+    assert not out.exists()
