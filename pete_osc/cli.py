@@ -375,6 +375,7 @@ def _monitor(args, show, size: int):
     monitor = Monitor(args.monitor, args.monitor_host, size,
                       activity=show.sender.activity if show.sender else None,
                       learn=show.learn if show.sender else None, routes=show.routes,
+                      notes=show.sender.notes if show.sender else (),
                       files=show.live_files()).start()
     say(f"monitor page: {monitor.url}")
     return monitor
@@ -396,8 +397,13 @@ def cmd_learn(args) -> int:
             print(f"  {i}  {describe_route(route)}")  # stdout: the list is this command's data
         return 0
     chosen = [_route_number(mapping, routes, text) for text in args.routes]
+    _check_learnable(mapping, [routes[i] for i in chosen], chosen, args.midi_api)
     for n, i in enumerate(chosen):
-        alone = replace(mapping, routes=(routes[i],))
+        # the route and its own target alone (no other output opens, no other exit value)
+        target = routes[i].target
+        alone = replace(mapping, routes=(routes[i],),
+                        osc={k: v for k, v in mapping.osc.items() if k == target},
+                        midi={k: v for k, v in mapping.midi.items() if k == target})
         dispatcher = open_dispatcher(alone, args.midi_api)
         try:
             # Time to arm the DAW's learn (and for a new virtual port to be connected).
@@ -412,6 +418,25 @@ def cmd_learn(args) -> int:
         if n + 1 < len(chosen):
             time.sleep(args.gap)
     return 0
+
+
+def _check_learnable(mapping, chosen: list, numbers: list[int], midi_api: str | None) -> None:
+    """Every chosen route can reach its output: a route on MIDI where MIDI is off here is
+    refused (nothing could leave), one line per route, before anything is sent."""
+    from .dispatch import describe_route
+    from .errors import Problems
+    from .outputs.midi import open_midi_api
+
+    if not any(route.target in mapping.midi for route in chosen):
+        return
+    try:
+        open_midi_api(midi_api)
+        return
+    except PeteError as exc:
+        reason = str(exc)
+    raise Problems([f"{mapping.path}:{route.line}: route {i + 1} ({describe_route(route)}) "
+                    f"cannot be sent: MIDI is off here ({reason})"
+                    for route, i in zip(chosen, numbers) if route.target in mapping.midi])
 
 
 def _route_number(mapping, routes: list, text: str) -> int:

@@ -59,6 +59,8 @@ class Dispatcher:
         self._midi_wanted = midi_api
         self._backend = None
         self._midi_off = False  # no MIDI system here: said once, OSC goes on
+        self._midi_off_reason = ""
+        self.notes: list[str] = []  # what was said at start (for the monitor page's log)
         self.outputs: dict[str, BaseOutput] = {}
         self.outputs, _ = self._outputs_for(mapping)
         self.beat = self._open_clock(mapping)  # the beat of quantised routes, or None
@@ -144,7 +146,10 @@ class Dispatcher:
                 if self._midi_wanted:
                     raise
                 self._midi_off = True
-                log.warning("%s: MIDI is off, OSC goes on: %s", mapping.path, exc)
+                self._midi_off_reason = str(exc)
+                note = f"{mapping.path}: MIDI is off, OSC goes on: {exc}"
+                self.notes.append(note)
+                log.warning("%s", note)
         return self._backend
 
     # ---- the show's side (any thread) --------------------------------------------------
@@ -183,14 +188,28 @@ class Dispatcher:
         :func:`learn_events`), while the show's events are not sent; for a DAW's MIDI or
         OSC learn. Returns the route in words."""
         chosen = self.mapping.routes[route]
+        off = self.off_reason(chosen.target)
+        if off is not None:
+            raise PeteError(f"route {route + 1} ({describe_route(chosen)}) cannot be sent: {off}")
         events = learn_events(chosen, self.mapping, seconds)
         self._queue.put(_Learn(route, events))
         return describe_route(chosen)
 
     def activity(self) -> dict[str, tuple[int, str, float]]:
-        """Per target: messages sent, the last one in words, when it left (Unix time)."""
+        """Per target: messages sent, the last one in words, when it left (Unix time); a
+        target whose output is off, with 0 and why."""
         with self._lock:
-            return {name: tuple(a) for name, a in self._activity.items()}
+            seen = {name: tuple(a) for name, a in self._activity.items()}
+        for name in self.mapping.midi:
+            if name not in seen and self.off_reason(name):
+                seen[name] = (0, f"off: {self.off_reason(name)}", 0.0)
+        return seen
+
+    def off_reason(self, target: str) -> str | None:
+        """Why nothing can leave for ``target`` (MIDI is off here), or None."""
+        if target in self.mapping.midi and target not in self.outputs:
+            return f"MIDI is off here ({self._midi_off_reason})" if self._midi_off else "its port is not open"
+        return None
 
     def first_sent(self, frame_id: int) -> float | None:
         """When (Unix time) the first message caused by frame ``frame_id`` left."""
@@ -307,9 +326,13 @@ class Dispatcher:
         self._learning = [(now + at, event) for at, event in item.events]
 
     def _learn_step(self, now: float) -> None:
+        stepped = False
         while self._learning and self._learning[0][0] <= now:
             _, event = self._learning.pop(0)
             self._send(self._learn_router.event(event, now))
+            stepped = True
+        if stepped:  # each step of the sweep is a frame (a chord route sounds its chord)
+            self._send(self._learn_router.end_frame(now))
         self._send(self._learn_router.tick(now))
         if not self._learning and not self._learn_router.busy(now):
             self._send(self._learn_router.closing())
@@ -399,6 +422,8 @@ def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tu
     word of its table or vocabulary, a few colours; a note route plays its notes."""
     from .values import Invalid, parse_color
 
+    if route.chord is not None:
+        return _chord_learn_events(route.chord, mapping, seconds)
     kind, key = route.key_type, route.event
     if route.table is not None:
         values = list(route.table)
@@ -428,6 +453,27 @@ def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tu
             for i, value in enumerate(values)]
 
 
+def _chord_learn_events(chord, mapping: MappingConfig, seconds: float) -> list[tuple[float, Event]]:
+    """A chord route's sweep: a chord per step, round the colours (roots) with its moods
+    (qualities) in turn, at middle energy and brightness."""
+    from .values import parse_color
+
+    colors = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta"]
+    moods = list(chord.qualities)
+    steps = max(len(colors), len(moods))
+    gap = seconds / steps
+    now = time.time()
+    out = []
+    for i in range(steps):
+        lines = [(chord.root_key, "color", parse_color(colors[i % len(colors)])),
+                 (chord.quality_key, "word", moods[i % len(moods)])]
+        lines += [(k, "number", sum(span) / 2) for k, span in (
+            (chord.energy_key, chord.energy_range), (chord.register_key, chord.register_range)) if k]
+        out += [(i * gap, Event(key, kind, value, f"{key}: {value}", 1, -1, "learn", now, now))
+                for key, kind, value in lines]
+    return out
+
+
 def describe_route(route) -> str:
     """A route in a few words: 'energy -> CC 74 on synth'."""
     if route.kind == "osc":
@@ -436,6 +482,8 @@ def describe_route(route) -> str:
         what = f"CC {route.number} ch {route.channel}"
     elif route.kind == "note":
         what = f"notes ch {route.channel}"
+    elif route.kind == "chord":
+        what = f"chords ch {route.channel}"
     else:
         what = f"program ch {route.channel}"
     return f"{route.event} -> {what} on {route.target}"

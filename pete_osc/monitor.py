@@ -54,7 +54,8 @@ class Monitor(Tap):
     def __init__(self, port: int, host: str = "127.0.0.1", size: int = 128,
                  activity: Callable[[], dict] | None = None,
                  learn: Callable[[int], str] | None = None,
-                 routes: Callable[[], list[str]] | None = None,
+                 routes: Callable[[], list[dict]] | None = None,
+                 notes: list[str] = (),
                  files: list[str] | None = None):
         self.size = size
         self.activity = activity or (lambda: {})
@@ -71,6 +72,8 @@ class Monitor(Tap):
         self._values: dict[str, dict] = {}
         self._frames: deque = deque(maxlen=120)
         self._log: deque = deque(maxlen=30)
+        for note in notes:  # what was said before the page started (MIDI off, say)
+            self._log.append({"at": round(time.time(), 2), "level": "warning", "text": note})
         self._files = {"live": files or [], "reload": None}
         self._dropped = (0, 0)  # frames lost while the engine was busy, skipped by --fps
         self._stop = threading.Event()
@@ -110,7 +113,7 @@ class Monitor(Tap):
             with self._lock:
                 source = self._sources.get(record.source)
                 if source is not None and source["frame"] == record.frame_id:
-                    source["text"] = (source["text"] + record.text)[-600:]
+                    source["text"] = (source["text"] + record.text)[-4000:]
                     self._touch("sources")
         elif isinstance(record, Event):
             self._event(record)
@@ -301,6 +304,10 @@ def _handler_for(monitor: Monitor):
                 said = monitor.learn(route)
             except (ValueError, IndexError):
                 self._send(400, b"no such route\n", "text/plain")
+                return
+            except PeteError as exc:  # its output is off: nothing could leave
+                monitor._note("warning", str(exc))
+                self._send(409, f"{exc}\n".encode(), "text/plain")
                 return
             monitor._note("learn", f"sending {said} alone")
             self._send(200, json.dumps({"learning": said}).encode(), "application/json")

@@ -425,12 +425,16 @@ class Show:
         self.taps.take(Notice(what, text))
 
     # ---- for the monitor page ------------------------------------------------------------
-    def routes(self) -> list[str]:
-        """The live mapping's routes in words, numbered as ``learn`` takes them."""
+    def routes(self) -> list[dict]:
+        """The live mapping's routes, numbered as ``learn`` takes them: each in words, and
+        why it cannot be sent where its output is off (MIDI off here), else None."""
         from .dispatch import describe_route
 
         mapping = self.files.mapping
-        return [describe_route(r) for r in mapping.routes] if mapping is not None else []
+        if mapping is None or self.sender is None:
+            return []
+        return [{"name": describe_route(r), "off": self.sender.off_reason(r.target)}
+                for r in mapping.routes]
 
     def learn(self, route: int) -> str:
         """Send one route of the live mapping alone for a moment (a DAW's learn)."""

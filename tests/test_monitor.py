@@ -354,3 +354,128 @@ def test_a_sparkline_keeps_one_point_per_quarter_second():
         monitor.close()
     assert took * 4 - 1 <= len(history) <= took * 4 + 2, (took, len(history))
     assert history[-1][1] == 199 / 200  # the newest value is always there
+
+
+def test_the_page_shows_every_key_an_output_that_is_off_and_skipped_frames(
+        shared_video, cli_env, tmp_path):
+    """A long answer (every key of DIRECTOR.md, the last one a long line) shows whole; a
+    MIDI output with no MIDI system is listed as off, with its warning in the page's log
+    and its learn button disabled with the reason; a 24 fps clip at --fps 2 shows frames
+    skipped by --fps apart from frames dropped."""
+    from selenium.webdriver.common.by import By
+
+    port, osc = free_port(kind=socket.SOCK_STREAM), free_port()
+    answer = tmp_path / "answer.txt"
+    answer.write_text("color: amber\nmood: tense\nenergy: 0.7\ntempo: 120\nbrightness: 0.4\n"
+                      "motion: 0.2\nscene: a long empty stage\nperson: a dancer\n"
+                      "object: a very long red velvet curtain that wraps\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nmidi:\n  synth: {{port: Pete Sounds}}\n"
+                       "routes:\n  - {event: energy, address: /e}\n  - {event: energy, cc: 74}\n")
+    # No MIDI system: no JACK server by that name, and no ALSA sequencer on this machine.
+    env = dict(cli_env, JACK_DEFAULT_SERVER="pete-no-such-server", JACK_NO_START_SERVER="1")
+    run = Run("--engine", "replay", "--replay", str(answer), "--loop", "--replay-speed", "4",
+              "--source", f"clip={shared_video}", "--fps", "2", "--mapping", str(mapping),
+              "--monitor", str(port), env=env)
+    page = None
+    try:
+        run.wait_for(lambda: any("monitor page: http://127.0.0.1:" in l for l in run.err),
+                     what="the monitor's address")
+        if not any("MIDI is off" in l for l in run.err):
+            pytest.skip("this machine has a MIDI system (an ALSA sequencer)")
+        page = browser()
+        page.set_window_size(1200, 900)
+        page.get(f"http://127.0.0.1:{port}/")
+        box = wait(lambda: page.find_element(By.ID, "tokens-clip"), what="the token box")
+        wait(lambda: "object: a very long red velvet curtain that wraps" in box.text,
+             what="the answer's last key")
+        assert page.execute_script("return arguments[0].scrollHeight <= arguments[0].clientHeight + 1",
+                                   box), "the token box clips the answer"
+        off = wait(lambda: page.find_element(By.ID, "target-synth"), what="the MIDI output")
+        assert "off: MIDI is off here" in off.text, off.text
+        assert any("MIDI is off, OSC goes on" in e.text
+                   for e in page.find_elements(By.CSS_SELECTOR, "#log div"))
+        button = page.find_element(By.ID, "learn-1")
+        assert not button.is_enabled() and "MIDI is off here" in button.get_attribute("title")
+        assert page.find_element(By.ID, "learn-0").is_enabled()
+        wait(lambda: int(page.find_element(By.ID, "skipped").text) > 10, what="skipped frames")
+        assert page.find_element(By.ID, "dropped").text == "0"
+        page.save_screenshot(str(tmp_path / "monitor-off.png"))
+        if os.environ.get("PETE_SCREENSHOT_OFF"):
+            shutil.copy(tmp_path / "monitor-off.png", os.environ["PETE_SCREENSHOT_OFF"])
+        # The button's request is refused with the reason, and the show's messages go on.
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/learn?route=1", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 409 and b"MIDI is off here" in refused.value.read()
+        rc = run.interrupt()
+    finally:
+        if page is not None:
+            page.quit()
+        run.kill()
+    assert rc == 0
+    assert sum("MIDI is off" in l for l in run.err) == 1, run.err  # said once
+
+
+def test_learn_with_midi_off_says_so_once_and_refuses_a_midi_route(cli_env, tmp_path):
+    osc = free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nmidi:\n  synth: {{port: Pete Sounds}}\n"
+                       "routes:\n  - {event: energy, address: /e}\n  - {event: tempo, address: /t}\n"
+                       "  - {event: energy, cc: 74}\n")
+    env = dict(cli_env, JACK_DEFAULT_SERVER="pete-no-such-server", JACK_NO_START_SERVER="1")
+    dump = oscdump(osc)
+    try:
+        both = subprocess.run(PETE + ["learn", "--mapping", str(mapping), "1", "2", "--seconds",
+                                      "0.3", "--delay", "0", "--gap", "0"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        got = [without_time(l) for l in dump.take(100, timeout=1.0)]
+    finally:
+        dump.stop()
+    assert both.returncode == 0, both.stderr
+    assert "MIDI is off" not in both.stderr  # two OSC routes: MIDI is never opened
+    assert {l.split(" ")[0] for l in got} == {"/e", "/t"}
+    midi = subprocess.run(PETE + ["learn", "--mapping", str(mapping), "1", "3", "--seconds", "0.3"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    if "MIDI is off" not in midi.stderr:
+        pytest.skip("this machine has a MIDI system (an ALSA sequencer)")
+    assert midi.returncode == 2, midi.stderr
+    [line] = midi.stderr.splitlines()  # one line, and nothing sent (route 1 neither)
+    assert line.startswith(f"pete-osc: error: {mapping}:8: route 3 (energy -> CC 74 ch 1 on "
+                           "synth) cannot be sent: MIDI is off here (no MIDI system"), line
+
+
+def test_learn_on_a_chord_route_sends_chords(jack, cli_env, tmp_path):
+    mapping = tmp_path / "chords.yaml"
+    mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 2}\nroutes:\n"
+                       "  - chord:\n      root: {from: color, notes: [C, G, D, A, E, B, F#, C#, G#, D#, A#, F]}\n"
+                       "      quality: {from: mood, table: {calm: maj7, sad: min}}\n"
+                       "      energy: {from: energy, voices: [3, 5]}\n")
+    listed = subprocess.run(PETE + ["learn", "--mapping", str(mapping)], capture_output=True,
+                            text=True, env=cli_env, timeout=60)
+    assert listed.stdout.splitlines()[1] == "  1  color -> chords ch 2 on synth", listed.stdout
+    env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
+    proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
+                                    "1", "--seconds", "1.6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    backend = jack_backend()
+    wait_for_port(backend, "pete-osc:Pete Sounds")
+    with backend.open_input("pete-osc:Pete Sounds") as port:
+        received, end = [], time.monotonic() + 8
+        while time.monotonic() < end and proc.poll() is None:
+            received += list(port.iter_pending())
+            time.sleep(0.01)
+        received += list(port.iter_pending())
+    assert proc.wait(10) == 0, proc.stderr.read()
+    ons = [m for m in received if m.type == "note_on" and m.velocity > 0]
+    assert {m.channel for m in received if m.type.startswith("note")} == {1}
+    # The first chord: C maj7 with 4 voices at middle energy (C3 E3 G3 B3), then others.
+    assert sorted(m.note for m in ons[:4]) == [60, 64, 67, 71], ons
+    assert len({m.note for m in ons}) > 8  # the roots went round the colours
+    sounding = set()
+    for m in received:
+        if m.type == "note_on" and m.velocity > 0:
+            sounding.add(m.note)
+        elif m.type in ("note_on", "note_off"):
+            sounding.discard(m.note)
+    assert not sounding  # every chord ended

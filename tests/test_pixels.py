@@ -152,7 +152,7 @@ def test_pixel_keys_reach_osc_at_camera_rate(tmp_path, cli_env):
     dump = oscdump(port)
     try:
         proc = subprocess.run([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
-                               "--replay", str(answer), "--replay-speed", "0.5",
+                               "--replay", str(answer), "--loop", "--replay-speed", "0.5",
                                "--source", str(clip), "--director", str(director),
                                "--mapping", str(mapping), "--fps", "0", "--quiet"],
                               capture_output=True, text=True, env=cli_env, timeout=60)

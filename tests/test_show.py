@@ -234,7 +234,7 @@ def test_a_new_key_appears_after_the_director_gains_it_and_sighup_reloads(cli_en
     director.write_text(original)
     answer = tmp_path / "answer.txt"
     answer.write_text("energy: 0.7\nglow: 0.5\n")
-    run = Run("--engine", "replay", "--replay", str(answer), "--fps", "5", "--json",
+    run = Run("--engine", "replay", "--replay", str(answer), "--loop", "--fps", "5", "--json",
               "--director", str(director), "--no-reload", "-vv", env=cli_env)
     try:
         run.wait_for(lambda: len([l for l in run.out if '"energy"' in l]) >= 2, what="events")
