@@ -148,11 +148,11 @@ def test_pixel_keys_reach_osc_at_camera_rate(tmp_path, cli_env):
                        "  - {event: light, address: /light}\n"
                        "  - {event: energy, address: /energy}\n")
     answer = tmp_path / "a.txt"
-    answer.write_text("energy: 0.5\n")
+    answer.write_text("".join(f"--- frame {i}\nenergy: 0.5\n" for i in range(8)))  # outlasts the clip
     dump = oscdump(port)
     try:
         proc = subprocess.run([sys.executable, "-m", "pete_osc", "run", "--engine", "replay",
-                               "--replay", str(answer), "--loop", "--replay-speed", "0.5",
+                               "--replay", str(answer), "--replay-speed", "0.5",
                                "--source", str(clip), "--director", str(director),
                                "--mapping", str(mapping), "--fps", "0", "--quiet"],
                               capture_output=True, text=True, env=cli_env, timeout=60)
