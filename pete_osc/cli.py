@@ -405,6 +405,8 @@ def cmd_learn(args) -> int:
                         osc={k: v for k, v in mapping.osc.items() if k == target},
                         midi={k: v for k, v in mapping.midi.items() if k == target})
         dispatcher = open_dispatcher(alone, args.midi_api)
+        for line in dispatcher.describe():
+            say(f"sending {line}")
         try:
             # Time to arm the DAW's learn (and for a new virtual port to be connected).
             say(f"route {i + 1} in {args.delay:g} s: {describe_route(routes[i])}")

@@ -43,6 +43,8 @@ LISTEN = (
 # A selected scene's or track's name: asked with its index (from 0), answered with the
 # index and the name on the same address.
 NAMES = {"scene": "/live/scene/get/name", "track": "/live/track/get/name"}
+# Seconds to wait for AbletonOSC's first answer before saying that none came.
+ABLETON_SILENCE = 5.0
 
 
 class ContextInput:
@@ -73,6 +75,7 @@ class ContextInput:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="context input")
+        self._silence: threading.Timer | None = None  # says once if AbletonOSC never answers
 
     def start(self) -> "ContextInput":
         self._thread.start()
@@ -86,11 +89,22 @@ class ContextInput:
             target = (host, int(port) if port else ABLETON_PORT)
             client = SimpleUDPClient(*target)
             for request, _, _ in LISTEN:
-                client.send_message(request, [])
+                client.send_message(request, [])  # (AbletonOSC answers at once with the value)
             self._ableton = client
         except (OSError, ValueError) as exc:
             raise PeteError(f"--ableton {where}: cannot send to it ({exc})") from None
-        return f"{target[0]}:{target[1]}"
+        said = f"{target[0]}:{target[1]}"
+        self._silence = threading.Timer(ABLETON_SILENCE, self._unanswered, (said,))
+        self._silence.daemon = True  # (cancelled by close; never outlives the input)
+        self._silence.start()
+        return said
+
+    def _unanswered(self, where: str) -> None:
+        if not self.daw:
+            log.warning("--ableton %s: no answer from AbletonOSC in %g s (is Live open, with "
+                        "AbletonOSC chosen as a control surface, and this computer's port %d "
+                        "free for its replies?); {daw.*} stay empty until it answers",
+                        where, ABLETON_SILENCE, self.port)
 
     # ---- handlers (server thread) --------------------------------------------------------
     def _daw(self, address: str, name_arg: list, *args) -> None:
@@ -149,6 +163,8 @@ class ContextInput:
         self.ignored += 1
 
     def close(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
         if self._ableton is not None:
             self._ableton._sock.close()
         if self._thread.is_alive():

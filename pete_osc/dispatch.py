@@ -156,7 +156,7 @@ class Dispatcher:
     def start(self) -> "Dispatcher":
         """Open the outputs and start the sender thread."""
         for out in self.outputs.values():
-            out.open()
+            out.open(quiet=True)  # a target that is down is said in describe()'s line
         self._thread = threading.Thread(target=self._run, name="pete-osc sender")
         self._thread.start()
         return self
@@ -244,10 +244,16 @@ class Dispatcher:
         for name, out in self.outputs.items():
             if isinstance(out, OscOutput):
                 t = out.target
-                lines.append(f"OSC {t.protocol} -> {t.host}:{t.port} ({name})")
+                line = f"OSC {t.protocol} -> {t.host}:{t.port} ({name})"
             elif isinstance(out, MidiOutput):
-                lines.append(f"MIDI {'virtual port ' if out.target.virtual else ''}"
-                             f"{out.full_name!r} via {out.api} ({name})")
+                line = (f"MIDI {'virtual port ' if out.target.virtual else ''}"
+                        f"{out.full_name!r} via {out.api} ({name})")
+            else:
+                continue
+            if out.down:
+                line += (f", but it cannot be reached: {out.down}; its messages are dropped "
+                         f"until it can (tried again every {out.retry_interval:g} s)")
+            lines.append(line)
         return lines
 
     # ---- the sender thread -------------------------------------------------------------

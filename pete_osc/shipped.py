@@ -70,6 +70,9 @@ def init(folder: str | Path, force: bool = False) -> list[tuple[Path, bool]]:
 
     Existing files are kept unless ``force``. Returns (path, copied) per file."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PeteError(f"{folder}: is a file, not a folder; name a folder to copy "
+                        "DIRECTOR.md and the mappings into")
     source = root()
     files = [Path("DIRECTOR.md")] + [Path("mappings") / f"{n}.yaml" for n in mapping_names()]
     done = []

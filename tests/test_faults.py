@@ -280,3 +280,53 @@ def test_a_signal_while_closing_lets_the_closing_finish(signum, capfd):
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+# ---- smaller messages: one line, clearly ----------------------------------------------------
+
+def test_init_into_a_file_says_it_is_not_a_folder(cli_env, tmp_path):
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+    proc = subprocess.run(PETE + ["init", str(file)], capture_output=True, text=True,
+                          env=cli_env, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"pete-osc: error: {file}: is a file, not a folder; name a folder to copy DIRECTOR.md "
+        "and the mappings into"]
+
+
+def test_an_unknown_osc_host_is_said_once_clearly(cli_env, tmp_path):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("osc:\n  main: {host: no-such-host.invalid, port: 9000}\n"
+                       "routes:\n  - {event: energy, address: /e}\n")
+    answer = tmp_path / "a.txt"
+    answer.write_text("".join(f"--- frame {i}\nenergy: 0.{i}\n" for i in range(3)))
+    proc = subprocess.run(PETE + ["run", "--engine", "replay", "--replay", str(answer), "--fps",
+                                  "0", "--mapping", str(mapping), "--quiet"],
+                          capture_output=True, text=True, env=cli_env, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    about = [line for line in proc.stderr.splitlines() if "no-such-host.invalid" in line]
+    assert len(about) == 1, proc.stderr
+    assert about[0].startswith("pete-osc: sending OSC udp -> no-such-host.invalid:9000 (main), but "
+                               "it cannot be reached: host 'no-such-host.invalid' is not known"), about
+    assert "retrying" not in proc.stderr
+    assert "3 for outputs that are off" in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def test_ableton_that_never_answers_is_one_warning_after_a_few_seconds(cli_env, tmp_path):
+    silent = free_port()  # nothing listens there: AbletonOSC is not running
+    answer = tmp_path / "a.txt"
+    answer.write_text("energy: 0.5\n")
+    proc = subprocess.Popen(PETE + ["run", "--engine", "replay", "--replay", str(answer), "--loop",
+                                    "--fps", "2", "--quiet", "--ableton", f"127.0.0.1:{silent}",
+                                    "--context-port", str(free_port())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=cli_env, cwd=ROOT)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0, err
+    warned = [line for line in err.splitlines() if "no answer from AbletonOSC" in line]
+    assert len(warned) == 1, err
+    assert warned[0].startswith(f"pete-osc: --ableton 127.0.0.1:{silent}: no answer from "
+                                "AbletonOSC in 5 s"), warned

@@ -30,11 +30,14 @@ class Retrying:
         self.clock = clock
         self.conn = None
         self.failures = 0  # messages lost while unavailable (counted by the output)
+        self.reason: str | None = None  # why it is down, while it is
         self._down_since: float | None = None
         self._next_try = 0.0
 
-    def get(self):
-        """The open connection, or None while the target is unavailable."""
+    def get(self, quiet: bool = False):
+        """The open connection, or None while the target is unavailable. ``quiet``: a
+        failure is kept in ``reason`` for the caller to say (at start, in the line that
+        names the output) instead of logged."""
         if self.conn is not None:
             return self.conn
         now = self.clock()
@@ -43,21 +46,23 @@ class Retrying:
         try:
             self.conn = self._connect()
         except Exception as exc:
-            self.failed(exc)
+            self.failed(exc, quiet)
             return None
         if self._down_since is not None:
             log.warning("%s is back (%d messages were lost)", self.label, self.failures)
             self._down_since = None
+            self.reason = None
             self.failures = 0
         return self.conn
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, quiet: bool = False) -> None:
         """Drop the connection; log the first failure only; try again after ``interval``."""
         if self._down_since is None:
             self._down_since = self.clock()
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.warning("%s: %s; retrying every %g s, messages meanwhile are dropped",
-                        self.label, reason, self.interval)
+            self.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not quiet:
+                log.warning("%s: %s; retrying every %g s, messages meanwhile are dropped",
+                            self.label, self.reason, self.interval)
         self.close()
         self._next_try = self.clock() + self.interval
 
@@ -93,9 +98,15 @@ class BaseOutput:
         """Messages dropped while the target is unavailable (since it last came back)."""
         return self._conn.failures
 
-    def open(self) -> None:
-        """Connect now, so a dead host is reported at start (the run goes on)."""
-        self._conn.get()
+    def open(self, quiet: bool = False) -> None:
+        """Connect now, so a dead host is reported at start (the run goes on); ``quiet``:
+        not logged, but kept in :attr:`down` for the start-up line naming the output."""
+        self._conn.get(quiet)
+
+    @property
+    def down(self) -> str | None:
+        """Why the target takes no messages now, or None."""
+        return self._conn.reason if self._conn.conn is None else None
 
     def send(self, message) -> list:
         """Send ``message``; the messages that left (``[]`` if none did)."""

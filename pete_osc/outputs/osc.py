@@ -7,6 +7,7 @@ arrives), with the frame's capture time plus ``bundle_delay`` as the timetag.
 
 from __future__ import annotations
 
+import socket
 import time
 
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
@@ -16,7 +17,7 @@ from pythonosc.udp_client import UDPClient
 
 from ..mapping.config import OscTarget
 from ..mapping.router import OscMessage
-from .base import BaseOutput
+from .base import BaseOutput, Unavailable
 
 # Past this, a connect or send to a stalled TCP peer gives up so the sender thread moves on.
 TCP_TIMEOUT = 0.5
@@ -87,9 +88,12 @@ class OscOutput(BaseOutput):
 
     def _connect(self):
         t = self.target
-        if t.protocol == "tcp":
-            return TCPClient(t.host, t.port, mode="1.1", timeout=TCP_TIMEOUT)
-        return _Udp(UDPClient(t.host, t.port))
+        try:
+            if t.protocol == "tcp":
+                return TCPClient(t.host, t.port, mode="1.1", timeout=TCP_TIMEOUT)
+            return _Udp(UDPClient(t.host, t.port))
+        except socket.gaierror as exc:  # a name no resolver knows (a typo, no network)
+            raise Unavailable(f"host {t.host!r} is not known ({exc.strerror})") from None
 
     def _send(self, conn, packet) -> None:
         conn.send(packet)
