@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from peers import ROOT, Lines, free_port, oscdump, stop_process, without_time
+from peers import ROOT, Lines, free_port, json_lines, oscdump, stop_process, without_time
 from test_remote_engine import serving, start_events
 
 PETE = [sys.executable, "-m", "pete_osc"]
@@ -314,8 +314,8 @@ def test_a_stream_that_goes_away_is_reopened_and_the_others_go_on(cli_env, tmp_p
               "--source", str(folder), "--loop", "--metrics", str(metrics), "--quiet",
               env=cli_env)
     try:
-        sources = lambda: [json.loads(l)["source"] for l in metrics.read_text().splitlines()]  # noqa: E731
-        run.wait_for(lambda: metrics.exists() and sources().count("door") >= 2, what="door frames")
+        sources = lambda: [r["source"] for r in json_lines(metrics)]  # noqa: E731
+        run.wait_for(lambda: sources().count("door") >= 2, what="door frames")
         camera.stop()
         run.wait_for(lambda: any("source door delivers no frames" in l for l in run.err),
                      what="the loss", timeout=20)

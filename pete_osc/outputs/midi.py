@@ -117,9 +117,9 @@ class MidiOutput(BaseOutput):
         super().__init__(target)
         self._checked_at = time.monotonic()
 
-    def open(self) -> None:
-        """Open the port now; a virtual port that cannot be made is an error at start."""
-        if self._conn.get() is None:
+    def open(self, quiet: bool = False) -> None:
+        """Open the port now; a port that cannot be opened is an error at start."""
+        if self._conn.get(quiet) is None:
             raise PeteError(f"MIDI target {self.target.name!r}: cannot open {self.port_name!r} ({self.api})")
 
     def same_target(self, target) -> bool:
