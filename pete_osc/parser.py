@@ -22,6 +22,7 @@ _BULLET = re.compile(r"^\s*(?:[-*+\u2022\u2013>]+|\d{1,2}[.)])\s*")
 _SEP = re.compile(r"\s*(?::|=|\s-\s|\u2192|->)\s*")
 _QUOTES = "\"'`*_\u201c\u201d\u2018\u2019"
 _TRAILING = " .,;!\t" + _QUOTES
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 controls, not tab
 # The separator `pete-osc run` writes between frames on stdout: "--- frame 12"
 # "--- frame 12", or "--- frame 12 from stage" when a run has several sources.
 FRAME_MARK = re.compile(r"^--- frame (\d+)(?: from ([A-Za-z0-9][A-Za-z0-9_-]*))?\b")
@@ -49,6 +50,10 @@ def parse_line(director: Director, line: str, number: int, frame: FrameInfo,
     """One complete line to an Event, a Rejection, or None for a blank line."""
     if not line.strip():
         return None
+    if _CONTROL.search(line):
+        # A model does not write escape codes or NULs in a healthy answer: a line with them
+        # is garbled, and its value (``0.\x00\x1b[2J7``) is not guessed at.
+        return Rejection(line, "control characters in the line", number, frame.frame_id)
     split = split_line(line)
     if split is None:
         return Rejection(line, "no 'key: value' in the line", number, frame.frame_id)

@@ -113,6 +113,7 @@ class Show:
         self.prompt = Prompt.of(files.director)
         self._ahead_s = 0.0  # seconds spent prefilling the next frame's context ahead
         self._ahead_failed = False
+        self._failing: list | None = None  # [the failure in words, frames failed so]
 
     # ---- set-up ------------------------------------------------------------------------
     def open(self) -> "Show":
@@ -301,11 +302,28 @@ class Show:
             report.context = prompt.context
             report.ahead_s, self._ahead_s = self._ahead_s, 0.0
         self.answers.add(frame.source, said)
-        if report.error is not None:
-            log.error("frame %d (%s) failed: %s", frame.id, frame.source, report.error)
+        self._say_failure(report)
         self.summary.add(report)
         self.taps.take(report)
         return report
+
+    def _say_failure(self, report: FrameReport) -> None:
+        """A failed frame is one line; the same failure again (a server that stays down)
+        is counted, not said again, until a frame is answered (one line: back)."""
+        if report.error is None:
+            if self._failing is not None and report.watchdog is None:
+                log.warning("frames are answered again (%d failed meanwhile: %s)",
+                            self._failing[1], self._failing[0])
+                self._failing = None
+            return
+        reason = _without_numbers(report.error)
+        if self._failing is not None and self._failing[0] == reason:
+            self._failing[1] += 1
+            log.debug("frame %d (%s) failed: %s", report.frame_id, report.source, report.error)
+            return
+        self._failing = [reason, 1]
+        log.error("frame %d (%s) failed: %s; the show goes on with the next frame",
+                  report.frame_id, report.source, report.error)
 
     def _prompt_for(self, director, source: str) -> Prompt:
         """The prompt of ``source``'s next frame: {previous}, {daw.*} and {context.*}
@@ -490,6 +508,13 @@ class Show:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _without_numbers(text: str) -> str:
+    """A failure without its counts and times ("after 3 tokens"), to tell the same one."""
+    import re
+
+    return re.sub(r"\d+(\.\d+)?", "N", text)
 
 
 class Watchdog:

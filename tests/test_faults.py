@@ -330,3 +330,149 @@ def test_ableton_that_never_answers_is_one_warning_after_a_few_seconds(cli_env, 
     assert len(warned) == 1, err
     assert warned[0].startswith(f"pete-osc: --ableton 127.0.0.1:{silent}: no answer from "
                                 "AbletonOSC in 5 s"), warned
+
+
+# ---- the server goes away mid-show and comes back; the OSC host likewise --------------------
+
+class Live:
+    """``pete-osc run`` in the background with its stderr lines collected."""
+
+    def __init__(self, *argv, env):
+        self.proc = subprocess.Popen(PETE + ["run", *argv], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.err: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.err.extend(
+            line.rstrip("\n") for line in self.proc.stderr), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, text, timeout=60.0, count=1):
+        end = time.monotonic() + timeout
+        while sum(text in line for line in list(self.err)) < count:
+            assert self.proc.poll() is None and time.monotonic() < end, "\n".join(self.err)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        rc = self.proc.wait(30)
+        self._reader.join(5)
+        return rc
+
+    def sent(self) -> int:
+        """Messages sent, from the closing summary ("... 12 messages sent ...")."""
+        import re
+
+        found = re.search(r"; (\d+) messages sent", self.err[-1])
+        assert found, self.err[-1]
+        return int(found.group(1))
+
+
+def test_a_server_down_mid_show_is_one_line_and_frames_come_back(cli_env, tmp_path):
+    from peers import oscdump
+
+    osc = free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nroutes:\n  - {{event: energy, address: /e}}\n")
+    dump = oscdump(osc)
+    server = Server([WHOLE]).__enter__()
+    port = server.httpd.server_address[1]
+    run = Live("--engine", "remote", "--server", server.url, "--model", "m", "--source", "none",
+               "--fps", "4", "--size", "64", "--no-warmup", "--constrain", "off", "--timeout", "1",
+               "--mapping", str(mapping), env=cli_env)
+    try:
+        run.wait_for("frame 1 (blank): TTFT")
+        server.__exit__()  # the server goes away
+        run.wait_for("failed: RemoteError")
+        time.sleep(1.5)  # several frames fail meanwhile
+        server = Server([WHOLE])  # and comes back on the same port
+        server.httpd.server_close()
+        server.httpd = ThreadingHTTPServer(("127.0.0.1", port), server.handler)
+        server.thread = threading.Thread(target=server.httpd.serve_forever)
+        server.__enter__()
+        run.wait_for("frames are answered again")
+        done = len([l for l in run.err if ": TTFT" in l])
+        run.wait_for(": TTFT", count=done + 2)
+        rc = run.stop()
+    finally:
+        server.__exit__()
+        if run.proc.poll() is None:
+            run.proc.kill()
+    time.sleep(0.3)
+    got = dump.take(10_000, timeout=0.5)
+    dump.stop()
+    assert rc == 0, run.err
+    failed = [l for l in run.err if "failed: RemoteError" in l]
+    assert len(failed) == 1, run.err  # one line for the whole outage
+    back = [l for l in run.err if "frames are answered again" in l]
+    assert len(back) == 1 and "failed meanwhile" in back[0], run.err
+    assert "Traceback" not in "\n".join(run.err)
+    assert len(got) == run.sent() > 0  # every message sent arrived
+
+
+def test_an_osc_host_down_then_back_gets_every_message_after_its_return(cli_env, tmp_path):
+    """A TCP receiver that is not there at start: said once; once it listens, every
+    message sent reaches it (the summary's count of sent messages is the count received)."""
+    from peers import oscdump
+
+    osc = free_port(kind=socket.SOCK_STREAM)
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}, protocol: tcp}}\n"
+                       "routes:\n  - {event: energy, address: /e}\n")
+    answer = tmp_path / "a.txt"
+    answer.write_text("".join(f"--- frame {i}\nenergy: 0.{i}\n" for i in range(10)))
+    run = Live("--engine", "replay", "--replay", str(answer), "--loop", "--fps", "5",
+               "--mapping", str(mapping), env=cli_env)
+    dump = None
+    try:
+        run.wait_for("cannot be reached")
+        run.wait_for(": TTFT", count=3)  # messages into a dead host meanwhile
+        dump = oscdump(osc, "tcp")
+        run.wait_for("is back")
+        done = len([l for l in run.err if ": TTFT" in l])
+        run.wait_for(": TTFT", count=done + 5)
+        rc = run.stop()
+        time.sleep(0.3)
+        got = dump.take(10_000, timeout=0.5)
+    finally:
+        if dump is not None:
+            dump.stop()
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert rc == 0, run.err
+    assert sum("cannot be reached" in l for l in run.err) == 1, run.err
+    assert len(got) == run.sent() >= 5, (len(got), run.err[-1])
+
+
+# ---- garbage and hostile model text ----------------------------------------------------------
+
+def test_garbage_and_hostile_text_never_stop_the_show(cli_env, tmp_path):
+    """Control characters, a 10 MB line with no newline, and a value that looks like an OSC
+    address: each is refused or carried as a plain argument; the frames after it are fine."""
+    from peers import oscdump, without_time
+
+    osc = free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nroutes:\n"
+                       "  - {event: scene, address: /scene, args: [$word]}\n"
+                       "  - {event: energy, address: /e}\n")
+    huge = "scene: " + "la " * (10 * 1024 * 1024 // 3)  # 10 MB, no newline
+    script = [
+        ["energy: 0.\x00\x1b[2J7\n", "mood: \x07calm\x08\n", "energy: 0.2\n", "stop"],
+        [huge[i:i + 65536] for i in range(0, len(huge), 65536)] + ["stop"],
+        ["scene: /live/song/stop\n", "energy: 0.4\n", "stop"],
+        ["energy: 0.5\n", "stop"],
+    ]
+    dump = oscdump(osc)
+    with Server(script) as server:
+        proc = remote_run(server.url, "--mapping", str(mapping), "--stall", "20",
+                          "--frame-limit", "60", "--max-tokens", "100000", frames=4, env=cli_env)
+    got = [without_time(l) for l in dump.take(100, timeout=1.0)]
+    dump.stop()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["frame"], e["key"]) for e in events] == [
+        (0, "energy"), (2, "scene"), (2, "energy"), (3, "energy")], events
+    assert events[0]["value"] == 0.2  # the garbled lines were refused, not guessed at
+    # The address-like value is an argument of our address, never an address itself.
+    assert '/scene s "/live/song/stop"' in got and not any(l.startswith("/live") for l in got)
+    assert len(max(proc.stderr.splitlines(), key=len)) < 2000  # no 10 MB line on stderr

@@ -63,6 +63,9 @@ REJECTED = [
     ("scene: a very long description of the street", "at most 4 allowed"),
     ("The image shows a man.", "no 'key: value'"),
     ("mood:", "empty value"),
+    ("energy: 0.\x00\x1b[2J7", "control characters"),  # garbled: never read as 0.0
+    ("mood: \x07calm", "control characters"),
+    ("scene: a\x9bstage", "control characters"),
 ]
 
 
