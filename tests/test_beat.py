@@ -234,3 +234,73 @@ def test_a_missing_clock_port_is_refused_at_start_with_the_line(tmp_path, cli_en
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         f"pete-osc: error: {mapping}:3: clock: no MIDI input port 'Nope' (jack); there are: none")
+
+
+def test_changes_waiting_for_their_beat_survive_a_reload(director):
+    text = HEAD + "  - {event: mood, address: /m, quantize: beat}\n"
+    router = Router(parse_mapping(text, director), clock=Grid())
+    assert router.event(ev("mood", "calm"), 0.3) == []
+    router, released = router.reloaded(parse_mapping(text + "  - {event: energy, address: /e}\n",
+                                                     director))
+    assert released == []
+    assert [m.args for m in router.due(0.5)] == [("calm",)]  # still goes, on its beat
+
+
+class _Port:
+    """The thinnest MIDI input: the test hands it the clock's messages."""
+
+    def __init__(self):
+        import queue
+
+        self.queue = queue.SimpleQueue()
+
+    def iter_pending(self):
+        import queue
+
+        while True:
+            try:
+                yield self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self):
+        pass
+
+
+class _Backend:
+    def __init__(self):
+        self.port = _Port()
+
+    def get_input_names(self):
+        return ["Clock"]
+
+    def open_input(self, name):
+        return self.port
+
+
+def test_a_midi_clock_counts_from_start_and_stops_on_stop():
+    """Start, then a tick every 1/48 s (120 BPM): the first tick after Start is beat 0,
+    so the next bar (beat 4) is 96 ticks after it; after Stop there is no beat (quantised
+    changes go at once rather than waiting for a beat that will not come)."""
+    import mido
+
+    from pete_osc.clock import MidiClock
+
+    backend = _Backend()
+    clock = MidiClock("Clock", backend, "test")
+    try:
+        backend.port.queue.put(mido.Message("start"))
+        tick = 60 / 120 / 24
+        for _ in range(13):  # beat 0 and half a beat more
+            backend.port.queue.put(mido.Message("clock"))
+            time.sleep(tick)
+        time.sleep(0.005)
+        now = time.monotonic()
+        assert clock.next_beat(now, 4) == 4.0
+        # 12 ticks have gone by since beat 0: the bar is 84 ticks after the last one.
+        assert clock.time_of(4.0) - clock.last == pytest.approx(84 * clock.interval, abs=0.5 * tick)
+        backend.port.queue.put(mido.Message("stop"))
+        time.sleep(0.02)
+        assert clock.next_beat(time.monotonic(), 1) is None
+    finally:
+        clock.close()

@@ -108,3 +108,34 @@ def test_loop_over_a_folder_with_no_readable_image_ends(tmp_path, mode):
             assert grabber.end_reason == "ended after 0 frames"
         finally:
             grabber.close()
+
+
+def test_reopening_a_lost_camera_backs_off_up_to_its_cap(monkeypatch):
+    """A camera that never comes back is tried again at growing intervals, but never
+    less often than REOPEN_MAX (here made small so that the test takes a second)."""
+    import time
+
+    import pete_osc.capture as capture
+
+    monkeypatch.setattr(capture, "LOST_AFTER", 0.05)
+    monkeypatch.setattr(capture, "REOPEN_FIRST", 0.01)
+    monkeypatch.setattr(capture, "REOPEN_MAX", 0.04)
+    tries = []
+
+    class Gone(capture.Source):
+        name, fps, live = "gone", 30.0, True
+
+        def read(self):
+            time.sleep(0.005)
+            return None
+
+        def reopen(self):
+            tries.append(time.monotonic())
+            return False
+
+    grabber = capture.LatestFrame(Gone(), notify=lambda what, text: None)
+    time.sleep(1.0)
+    grabber.close()
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert len(tries) >= 12, len(tries)  # 0.01, 0.02, then every 0.04 s
+    assert max(gaps) < 0.08, gaps

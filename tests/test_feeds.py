@@ -176,3 +176,36 @@ def test_specs_are_frozen():
     spec = SourceSpec("a", "0")
     with pytest.raises(Exception):
         spec.name = "b"
+
+
+def test_a_tick_waiting_for_its_fresh_frame_keeps_its_turn():
+    """A paced camera whose tick waits a few ms for its next frame is not jumped by a
+    source whose frame comes sooner: the turns stay cam, other, cam, other."""
+    stop = threading.Event()
+    feeds = Feeds([("cam", Camera("cam")), ("other", Counting("other"))], fps=4)
+    try:
+        time.sleep(0.2)
+        frames = take(feeds, 8, stop)
+    finally:
+        feeds.close()
+    assert [f.source for f in frames] == ["cam", "other"] * 4
+
+
+def test_ticks_an_engine_was_too_slow_for_are_not_made_up_in_a_burst():
+    """At --fps 5 an engine that takes a second per frame misses ticks; when it is quick
+    again it does not get the missed ticks' (stale) frames back to back."""
+    stop = threading.Event()
+    feeds = Feeds([("a", Counting("a"))], fps=5)
+    try:
+        take(feeds, 1, stop)
+        time.sleep(1.0)  # a slow answer: four ticks go by
+        t0 = time.monotonic()
+        quick = []
+        while time.monotonic() - t0 < 0.3:  # the engine is quick again
+            frame = feeds.next(stop, timeout=0.05)
+            if frame is not None:
+                quick.append(time.monotonic() - t0)
+    finally:
+        feeds.close()
+    # The late tick's frame, then the pace again: not the four missed ticks at once.
+    assert len(quick) <= 3, [round(t, 3) for t in quick]

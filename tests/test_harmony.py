@@ -120,3 +120,12 @@ def test_exact_notes_through_jack(tmp_path, cli_env):
     assert notes[:len(expected)] == expected
     assert sorted(notes[len(expected):]) == SOUNDING_AT_END
     assert received[-1] == (0xB0, 123, 0)
+
+
+def test_each_colours_sector_is_centred_on_its_note():
+    """The hue circle is cut so that each note's hue is the middle of its sector: a red
+    that leans to pink (hue 0.97) and one that leans to orange (hue 0.03) are both C."""
+    fifths = tuple(pitch_class(n) for n in "C G D A E B F# C# G# D# A# F".split())
+    assert root_of((255, 0, 40), fifths) == pitch_class("C")  # hue 0.974
+    assert root_of((255, 40, 0), fifths) == pitch_class("C")  # hue 0.026
+    assert root_of((255, 0, 90), fifths) == pitch_class("F")  # hue 0.94: the next sector

@@ -116,3 +116,42 @@ def test_existing_port_by_name_and_missing_port(tmp_path, jack, cli_env):
     assert "Traceback" not in proc.stderr
 
 
+
+
+def test_a_note_of_a_route_removed_by_a_reload_ends_at_the_reload(tmp_path, jack, cli_env):
+    """A long note sounds; the mapping is saved without its route: the note ends then,
+    while the show runs on (not only when it stops)."""
+    from test_show import Run, replace_text
+
+    mapping = tmp_path / "m.yaml"
+    note_route = "  - {event: mood, note: {tense: C3}, length: 30}\n"
+    text = ("midi:\n  synth: {port: Pete Sounds}\nroutes:\n  - {event: energy, cc: 1}\n"
+            + note_route)
+    mapping.write_text(text)
+    answer = tmp_path / "answer.txt"  # the note once, then frames that do not touch it
+    answer.write_text("mood: tense\n" + "".join(f"--- frame {i}\nenergy: 0.{i % 10}\n"
+                                                for i in range(1, 60)))
+    env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
+    run = Run("--engine", "replay", "--replay", str(answer), "--fps", "4",
+              "--mapping", str(mapping), "--midi-api", "jack", "--quiet", env=env)
+    backend = jack_backend()
+    try:
+        wait_for_port(backend, "pete-osc:Pete Sounds")
+        with backend.open_input("pete-osc:Pete Sounds") as port:
+            def until(found, seconds):
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    for message in port.iter_pending():
+                        if found(message):
+                            return message
+                    time.sleep(0.01)
+                return None
+
+            assert until(lambda m: m.type == "note_on" and m.note == 60, 20) is not None
+            replace_text(mapping, text.replace(note_route, ""))
+            off = until(lambda m: m.type in ("note_off", "note_on") and m.note == 60, 5)
+            assert off is not None and (off.type == "note_off" or off.velocity == 0), off
+            assert run.proc.poll() is None  # at the reload, while the show goes on
+        assert run.interrupt() == 0
+    finally:
+        run.kill()

@@ -70,3 +70,11 @@ def test_a_flood_reaches_oscdump_as_its_first_and_last_values(tmp_path, cli_env)
         assert energy == sorted(energy) and got.count('/m s "calm"') == 1
     finally:
         dump.stop()
+
+
+def test_a_long_quiet_spell_saves_no_more_than_the_burst():
+    pace = Pace(rate=10, burst=2)
+    assert pace.offer(cc(0, 1), 0.0) == [cc(0, 1)]
+    # Ten seconds of nothing would earn 100 messages; the bucket holds the burst only.
+    out = [pace.offer(cc(i, number=10 + i), 10.0) for i in range(6)]
+    assert [len(o) for o in out] == [1, 1, 0, 0, 0, 0]

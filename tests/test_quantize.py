@@ -134,3 +134,23 @@ def test_quantized_mlx_conversions_run_with_the_prefix_cache_and_the_grammar(
         # the model before the answer; the DIRECTOR prefix stayed cached.
         after_prefix = times.prompt_len - engine.prefix.length
         assert 0 < times.prefilled - after_prefix <= 4 < engine.prefix.length
+
+
+def test_each_output_row_has_its_own_scale():
+    """Rows of very different size (a LayerNorm-folded projection has them) keep their
+    precision: a scale per row, not one for the whole tensor."""
+    torch = pytest.importorskip("torch", reason="the torch engine is not installed")
+    from pete_osc.engines.quantize import available, int8_linear_class
+
+    if not available(torch):
+        pytest.skip("this PyTorch has no int8 weight kernel")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32, bias=False)
+    with torch.no_grad():
+        linear.weight[:16] *= 1000.0  # half the rows a thousand times larger
+    x = torch.randn(4, 64)
+    exact = linear(x)
+    got = int8_linear_class(torch)(linear)(x)
+    small = slice(16, 32)
+    error = (got[:, small] - exact[:, small]).norm() / exact[:, small].norm()
+    assert error < 0.05, float(error)

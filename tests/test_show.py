@@ -251,3 +251,30 @@ def test_the_watchdog_ends_a_stalled_frame_and_the_show_goes_on(cli_env, tmp_pat
     # What the stalled frame said before it stalled still went out; the next frames too.
     events = [json.loads(l) for l in proc.stdout.splitlines()]
     assert [(e["frame"], e["value"]) for e in events] == [(0, 0.7), (1, 0.2), (2, 0.2)]
+
+
+def test_a_director_only_edit_applies_to_the_mapping_too(cli_env, tmp_path):
+    """The mapping is read against DIRECTOR.md (a word's $index is its place in the key's
+    values): an edit of DIRECTOR.md alone re-applies the mapping."""
+    port = free_port()
+    dump = oscdump(port)
+    director = tmp_path / "DIRECTOR.md"
+    director.write_text((ROOT / "DIRECTOR.md").read_text())
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"osc:\n  main: {{port: {port}}}\nroutes:\n"
+                       "  - {event: mood, address: /m, args: [$index]}\n")
+    answer = tmp_path / "answer.txt"
+    answer.write_text("mood: tense\n")
+    run = Run("--engine", "replay", "--replay", str(answer), "--loop", "--fps", "5",
+              "--director", str(director), "--mapping", str(mapping), "--quiet", env=cli_env)
+    got: list[str] = []
+    try:
+        run.wait_for(lambda: "/m i 3" in dumped(dump, got), what="tense as value 3")
+        replace_text(director, director.read_text().replace(
+            "values: [calm, happy, tense,", "values: [tense, calm, happy,"))
+        run.wait_for(lambda: "/m i 1" in dumped(dump, got), what="tense as value 1", timeout=20)
+        rc = run.interrupt()
+    finally:
+        run.kill()
+        dump.stop()
+    assert rc == 0

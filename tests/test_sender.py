@@ -1,0 +1,67 @@
+"""The sender in-process: outputs kept across a reload that does not change them, the
+bookkeeping the status line and the metrics read while the sender thread writes it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from pete_osc.dispatch import Dispatcher
+from pete_osc.mapping.config import parse_mapping
+from pete_osc.mapping.router import OscMessage
+from peers import free_port
+
+MAPPING = "osc:\n  main: {port: %d}\nroutes:\n  - {event: energy, address: /e}\n"
+
+
+def test_a_reload_that_keeps_an_output_keeps_it_open(director):
+    port = free_port()
+    sender = Dispatcher(parse_mapping(MAPPING % port, director)).start()
+    try:
+        before = sender.outputs["main"]
+        edited = parse_mapping(MAPPING % port + "  - {event: tempo, address: /t}\n", director)
+        assert sender.reload(edited) == []  # nothing opened, nothing closed
+        time.sleep(0.1)  # (the swap happens on the sender's thread)
+        assert sender.outputs["main"] is before
+        moved = parse_mapping(MAPPING % free_port(), director)
+        assert [c.split(" ")[0] for c in sender.reload(moved)] == ["opened", "closed"]
+    finally:
+        sender.close()
+
+
+def test_the_first_message_of_a_frame_keeps_its_time(director):
+    sender = Dispatcher(parse_mapping(MAPPING % free_port(), director))
+    before = time.time()
+    sender._sent([OscMessage("main", "/e", (0.1,), frame_id=7)])
+    first = time.time()
+    time.sleep(0.02)
+    sender._sent([OscMessage("main", "/e", (0.2,), frame_id=7)])
+    assert before <= sender.first_sent(7) <= first  # the frame's first message, not its last
+
+
+def test_what_the_status_reads_is_never_half_written(director):
+    """The sender thread counts each message and notes it in words; another thread (the
+    status line, the monitor page) reads both at any moment and must see them agree."""
+    sender = Dispatcher(parse_mapping(MAPPING % free_port(), director))
+    done = threading.Event()
+    torn = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+
+    def write():
+        for i in range(1, 30001):
+            sender._sent([OscMessage("main", "/e", (i,))])
+        done.set()
+
+    writer = threading.Thread(target=write)
+    try:
+        writer.start()
+        while not done.is_set():
+            seen = sender.activity().get("main")
+            if seen is not None and seen[1] != f"/e {seen[0]}":
+                torn.append(seen)
+    finally:
+        writer.join()
+        sys.setswitchinterval(interval)
+    assert not torn, torn[:3]
