@@ -139,9 +139,12 @@ WHOLE = ["color: blue\n", "mood: calm\n", "energy: 0.3\n", "stop"]
 def test_a_line_cut_mid_way_is_reported_as_cut_never_sent(how, said, cli_env, tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     with Server([HALF + [how], WHOLE]) as server:
-        proc = remote_run(server.url, "--stall", "1", "--metrics", str(metrics), env=cli_env)
+        proc = remote_run(server.url, "--stall", "1", "--metrics", str(metrics), "-vv",
+                          env=cli_env)
     assert proc.returncode == 0, proc.stderr
     assert said in proc.stderr
+    why = {"stall": "cut: the watchdog ended the frame", "drop": "cut: the answer failed"}[how]
+    assert f"rejected: {why}" in proc.stderr and "'energy: 0.'" in proc.stderr, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["frame"], e["raw"]) for e in events] == [
         (0, "color: amber"), (0, "mood: tense"),  # the cut "energy: 0." is not sent

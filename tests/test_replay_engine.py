@@ -123,10 +123,10 @@ def test_frames_skipped_by_fps_are_told_apart_from_frames_dropped(tmp_path, cli_
     quick.write_text(json.dumps(dict(token, t=0.01)) + "\n")
     slow.write_text(json.dumps(dict(token, t=1.0)) + "\n")  # a second per answer
     runs = {}
-    for name, path in (("quick", quick), ("slow", slow)):
+    for name, path, fps in (("quick", quick, "2"), ("slow", slow, "2"), ("flat out", slow, "0")):
         metrics = tmp_path / f"{name}.metrics"
         proc = pete_run("--engine", "replay", "--replay", str(path), "--loop", "--source",
-                        str(shared_video), "--fps", "2", "--max-frames", "5", "--metrics",
+                        str(shared_video), "--fps", fps, "--max-frames", "5", "--metrics",
                         str(metrics), env=cli_env)
         assert proc.returncode == 0, proc.stderr
         runs[name] = [json.loads(line) for line in metrics.read_text().splitlines()][-1]
@@ -134,3 +134,5 @@ def test_frames_skipped_by_fps_are_told_apart_from_frames_dropped(tmp_path, cli_
     assert runs["quick"]["dropped"] <= 2 and 30 <= runs["quick"]["skipped"] <= 55, runs
     # An answer takes 1 s, twice the tick: about 12 frames a tick come after it was due.
     assert runs["slow"]["dropped"] >= 30, runs
+    # --fps 0 (as fast as the model goes): every frame it did not take is a dropped one.
+    assert runs["flat out"]["dropped"] >= 80 and runs["flat out"]["skipped"] == 0, runs
