@@ -72,6 +72,9 @@ def test_fit_and_square_keep_the_picture():
     assert square.shape == (128, 128, 3)
     assert tuple(square[64, 10]) == (0, 0, 255)  # blue, now RGB
     assert tuple(square[2, 64]) == (0, 0, 0)  # black padding above the picture
+    # ... and as much below: the picture is centred, as FastVLM's own processor pads it
+    rows = np.flatnonzero(square[:, 10].any(axis=1))
+    assert (rows[0], 127 - rows[-1]) == (28, 28), (rows[0], rows[-1])
 
 
 @pytest.mark.parametrize("size, ok", [(64, True), (128, True), (1024, True), (100, False),
