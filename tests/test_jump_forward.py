@@ -239,3 +239,29 @@ def test_the_token_limit_is_sized_from_the_schema_or_warned(qwen_torch_model, sh
     assert ("--max-tokens 20 cannot hold a complete answer: the longest DIRECTOR.md allows is 84 "
             "tokens") in small.stderr.replace(str(ROOT) + "/", "")
     assert "token limit 84" not in small.stderr
+
+
+def test_forced_text_never_runs_past_the_room_left(constraint, qwen_tokenizer):
+    """A chosen token whose forced text is longer than the tokens left under the limit
+    brings only as many as fit: the limit holds with jump-forward too."""
+    ids = qwen_tokenizer(NINE, add_special_tokens=False)["input_ids"]
+
+    def walk_to(stop_at):  # the engines' way: each chosen token, then its forced run
+        constraint.reset()
+        at = len(constraint.forced())
+        while at < stop_at:
+            constraint.consume(ids[at])
+            at += 1 + len(constraint.forced())
+        return at
+
+    at, runs = walk_to(0), {}
+    while at < len(ids) and not runs:  # the first chosen token followed by 2+ forced ones
+        constraint.consume(ids[at])
+        run = constraint.forced()
+        if len(run) >= 2:
+            runs[at] = run
+        at += 1 + len(run)
+    (where, run), = runs.items()
+    assert walk_to(where) == where
+    forced, _ = constraint.follow(ids[where], room=1, jump=True)
+    assert forced == run[:1]
