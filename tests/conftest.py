@@ -119,3 +119,22 @@ def qwen_mlx_model(qwen_ranks_file, tmp_path_factory) -> Path:
     from pete_osc.synthetic import build_fastvlm_mlx
 
     return build_fastvlm_mlx(tmp_path_factory.mktemp("qwen-fastvlm-mlx"), qwen=qwen_ranks_file)
+
+
+@pytest.fixture(scope="session")
+def seeing_torch_model(tmp_path_factory) -> Path:
+    """A tiny FastVLM (torch) that reads the frame: it answers ``color: NAME`` with the
+    picture's colour (see pete_osc.seeing)."""
+    _need_torch()
+    from pete_osc.seeing import build_seeing_torch
+
+    return build_seeing_torch(tmp_path_factory.mktemp("seeing-fastvlm-torch"))
+
+
+@pytest.fixture(scope="session")
+def seeing_mlx_model(tmp_path_factory) -> Path:
+    """The mlx twin of seeing_torch_model, loaded by mlx_vlm.load."""
+    pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
+    from pete_osc.seeing import build_seeing_mlx
+
+    return build_seeing_mlx(tmp_path_factory.mktemp("seeing-fastvlm-mlx"))

@@ -15,42 +15,54 @@ import pytest
 from peers import free_port
 
 
-@pytest.fixture(scope="module")
-def mlx_server(scripted_mlx_model, tmp_path_factory, cli_env_module):
-    """``python -m mlx_vlm.server`` serving the scripted tiny model on 127.0.0.1.
+@contextlib.contextmanager
+def mlx_vlm_server(model, folder: Path, env: dict):
+    """``python -m mlx_vlm.server`` serving ``model`` on 127.0.0.1; yields its URL.
 
     The server's processor sizes images from the model's preprocessor_config.json, so a
-    copy of the model folder says 64 px (mlx-vlm would otherwise encode 1024 px frames,
-    which takes a minute on this CPU)."""
-    folder = tmp_path_factory.mktemp("served-model")
-    for f in Path(scripted_mlx_model).iterdir():
+    copy of the model folder (in ``folder``) says 64 px (mlx-vlm would otherwise encode
+    1024 px frames, which takes a minute on this CPU)."""
+    for f in Path(model).iterdir():
         if f.name != "preprocessor_config.json":
             (folder / f.name).symlink_to(f)
-    pre = json.loads((Path(scripted_mlx_model) / "preprocessor_config.json").read_text())
+    pre = json.loads((Path(model) / "preprocessor_config.json").read_text())
     pre.update(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
     (folder / "preprocessor_config.json").write_text(json.dumps(pre))
     port = free_port(kind=1)
     log = open(folder / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mlx_vlm.server", "--model", str(folder),
                              "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=cli_env_module)
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     import urllib.request
 
     end = time.monotonic() + 120
-    while True:
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "/v1/models", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > end:
+                    pytest.fail("mlx_vlm.server did not start: "
+                                + (folder / "server.log").read_text()[-2000:])
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
         try:
-            urllib.request.urlopen(url + "/v1/models", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > end:
-                proc.kill()
-                pytest.fail("mlx_vlm.server did not start: "
-                            + (folder / "server.log").read_text()[-2000:])
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def mlx_server(scripted_mlx_model, tmp_path_factory, cli_env_module):
+    """mlx_vlm.server serving the scripted tiny model (see mlx_vlm_server)."""
+    with mlx_vlm_server(scripted_mlx_model, tmp_path_factory.mktemp("served-model"),
+                        cli_env_module) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
