@@ -193,13 +193,16 @@ class Camera:
         self.server.server_close()
 
 
-def test_the_answer_follows_a_camera_within_one_frame(seeing_torch_model, cli_env):
-    """The camera turns from red to blue: every frame captured after the change is blue,
-    from the first one on (a stale frame on the tick would still say red)."""
+def test_the_answer_follows_a_camera_within_one_frame(seeing_torch_model, cli_env, tmp_path):
+    """The camera turns from red to blue: every frame the model starts on after the
+    change (and a camera frame's time) says blue, from the first one on; a stale frame on
+    the tick would still say red."""
     camera = Camera()
+    metrics = tmp_path / "metrics.jsonl"
     proc = subprocess.Popen(PETE + ["run", "--model", str(seeing_torch_model), "--source",
                                     f"cam={camera.url}", "--size", "64", "--max-tokens", "4",
-                                    "--constrain", "off", "--no-warmup", "--json", "--fps", "4"],
+                                    "--constrain", "off", "--no-warmup", "--json", "--fps", "4",
+                                    "--metrics", str(metrics)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env, cwd=ROOT)
     lines: list[str] = []
@@ -220,11 +223,12 @@ def test_the_answer_follows_a_camera_within_one_frame(seeing_torch_model, cli_en
         camera.stop()
         if proc.poll() is None:
             proc.kill()
-    events = [json.loads(l) for l in lines if '"color"' in l]
-    after = [e["value"]["name"] for e in events if e["captured_at"] > changed + 0.05]
-    before = [e["value"]["name"] for e in events if e["captured_at"] < changed]
-    assert before and set(before) == {"red"}, events
-    assert len(after) >= 4 and set(after) == {"blue"}, events
+    started = {r["frame"]: r["started_at"] for r in map(json.loads, metrics.read_text().splitlines())}
+    said = {e["frame"]: e["value"]["name"] for e in map(json.loads, lines) if e["key"] == "color"}
+    after = [said[f] for f in sorted(said) if started[f] > changed + 0.05]
+    before = [said[f] for f in sorted(said) if started[f] < changed]
+    assert before and set(before) == {"red"}, (said, started, changed)
+    assert len(after) >= 4 and set(after) == {"blue"}, (said, started, changed)
 
 
 def test_a_recording_keeps_the_answer_each_frame_gave(seeing_torch_model, cli_env, tmp_path):
