@@ -385,7 +385,8 @@ def cmd_learn(args) -> int:
     """``pete-osc learn``: one route of a mapping alone, for a DAW's MIDI or OSC learn."""
     from dataclasses import replace
 
-    from .dispatch import describe_route, open_dispatcher
+    from .dispatch import open_dispatcher
+    from .mapping.learn import describe_route
     from .shipped import read_director, read_mapping
 
     director = read_director(args.director)
@@ -425,7 +426,7 @@ def cmd_learn(args) -> int:
 def _check_learnable(mapping, chosen: list, numbers: list[int], midi_api: str | None) -> None:
     """Every chosen route can reach its output: a route on MIDI where MIDI is off here is
     refused (nothing could leave), one line per route, before anything is sent."""
-    from .dispatch import describe_route
+    from .mapping.learn import describe_route
     from .errors import Problems
     from .outputs.midi import open_midi_api
 

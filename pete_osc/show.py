@@ -446,7 +446,7 @@ class Show:
     def routes(self) -> list[dict]:
         """The live mapping's routes, numbered as ``learn`` takes them: each in words, and
         why it cannot be sent where its output is off (MIDI off here), else None."""
-        from .dispatch import describe_route
+        from .mapping.learn import describe_route
 
         mapping = self.files.mapping
         if mapping is None or self.sender is None:

@@ -54,8 +54,8 @@ def signals_held(stop: threading.Event | None = None):
             stop.set()
         if not said:
             said.append(signum)
-            print(f"\npete-osc: {signal.Signals(signum).name} received while closing; "
-                  "finishing the close first", file=sys.stderr, flush=True)
+            name = signal.Signals(signum).name
+            print(f"\npete-osc: {name} received while closing; finishing it", file=sys.stderr)
 
     old = {sig: signal.signal(sig, note) for sig in SIGNALS}
     try:

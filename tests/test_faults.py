@@ -293,7 +293,7 @@ def test_a_signal_while_closing_lets_the_closing_finish(signum, capfd):
             finished = True
         assert finished and stop.is_set()
         err = capfd.readouterr().err
-        assert err.count("received while closing; finishing the close first") == 1, err
+        assert err.count("received while closing; finishing it") == 1, err
         with pytest.raises(KeyboardInterrupt):  # outside the block: as before it
             os.kill(os.getpid(), signum)
             time.sleep(0.05)
@@ -508,10 +508,11 @@ from test_show import Run, dumped, osc_mapping, replace_text, stills  # noqa: E4
 
 class MjpegServer:
     """A camera as many IP cameras and phone apps serve one: MJPEG over HTTP
-    (multipart/x-mixed-replace), numbered grey frames at ``fps``."""
+    (multipart/x-mixed-replace) at ``fps``: numbered grey frames, or ``picture(n)``'s."""
 
-    def __init__(self, port: int, fps: float = 15.0):
+    def __init__(self, port: int, fps: float = 15.0, picture=None):
         self.port, self.fps = port, fps
+        self.picture = picture or (lambda n: np.full((120, 160, 3), (n * 9) % 256, np.uint8))
         self.stopping = threading.Event()
         self.server = None
 
@@ -530,8 +531,7 @@ class MjpegServer:
                 n = 0
                 try:
                     while not owner.stopping.is_set():
-                        image = np.full((120, 160, 3), (n * 9) % 256, np.uint8)
-                        data = cv2.imencode(".jpg", image)[1].tobytes()
+                        data = cv2.imencode(".jpg", owner.picture(n))[1].tobytes()
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          b"Content-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
                         self.wfile.flush()

@@ -310,24 +310,30 @@ def test_learn_sends_only_the_chosen_osc_route(cli_env, tmp_path):
     assert got == [f'/m s "{word}"' for word in moods]
 
 
-def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
-    mapping = tmp_path / "synth.yaml"
-    mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 3}\nroutes:\n"
-                       "  - {event: energy, cc: 74}\n  - {event: brightness, cc: 71}\n"
-                       "  - {event: mood, program: {calm: 1, tense: 5}}\n")
+def learnt_through_jack(mapping, route: str, seconds: float, cli_env) -> list:
+    """``pete-osc learn`` of one route into the JACK loopback: the messages read back."""
     env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
     proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
-                                    "2", "--seconds", "1.5"],
+                                    route, "--seconds", str(seconds)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     backend = jack_backend()
     wait_for_port(backend, "pete-osc:Pete Sounds")
     with backend.open_input("pete-osc:Pete Sounds") as port:
-        received, end = [], time.monotonic() + 6
+        received, end = [], time.monotonic() + seconds + 6
         while time.monotonic() < end and proc.poll() is None:
             received += list(port.iter_pending())
             time.sleep(0.01)
         received += list(port.iter_pending())
     assert proc.wait(10) == 0, proc.stderr.read()
+    return received
+
+
+def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
+    mapping = tmp_path / "synth.yaml"
+    mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 3}\nroutes:\n"
+                       "  - {event: energy, cc: 74}\n  - {event: brightness, cc: 71}\n"
+                       "  - {event: mood, program: {calm: 1, tense: 5}}\n")
+    received = learnt_through_jack(mapping, "2", 1.5, cli_env)
     # Only CC 71 on channel 3 (mido counts channels from 0), swept 0 -> 127 -> 0.
     assert {(m.type, m.channel, m.control) for m in received} == {("control_change", 2, 71)}
     values = [m.value for m in received]
@@ -454,19 +460,7 @@ def test_learn_on_a_chord_route_sends_chords(jack, cli_env, tmp_path):
     listed = subprocess.run(PETE + ["learn", "--mapping", str(mapping)], capture_output=True,
                             text=True, env=cli_env, timeout=60)
     assert listed.stdout.splitlines()[1] == "  1  color -> chords ch 2 on synth", listed.stdout
-    env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
-    proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
-                                    "1", "--seconds", "1.6"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    backend = jack_backend()
-    wait_for_port(backend, "pete-osc:Pete Sounds")
-    with backend.open_input("pete-osc:Pete Sounds") as port:
-        received, end = [], time.monotonic() + 8
-        while time.monotonic() < end and proc.poll() is None:
-            received += list(port.iter_pending())
-            time.sleep(0.01)
-        received += list(port.iter_pending())
-    assert proc.wait(10) == 0, proc.stderr.read()
+    received = learnt_through_jack(mapping, "1", 1.6, cli_env)
     ons = [m for m in received if m.type == "note_on" and m.velocity > 0]
     assert {m.channel for m in received if m.type.startswith("note")} == {1}
     # The first chord: C maj7 with 4 voices at middle energy (C3 E3 G3 B3), then others.

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -153,44 +152,22 @@ def test_several_sources_each_get_their_own_frame(seeing_torch_model, cli_env, t
 
 
 class Camera:
-    """An MJPEG-over-HTTP camera at 25 frames a second whose picture the test sets."""
+    """An MJPEG-over-HTTP camera at 25 frames a second whose colour the test sets."""
 
     def __init__(self):
-        self.colour = "red"
-        self.changed_at = 0.0
-        self.stopping = threading.Event()
-        owner = self
+        from test_faults import MjpegServer
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    while not owner.stopping.is_set():
-                        data = cv2.imencode(".jpg", picture(owner.colour, 96))[1].tobytes()
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
-                                         b"Content-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
-                        self.wfile.flush()
-                        time.sleep(0.04)
-                except OSError:
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port(kind=1)), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.colour, self.changed_at = "red", 0.0
+        port = free_port(kind=1)
+        self.server = MjpegServer(port, fps=25, picture=lambda n: picture(self.colour, 96))
+        self.server.start()
+        self.url = f"http://127.0.0.1:{port}/video.mjpg"
 
     def show(self, colour: str) -> None:
         self.colour, self.changed_at = colour, time.time()
 
     def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def test_the_answer_follows_a_camera_within_one_frame(seeing_torch_model, cli_env, tmp_path):
