@@ -98,7 +98,12 @@ def oscdump(port: int, protocol: str = "udp") -> Lines:
     """``oscdump -L`` on ``port``; each line is 'NTPTIME /address types args...'."""
     binary = need("oscdump", "liblo-tools")
     dump = Lines([binary, "-L", f"osc.{protocol}://:{port}"])
-    wait_listening(port, protocol)
+    try:
+        wait_listening(port, protocol)
+    except TimeoutError:  # (seen once in a full run: liblo late to bind; start it again)
+        dump.stop()
+        dump = Lines([binary, "-L", f"osc.{protocol}://:{port}"])
+        wait_listening(port, protocol)
     return dump
 
 
