@@ -318,7 +318,7 @@ def cmd_run(args) -> int:
     """``pete-osc run``: the live show (see pete_osc.show); this only turns the arguments
     into a checked configuration and the taps that watch the show."""
     from .engines import EngineOptions
-    from .engines.replay import Recording
+    from .taps import Recording
     from .metrics import MetricsFile, Status, same_terminal
     from .preflight import prepare
     from .reload import Files

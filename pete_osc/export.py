@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .director import Director
-from .engines.replay import load_recording
+from .recording import load_recording
 from .errors import PeteError
 from .events import Event, FrameInfo
 from .mapping.config import MappingConfig

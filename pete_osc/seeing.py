@@ -314,6 +314,11 @@ def see_mlx(model, weights: dict, tokenizer, shape) -> None:
 def build_seeing_mlx(folder: str | Path, shape=None, qwen: Path | None = None) -> Path:
     """A FastVLM folder that ``mlx_vlm.load`` reads (see build_fastvlm_mlx) and that reads
     the frame (see the module docstring)."""
+    from tokenizers import Tokenizer
+
     from .synthetic import TINY, build_fastvlm_mlx
 
-    return build_fastvlm_mlx(folder, shape or TINY, qwen=qwen, see=True)
+    def change(model, weights, written: Path, text_shape) -> None:
+        see_mlx(model, weights, Tokenizer.from_file(str(written / "tokenizer.json")), text_shape)
+
+    return build_fastvlm_mlx(folder, shape or TINY, qwen=qwen, change=change)

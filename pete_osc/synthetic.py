@@ -245,7 +245,7 @@ def _printable_rows(folder: Path, vocab: int) -> list[float]:
 
 def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0,
                       script: str | None = None, qwen: Path | None = None,
-                      see: bool = False) -> Path:
+                      change=None) -> Path:
     """Write a random-weight FastVLM checkpoint that ``mlx_vlm.load`` reads.
 
     The vision tower is always full FastViTHD; ``shape`` sets the language model.
@@ -303,12 +303,8 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
     weights["language_model.lm_head.weight"] = head * visible
     if script is not None:
         _script_weights(weights, folder, script, shape)
-    if see:  # a model that reads the frame (see pete_osc.seeing)
-        from tokenizers import Tokenizer
-
-        from .seeing import see_mlx
-
-        see_mlx(model, weights, Tokenizer.from_file(str(folder / "tokenizer.json")), shape)
+    if change is not None:  # (pete_osc.seeing: a model that reads the frame)
+        change(model, weights, folder, shape)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     return folder
 

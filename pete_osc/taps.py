@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
@@ -166,3 +167,29 @@ def silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+class Recording(TapFile, Tap):
+    """``--record FILE``: every token with its time since its frame's start, one JSON line
+    each, so that ``--engine replay --replay FILE`` plays the session back with its
+    timing. A tap: it watches the token stream and never holds the show up."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, "--record", mode="w")
+        self.name = f"--record {path}"
+        self._first: float | None = None
+        self._start = 0.0  # the current frame's, since the first frame's (for export)
+
+    def take(self, record) -> None:
+        if isinstance(record, FrameStart):
+            now = time.perf_counter()
+            self._first = now if self._first is None else self._first
+            self._start = now - self._first
+        elif isinstance(record, Text):
+            line = {"frame": record.frame_id, "source": record.source, "t": round(record.t, 6),
+                    "s": round(self._start, 6), "text": record.text}
+            if record.finish:
+                line["finish"] = record.finish
+            self.write_line(json.dumps(line) + "\n", flush=False)
+        elif isinstance(record, FrameReport):
+            self.flush()

@@ -12,33 +12,16 @@ over. The image is ignored.
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import PeteError
-from ..parser import FRAME_MARK
-from ..taps import Tap, TapFile
+from ..recording import load_recording
 from .base import FrameTimes, Prompt, Token
 
-# Plain text has no timing: a first token after this, then one token per TBT.
-TEXT_TTFT = 0.2
-TEXT_TBT = 0.02
-_PIECES = re.compile(r"\s*\S+|\s+")
-
-
-@dataclass(frozen=True)
-class RecordedToken:
-    at: float  # seconds since the frame's start
-    text: str
-    finish: str | None = None
-    start: float | None = None  # the frame's start, seconds since the recording's first
-    source: str = ""
 
 
 class ReplayEngine:
@@ -85,78 +68,3 @@ class ReplayEngine:
 
     def close(self) -> None:
         self.frames = []
-
-
-def load_recording(path: Path) -> list[list[RecordedToken]]:
-    """The frames of a recording (JSON lines) or of DIRECTOR text; PeteError if none."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise PeteError(f"{path}: cannot read the recording: {exc.strerror}") from None
-    first = text.lstrip()[:1]
-    frames = _from_json(path, text) if first == "{" else _from_text(text)
-    frames = [f for f in frames if f]
-    if not frames:
-        raise PeteError(f"{path}: nothing to replay (no tokens)")
-    return frames
-
-
-def _from_json(path: Path, text: str) -> list[list[RecordedToken]]:
-    frames: dict[int, list[RecordedToken]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            start = record.get("s")
-            token = RecordedToken(float(record["t"]), str(record.get("text", "")),
-                                  record.get("finish"), None if start is None else float(start),
-                                  str(record.get("source", "")))
-            frames.setdefault(int(record["frame"]), []).append(token)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PeteError(f"{path}:{number}: not a recorded token "
-                            f"(expected {{\"frame\", \"t\", \"text\"}}): {exc}") from None
-    return [frames[k] for k in sorted(frames)]
-
-
-def _from_text(text: str) -> list[list[RecordedToken]]:
-    frames: list[list[RecordedToken]] = [[]]
-    for line in text.splitlines(keepends=True):
-        if FRAME_MARK.match(line):
-            frames.append([])
-            continue
-        for piece in _PIECES.findall(line):
-            frame = frames[-1]
-            frame.append(RecordedToken(TEXT_TTFT + TEXT_TBT * len(frame), piece))
-    for frame in frames:
-        if frame:
-            frame.append(RecordedToken(frame[-1].at, "", "stop"))
-    return frames
-
-
-class Recording(TapFile, Tap):
-    """``--record FILE``: every token with its time since its frame's start, one JSON line
-    each, so that ``--engine replay --replay FILE`` plays the session back with its
-    timing. A tap: it watches the token stream and never holds the show up."""
-
-    def __init__(self, path: str | Path):
-        super().__init__(path, "--record", mode="w")
-        self.name = f"--record {path}"
-        self._first: float | None = None
-        self._start = 0.0  # the current frame's, since the first frame's (for export)
-
-    def take(self, record) -> None:
-        from ..pipeline import FrameReport, FrameStart, Text
-
-        if isinstance(record, FrameStart):
-            now = time.perf_counter()
-            self._first = now if self._first is None else self._first
-            self._start = now - self._first
-        elif isinstance(record, Text):
-            line = {"frame": record.frame_id, "source": record.source, "t": round(record.t, 6),
-                    "s": round(self._start, 6), "text": record.text}
-            if record.finish:
-                line["finish"] = record.finish
-            self.write_line(json.dumps(line) + "\n", flush=False)
-        elif isinstance(record, FrameReport):
-            self.flush()
