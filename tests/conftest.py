@@ -138,3 +138,24 @@ def seeing_mlx_model(tmp_path_factory) -> Path:
     from pete_osc.seeing import build_seeing_mlx
 
     return build_seeing_mlx(tmp_path_factory.mktemp("seeing-fastvlm-mlx"))
+
+
+# ---- the fast subset: pytest -m "not slow" ----------------------------------------------------
+# A test is slow when it builds or loads a model, starts a JACK server, a browser, a served
+# model or a second Link peer, or plays the shared clip; the rest (tables of pure functions,
+# the CLI with the replay engine) make the quick subset a developer runs between edits.
+SLOW_FIXTURES = {"tiny_mlx_model", "scripted_mlx_model", "tiny_torch_model",
+                 "scripted_torch_model", "qwen_torch_model", "qwen_mlx_model",
+                 "qwen_tokenizer", "seeing_torch_model", "seeing_mlx_model", "jack",
+                 "jack_env", "mlx_server", "shared_video"}
+SLOW_MODULES = {"test_fused", "test_quantize", "test_seeing", "test_monitor", "test_midi_real",
+                "test_beat", "test_grammar", "test_constrain", "test_jump_forward",
+                "test_torch_engine", "test_mlx_engine", "test_bench_scratch", "test_install"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.module.__name__ in SLOW_MODULES
+                or "signal_at_any_stage" in item.name or "jack" in item.name):
+            item.add_marker(pytest.mark.slow)
