@@ -354,7 +354,7 @@ def cmd_run(args) -> int:
                 "for the full speed open the page on another screen (--monitor-host 0.0.0.0)")
         # From the live loop on, a signal stops the show (the loop's own guard) and never
         # interrupts the closing that follows (notes off, exit values, the summary).
-        with signals_held(show.stop):
+        with signals_held(show.stop, doing="the show starts or ends"):
             summary = show.run()
     with signals_held():
         if echo.closed:

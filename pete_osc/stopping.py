@@ -40,10 +40,11 @@ def _interrupt(signum, _frame) -> None:
 
 
 @contextlib.contextmanager
-def signals_held(stop: threading.Event | None = None):
+def signals_held(stop: threading.Event | None = None, doing: str = "closing"):
     """Within the block a signal does not interrupt (the closing must finish): it is said
-    once on stderr and sets ``stop``; the handlers before the block come back after it.
-    Outside the main thread (where handlers cannot be set) the block simply runs."""
+    once on stderr ("received while ``doing``") and sets ``stop``; the handlers before the
+    block come back after it. Outside the main thread (where handlers cannot be set) the
+    block simply runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -55,7 +56,7 @@ def signals_held(stop: threading.Event | None = None):
         if not said:
             said.append(signum)
             name = signal.Signals(signum).name
-            print(f"\npete-osc: {name} received while closing; finishing it", file=sys.stderr)
+            print(f"\npete-osc: {name} received while {doing}; finishing it", file=sys.stderr)
 
     old = {sig: signal.signal(sig, note) for sig in SIGNALS}
     try:
