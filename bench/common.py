@@ -86,7 +86,7 @@ class FrameReports:
         self.reports = []
 
     def take(self, record) -> None:
-        from pete_osc.pipeline import FrameReport
+        from pete_osc.records import FrameReport
 
         if isinstance(record, FrameReport):
             self.reports.append(record)

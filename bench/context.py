@@ -33,8 +33,13 @@ from common import commit, cpu, report, scratch  # noqa: E402
 from pete_osc.capture import open_source  # noqa: E402
 from pete_osc.context import render  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
-from pete_osc.engines import (EngineOptions, FrameTimes, GenerationSettings, Prompt,  # noqa: E402
-                              open_engine, square_rgb)
+from pete_osc.engines import (  # noqa: E402
+    EngineOptions,
+    GenerationSettings,
+    Prompt,
+    open_engine,
+    square_rgb,
+)
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 CONTEXT = "Your last answers, oldest first: {previous}."
@@ -94,16 +99,15 @@ def main() -> int:
                 prompt = Prompt(director.prompt, render(INSTRUCTION, earlier, {}, {}))
             t0 = time.perf_counter()
             took = engine.use_prompt(prompt) if ahead else 0.0  # between frames
-            times = FrameTimes()
             first = None
-            for token in engine.stream(image, times, prompt):
+            for token in engine.stream(image, prompt):
                 if first is None:
-                    first = token.at - times.started
+                    first = token.at - token.prefill.started
             if i >= 2:  # the first two warm this length up
                 ttft.append(first)
                 spent.append(took)
                 total.append(time.perf_counter() - t0)
-            prefilled, prompt_len = times.prefilled, times.prompt_len
+            prefilled, prompt_len = token.prefill.prefilled, token.prefill.prompt_len
         rows.append((n, where, prefilled, prompt_len, statistics.median(ttft),
                      statistics.median(spent), statistics.median(total)))
         print(f"N={n} {where}: prefilled {prefilled} of {prompt_len}, TTFT "

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import commit, cpu, report  # noqa: E402
+
 from pete_osc.capture import every_frame, open_source  # noqa: E402
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402

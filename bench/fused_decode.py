@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from common import commit, report, scratch  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
-from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
+from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
 from pete_osc.synthetic import FULL, build_fastvlm_torch, qwen_ranks  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> int:
                          GenerationSettings(8, 0.0, args.size), kernels="fused")
     engine.warm_up()
     image = np.random.default_rng(0).integers(0, 255, (args.size, args.size, 3), dtype=np.uint8)
-    list(engine.stream(image, FrameTimes()))
+    list(engine.stream(image))
     start = engine.prefix_len + (args.size // 64) ** 2 + engine._suffix.shape[1]
     rng = np.random.default_rng(1)
     cosines, same_top = [], 0

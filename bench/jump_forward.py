@@ -35,11 +35,17 @@ import numpy as np  # noqa: E402
 from common import commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
-from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
+from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
 from pete_osc.parser import LineParser  # noqa: E402
-from pete_osc.events import Event, FrameInfo  # noqa: E402
-from pete_osc.synthetic import FULL, TINY, build_fastvlm_mlx, build_fastvlm_torch, qwen_ranks  # noqa: E402
+from pete_osc.records import Event, FrameInfo  # noqa: E402
+from pete_osc.synthetic import (  # noqa: E402
+    FULL,
+    TINY,
+    build_fastvlm_mlx,
+    build_fastvlm_torch,
+    qwen_ranks,
+)
 
 ANSWER = ("color: amber\nmood: tense\nenergy: 0.7\ntempo: 120\nbrightness: 0.4\nmotion: 0.3\n"
           "scene: city street at night\nperson: two people\nobject: red car\n")
@@ -109,18 +115,17 @@ def measure(model: Path, director, answer: list[int], size: int, n: int, mode: s
     rows = []
     for i in range(n + 1):  # the first is a warm-up
         image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-        times = FrameTimes()
         parser = LineParser(director, FrameInfo(i, "bench", 0.0))
         first = None
         count = 0
-        for token in engine.stream(image, times):
+        for token in engine.stream(image):
             count += token.finish is None
             if first is None and any(isinstance(r, Event) for r in parser.feed(token.text)):
-                first = token.at - times.started
+                first = token.at - token.prefill.started
             last = token
         if i:
-            rows.append({"tokens": count, "steps": times.steps, "first": first,
-                         "frame": last.at - times.started, "finish": last.finish})
+            rows.append({"tokens": count, "steps": last.steps, "first": first,
+                         "frame": last.at - last.prefill.started, "finish": last.finish})
     out = {k: statistics.median(r[k] for r in rows) for k in ("tokens", "steps", "first", "frame")}
     out["finish"] = rows[-1]["finish"]
     out["limit"] = engine.settings.max_tokens

@@ -29,11 +29,11 @@ from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
 from pete_osc.dispatch import Dispatcher  # noqa: E402
-from pete_osc.events import FrameInfo  # noqa: E402
 from pete_osc.mapping.config import parse_mapping  # noqa: E402
 from pete_osc.mapping.router import Router  # noqa: E402
 from pete_osc.outputs.osc import OscOutput  # noqa: E402
 from pete_osc.parser import LineParser  # noqa: E402
+from pete_osc.records import FrameInfo  # noqa: E402
 
 LINE = "energy: 0.7\n"
 
@@ -112,8 +112,8 @@ def main() -> int:
         rows.append((label, *stats(samples)))
 
     # The musical filters on the send path (issue 11): settle, a chord, a paced target.
-    from pete_osc.events import Color, Event
     from pete_osc.outputs.pace import Pace
+    from pete_osc.records import Color, Event
 
     settled = Router(parse_mapping(
         f"osc:\n  main: {{host: 127.0.0.1, port: {port}}}\nroutes:\n"

@@ -48,7 +48,7 @@ from pete_osc.director import load_director  # noqa: E402
 from pete_osc.engines import EngineOptions, GenerationSettings, open_engine  # noqa: E402
 from pete_osc.mapping.config import parse_mapping  # noqa: E402
 from pete_osc.monitor import Monitor  # noqa: E402
-from pete_osc.pipeline import FrameReport  # noqa: E402
+from pete_osc.records import FrameReport  # noqa: E402
 from pete_osc.reload import Files  # noqa: E402
 from pete_osc.show import Show, ShowConfig  # noqa: E402
 

@@ -100,12 +100,11 @@ def main() -> int:
     # A reload: new DIRECTOR text (its prefix prefilled), then back to a kept prompt.
     import numpy as np
 
-    from pete_osc.engines import FrameTimes
 
     def one_frame(prompt=None) -> float:
         image = np.zeros((args.size, args.size, 3), np.uint8)
         t0 = time.perf_counter()
-        for _ in engine.stream(image, FrameTimes(), prompt):
+        for _ in engine.stream(image, prompt):
             pass
         return time.perf_counter() - t0
 

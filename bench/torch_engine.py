@@ -28,10 +28,9 @@ import numpy as np  # noqa: E402
 from common import commit, cpu, report, scratch  # noqa: E402
 
 from pete_osc.director import load_director  # noqa: E402
-from pete_osc.engines import FrameTimes, GenerationSettings  # noqa: E402
+from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.torch_engine import TorchEngine, split_prompt  # noqa: E402
 from pete_osc.synthetic import FULL, build_fastvlm_torch  # noqa: E402
-
 
 SHORT_PROMPT = "Describe the frame in key: value lines: color, mood, energy, tempo."
 
@@ -60,26 +59,28 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
     ttft, tbt, vision, count, first_line = [], [], [], 0, []
     began = time.perf_counter()
     for image in frames(size, n):
-        times = FrameTimes()
         last = None
-        for token in engine.stream(image, times):
+        tokens = []
+        for token in engine.stream(image):
+            tokens.append(token)
+            started = token.prefill.started
             if token.finish is not None:
                 break
             if "\n" in token.text and len(first_line) < len(ttft) + 1:
                 # the first complete line: when the first event of the frame is parsed
-                first_line.append(token.at - times.started)
+                first_line.append(token.at - started)
             if last is None:
-                ttft.append(token.at - times.started)
+                ttft.append(token.at - started)
             elif token.at != last:  # (forced text arrives with the token before it)
                 tbt.append(token.at - last)
             last = token.at
             count += 1
-        vision.append(times.extra.get("vision_s", 0.0))
+        vision.append(tokens[-1].prefill.vision or 0.0)
     fps = n / (time.perf_counter() - began)
     result = dict(fps=fps, peak=_peak_memory(),
                   first_line=statistics.median(first_line) if first_line else None, ttft=statistics.median(ttft), tbt=statistics.median(tbt),
                   tbt_p90=sorted(tbt)[int(len(tbt) * 0.9)], vision=statistics.median(vision),
-                  prompt=times.prompt_len, tokens=count / n, load=load, warm=warm,
+                  prompt=tokens[-1].prefill.prompt_len, tokens=count / n, load=load, warm=warm,
                   prefix=engine.prefix_len)
     engine.close()
     return result

@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import PeteError
+from .records import Frame
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,6 @@ REOPEN_MAX = 5.0
 STREAM_TIMEOUT = 2.0
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One captured frame: BGR pixels at capture size, its number and capture time."""
-
-    id: int
-    image: np.ndarray
-    captured_at: float  # time.time()
-    source: str
 
 
 class Source:

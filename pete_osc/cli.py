@@ -296,9 +296,9 @@ def cmd_init(args) -> int:
 
 def cmd_parse(args) -> int:
     """``pete-osc parse``: check any model's output against DIRECTOR.md."""
-    from .events import Rejection
-    from .shipped import read_director
     from .parser import parse_text_stream
+    from .records import Rejection
+    from .shipped import read_director
 
     director = read_director(args.director)
     stream, name = _open_text(args.file)
@@ -318,13 +318,12 @@ def cmd_run(args) -> int:
     """``pete-osc run``: the live show (see pete_osc.show); this only turns the arguments
     into a checked configuration and the taps that watch the show."""
     from .engines import EngineOptions
-    from .taps import Recording
     from .metrics import MetricsFile, Status, same_terminal
     from .preflight import prepare
     from .reload import Files
     from .show import Show, ShowConfig
     from .stopping import signals_held
-    from .taps import TokenEcho
+    from .taps import Recording, TokenEcho
 
     # The sizes, DIRECTOR.md, the mapping, the libraries, the model and the sources, all
     # before the slow imports; every problem is named at once (see preflight).
@@ -426,8 +425,8 @@ def cmd_learn(args) -> int:
 def _check_learnable(mapping, chosen: list, numbers: list[int], midi_api: str | None) -> None:
     """Every chosen route can reach its output: a route on MIDI where MIDI is off here is
     refused (nothing could leave), one line per route, before anything is sent."""
-    from .mapping.learn import describe_route
     from .errors import Problems
+    from .mapping.learn import describe_route
     from .outputs.midi import open_midi_api
 
     if not any(route.target in mapping.midi for route in chosen):
@@ -477,8 +476,8 @@ def cmd_export(args) -> int:
 
 def cmd_send(args) -> int:
     """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
-    from .events import Event, FrameEnd, Rejection
     from .parser import parse_text_stream
+    from .records import Event, FrameEnd, Rejection
     from .shipped import read_director, read_mapping
 
     director = read_director(args.director)

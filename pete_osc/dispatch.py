@@ -15,15 +15,17 @@ import threading
 import time
 from typing import Callable
 
+import mido
+
 from .errors import PeteError
-from .events import Event, FrameEnd
 from .mapping.config import MappingConfig
 from .mapping.learn import describe_message, describe_route, learn_events
-from .mapping.router import Message, MidiMessage, Router
+from .mapping.router import Router
 from .outputs.base import BaseOutput
 from .outputs.midi import MidiOutput, open_midi_api
 from .outputs.osc import OscOutput
 from .outputs.pace import Pace
+from .records import Event, FrameEnd, Message, MidiMessage
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +108,14 @@ class Dispatcher:
         outputs: dict[str, BaseOutput] = {}
         for name, target in mapping.osc.items():
             out = self.outputs.get(name)
-            if isinstance(out, OscOutput) and out.same_target(target):
+            if out is not None and out.same_target(target):
                 outputs[name] = out
             else:
                 outputs[name] = OscOutput(target, mapping.bundle, mapping.bundle_delay)
         backend = self._midi_backend(mapping) if mapping.midi else None
         for name, target in mapping.midi.items():
             out = self.outputs.get(name)
-            if isinstance(out, MidiOutput) and out.same_target(target):
+            if out is not None and out.same_target(target):
                 outputs[name] = out
             elif backend is not None:
                 try:  # a port named in the mapping must exist before anything opens
@@ -242,15 +244,8 @@ class Dispatcher:
     def describe(self) -> list[str]:
         """One line per output, for the start-up messages."""
         lines = []
-        for name, out in self.outputs.items():
-            if isinstance(out, OscOutput):
-                t = out.target
-                line = f"OSC {t.protocol} -> {t.host}:{t.port} ({name})"
-            elif isinstance(out, MidiOutput):
-                line = (f"MIDI {'virtual port ' if out.target.virtual else ''}"
-                        f"{out.full_name!r} via {out.api} ({name})")
-            else:
-                continue
+        for out in self.outputs.values():
+            line = out.describe()
             if out.down:
                 line += (f", but it cannot be reached: {out.down}; its messages are dropped "
                          f"until it can (tried again every {out.retry_interval:g} s)")
@@ -358,8 +353,8 @@ class Dispatcher:
         self.router, released = self.router.reloaded(reload.mapping)
         self._send(released)  # through the outputs they were sounding on
         for out in self.outputs.values():
-            if isinstance(out, OscOutput) and out in reload.outputs.values():
-                self._sent(out.configure(reload.mapping.bundle, reload.mapping.bundle_delay))
+            if out in reload.outputs.values():
+                self._sent(out.configure(reload.mapping))
         for out in reload.closing:
             self._sent(out.close())
         self.outputs = reload.outputs
@@ -403,7 +398,8 @@ class Dispatcher:
 
     def _all_notes_off(self) -> list[MidiMessage]:
         channels = {(r.target, r.channel) for r in self.mapping.routes if r.kind in ("note", "chord")}
-        return [MidiMessage(target, (0xB0 | (ch - 1), 123, 0)) for target, ch in sorted(channels)]
+        return [MidiMessage(target, mido.Message("control_change", channel=ch - 1, control=123, value=0))
+                for target, ch in sorted(channels)]
 
 
 def _paces(mapping: MappingConfig) -> dict[str, Pace]:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .director import Director
-from .recording import load_recording
 from .errors import PeteError
-from .events import Event, FrameInfo
 from .mapping.config import MappingConfig
-from .mapping.router import Message, MidiMessage, OscMessage, Router
+from .mapping.router import Router
 from .parser import LineParser
+from .recording import load_recording
+from .records import Event, FrameInfo, Message, MidiMessage, OscMessage
 
 TEMPO_BPM = 120
 TICKS_PER_BEAT = 960
@@ -97,7 +97,7 @@ def write_midi(messages: list[Timed], mapping: MappingConfig, path: Path) -> int
         for timed in messages:
             if isinstance(timed.message, MidiMessage) and timed.message.target == name:
                 tick = round(mido.second2tick(timed.at, TICKS_PER_BEAT, tempo))
-                track.append(mido.Message.from_bytes(list(timed.message.data), time=tick - now))
+                track.append(timed.message.message.copy(time=tick - now))
                 now = tick
                 written += 1
         song.tracks.append(track)

@@ -17,7 +17,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .pipeline import FrameReport, step_times
+from .pipeline import step_times
+from .records import FrameReport
 from .taps import Tap, TapFile
 
 

@@ -32,8 +32,8 @@ import cv2
 
 from .engines.base import square_rgb
 from .errors import PeteError
-from .events import Color, Event, Rejection
-from .pipeline import FrameReport, FrameStart, Text, step_times
+from .pipeline import step_times
+from .records import Color, Event, FrameReport, FrameStart, Rejection, Text
 from .taps import Tap
 
 log = logging.getLogger(__name__)

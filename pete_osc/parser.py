@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator
 
 from .director import Director
-from .events import Event, FrameEnd, FrameInfo, Rejection
+from .records import Event, FrameEnd, FrameInfo, Record, Rejection
 from .values import Invalid, coerce
-
-Record = Union[Event, Rejection]
 
 # Markdown and list decorations a small model puts around its lines.
 _BULLET = re.compile(r"^\s*(?:[-*+\u2022\u2013>]+|\d{1,2}[.)])\s*")

@@ -12,72 +12,17 @@ from __future__ import annotations
 
 import logging
 import statistics
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .capture import Frame
 from .director import Director
-from .engines import Engine, FrameTimes, Prompt, square_rgb
-from .events import Event, FrameInfo, Rejection
-from .parser import LineParser, Record
+from .engines import Engine, Prompt, square_rgb
+from .parser import LineParser
+from .records import Event, Frame, FrameInfo, FrameReport, Record, Rejection, Text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FrameStart:
-    """A frame goes to the engine now (its pixels at capture size, for who wants them)."""
-
-    frame: Frame
-
-
-@dataclass(frozen=True)
-class Text:
-    """One streamed token's text; ``t`` is seconds since the engine began the frame."""
-
-    frame_id: int
-    source: str
-    text: str
-    t: float
-    finish: str | None = None
-
-
-@dataclass
-class FrameReport:
-    """What happened to one frame, for the status line, the summary and metrics."""
-
-    frame_id: int
-    captured_at: float
-    tokens: int = 0
-    ttft: float | None = None  # seconds from engine start to first token
-    tbt: list[float] = field(default_factory=list)  # seconds between tokens
-    events: int = 0
-    rejected: int = 0
-    truncated: bool = False
-    finish: str | None = None
-    prompt_len: int | None = None
-    prefilled: int | None = None  # positions run through the model before the first token
-    steps: int | None = None  # forward passes after the prefill (forced text rides along)
-    error: str | None = None
-    stopped: bool = False
-    watchdog: str | None = None  # why the watchdog ended the frame, if it did
-    source: str = ""
-    started_at: float | None = None  # time.time() when inference began
-    vision: float | None = None  # seconds in the vision encoder, where the engine tells
-    token_times: list[float] = field(default_factory=list)  # seconds since start, per token
-    first_event_at: float | None = None  # time.time() when the first event was parsed
-    dropped: int = 0  # frames lost so far while the engine was busy (all sources)
-    skipped: int = 0  # frames passed over so far between --fps ticks, by design
-    first_sent_at: float | None = None  # time.time() when its first message left
-    coalesced: int | None = None  # messages merged over a target's max_rate, run so far
-    instruction: str | None = None  # the instruction as sent, where it changes per frame
-    context: str | None = None  # the text before the image as sent, likewise
-    # Seconds the engine spent on this frame's prompt before the frame was taken (its
-    # context prefilled ahead, see Show._ahead); not part of its latency.
-    ahead_s: float | None = None
 
 
 # The summary's medians are over the last this many frames: a 4-hour show at 20 frames/s
@@ -181,60 +126,91 @@ def _ms(values) -> str:
 def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
                   prompt: Prompt | None = None,
                   cancel: Callable[[], str | None] = lambda: None,
+                  settle: Callable[[], dict] = dict,
                   ) -> Iterator[Text | Record | FrameReport]:
     """Run one frame through the engine and the parser; see the module docstring.
 
     ``cancel`` is asked between tokens: "stop" ends the frame as stopped (Ctrl-C), any
     other reason as ended by the watchdog. An engine error ends the frame as failed.
+    ``settle`` is called once the answer is over (the caller's part of the report: the
+    sender's timing, the drops) and its fields go into the report, made once, frozen.
     """
-    report = FrameReport(frame.id, frame.captured_at, source=frame.source)
+    tally = _Tally(frame)
     parser = LineParser(director, FrameInfo(frame.id, frame.source, frame.captured_at))
-    times = FrameTimes()
-    last = None
-    report.started_at = time.time()
+    started_at = time.time()
     stream = None
     try:
-        stream = engine.stream(square_rgb(frame.image, size), times, prompt)
+        stream = engine.stream(square_rgb(frame.image, size), prompt)
         for token in stream:
             reason = cancel()
             if reason is not None:
-                report.stopped = reason == "stop"
-                report.watchdog = None if report.stopped else reason
+                tally.stopped = reason == "stop"
+                tally.watchdog = None if tally.stopped else reason
                 break
-            if token.finish is None:  # a new token (the closing record only flushes text)
-                if last is None:
-                    report.ttft = token.at - times.started
-                else:
-                    report.tbt.append(token.at - last)
-                last = token.at
-                report.tokens += 1
-                report.token_times.append(token.at - times.started)
-            report.finish = token.finish or report.finish
+            tally.take(token)
             if token.text or token.finish:
-                yield Text(frame.id, frame.source, token.text, token.at - times.started,
+                yield Text(frame.id, frame.source, token.text, token.at - tally.started,
                            token.finish)
             if token.text:
-                yield from _counted(parser.feed(token.text), report)
+                yield from _counted(parser.feed(token.text), tally)
     except Exception as exc:  # one bad frame never ends the show
         reason = cancel()
         if reason is not None and reason != "stop":
-            report.watchdog = reason  # the engine gave up because the watchdog ended it
+            tally.watchdog = reason  # the engine gave up because the watchdog ended it
         else:
-            report.error = f"{type(exc).__name__}: {exc}"
+            tally.error = f"{type(exc).__name__}: {exc}"
     finally:
         close = getattr(stream, "close", None)
         if close:
             close()
-    report.truncated = report.finish == "length"
-    report.prompt_len = times.prompt_len
-    report.prefilled = times.prefilled
-    report.steps = times.steps
-    report.vision = times.extra.get("vision_s")
-    yield from _counted(parser.finish(truncated=report.truncated, cut=_cut(report)), report)
-    yield report
+    truncated = tally.finish == "length"
+    yield from _counted(parser.finish(truncated=truncated, cut=_cut(tally)), tally)
+    yield tally.report(started_at, truncated, **settle())
 
 
-def _cut(report: FrameReport) -> str | None:
+class _Tally:
+    """One frame's counts while its tokens and lines arrive; :meth:`report` makes the
+    frozen :class:`FrameReport` from them at the end."""
+
+    def __init__(self, frame: Frame):
+        self.frame = frame
+        self.tokens = self.events = self.rejected = 0
+        self.tbt: list[float] = []
+        self.token_times: list[float] = []
+        self.ttft = self.first_event_at = self.last = None
+        self.started = 0.0
+        self.prefill = None
+        self.steps = self.finish = self.error = self.watchdog = None
+        self.stopped = False
+
+    def take(self, token) -> None:
+        if token.prefill is not None:
+            self.prefill = token.prefill
+            self.started = token.prefill.started
+        self.steps = token.steps if token.steps is not None else self.steps
+        if token.finish is None:  # a new token (the closing record only flushes text)
+            if self.last is None:
+                self.ttft = token.at - self.started
+            else:
+                self.tbt.append(token.at - self.last)
+            self.last = token.at
+            self.tokens += 1
+            self.token_times.append(token.at - self.started)
+        self.finish = token.finish or self.finish
+
+    def report(self, started_at: float, truncated: bool, **settled) -> FrameReport:
+        f, p = self.frame, self.prefill
+        return FrameReport(
+            f.id, f.captured_at, tokens=self.tokens, ttft=self.ttft, tbt=tuple(self.tbt),
+            events=self.events, rejected=self.rejected, truncated=truncated,
+            finish=self.finish, prompt_len=p.prompt_len if p else None,
+            prefilled=p.prefilled if p else None, steps=self.steps, error=self.error,
+            stopped=self.stopped, watchdog=self.watchdog, source=f.source,
+            started_at=started_at, vision=p.vision if p else None,
+            token_times=tuple(self.token_times), first_event_at=self.first_event_at, **settled)
+
+
+def _cut(report: "_Tally") -> str | None:
     """What ended the answer before the model did, in words; None where the model ended
     it (or the token limit did: that is ``truncated``)."""
     if report.stopped:
@@ -248,7 +224,7 @@ def _cut(report: FrameReport) -> str | None:
     return None
 
 
-def _counted(records: list[Record], report: FrameReport) -> Iterator[Record]:
+def _counted(records: list[Record], report: "_Tally") -> Iterator[Record]:
     for record in records:
         if isinstance(record, Event):
             report.events += 1
@@ -259,20 +235,3 @@ def _counted(records: list[Record], report: FrameReport) -> Iterator[Record]:
             log.debug("frame %d line %d rejected: %s (%r)", record.frame_id, record.line,
                       record.reason, record.raw)
         yield record
-
-
-def run_frame(engine: Engine, director: Director, frame: Frame, size: int,
-              on_text: Callable[[str], None], on_record: Callable[[Record], None],
-              stop: threading.Event, prompt: Prompt | None = None) -> FrameReport:
-    """:func:`frame_records` for one frame with a callback per record (for benchmarks
-    and tests that look at a single frame); returns the report."""
-    report = None
-    for record in frame_records(engine, director, frame, size, prompt,
-                                lambda: "stop" if stop.is_set() else None):
-        if isinstance(record, Text):
-            on_text(record.text)
-        elif isinstance(record, FrameReport):
-            report = record
-        else:
-            on_record(record)
-    return report

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .director import Director, KeySpec
-from .events import Color, Event
+from .records import Color, Event
 
 SMALL = (80, 60)  # the copy measures are taken on (width, height)
 MOTION_GAIN = 4.0  # mean |difference| of 0.25 (a quarter of full scale) reads as 1

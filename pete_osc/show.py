@@ -22,27 +22,17 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from .context import Answers, render
 from .engines import EngineOptions, GenerationSettings, Prompt, open_engine
 from .errors import PeteError
-from .events import Event
 from .feeds import Feeds
-from .pipeline import FrameReport, FrameStart, Summary, Text, frame_records
-from .context import Answers, render
+from .pipeline import Summary, frame_records
+from .records import Event, FrameReport, FrameStart, Notice, Sent, Text
 from .reload import Files, Watch
 from .stopping import StopGuard, signals_held
 from .taps import Tap, Taps
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something a person should hear of: a source lost, back or ended; a reload done or
-    refused; a frame ended by the watchdog."""
-
-    what: str  # lost | back | ended | reloaded | refused | watchdog
-    text: str
-    source: str = ""
 
 
 # The token limit of an unconstrained answer when --max-tokens is not given: room for
@@ -190,7 +180,7 @@ class Show:
         self.engine.use_prompt(self.prompt)
         self._constrain(self.files.director)
         self.say(f"{self.engine.name} engine, model {self.engine.model_id}, input {c.size} px")
-        if c.warm_up and hasattr(self.engine, "warm_up"):
+        if c.warm_up and self.engine.warms_up:
             self.say("warming up ...")
             self.say(f"warm-up took {self.engine.warm_up():.1f} s")
 
@@ -199,7 +189,7 @@ class Show:
         mode = self.config.constrain
         if mode == "off":
             return
-        if not getattr(self.engine, "supports_constraint", False):
+        if not self.engine.supports_constraint:
             if mode == "on":
                 raise PeteError(f"--constrain on: the {self.engine.name} engine cannot "
                                 "constrain decoding; use --constrain off")
@@ -218,12 +208,12 @@ class Show:
         """The token limit against the longest complete answer the grammar allows (with
         the model's own tokenizer): set to it when --max-tokens was not given, else a
         warning where the limit would cut answers."""
-        longest = getattr(getattr(self.engine, "constraint", None), "longest", None)
-        if longest is None:
+        if self.engine.constraint is None:
             return
+        longest = self.engine.constraint.longest
         wanted = self.config.max_tokens
         if wanted is None:
-            if longest != self.engine.settings.max_tokens and hasattr(self.engine, "set_max_tokens"):
+            if longest != self.engine.settings.max_tokens:
                 self.engine.set_max_tokens(longest)
                 self.say(f"token limit {longest}: the longest complete answer "
                          f"{director.path.name} allows (--max-tokens sets another)")
@@ -275,9 +265,22 @@ class Show:
         director = self.files.director
         prompt = self._prompt_for(director, frame.source)
         said = []
+
+        def settle() -> dict:
+            # The answer is over: the sender's part, the drops, the prompt as sent.
+            out = dict(dropped=self.feeds.dropped, skipped=self.feeds.skipped)
+            if self.sender is not None:
+                self.sender.end_frame(frame.id)
+                out["sent"] = Sent(self.sender.first_sent(frame.id), self.sender.coalesced)
+            if director.placeholders:
+                out.update(instruction=prompt.instruction, context=prompt.context,
+                           ahead_s=self._ahead_s)
+                self._ahead_s = 0.0
+            return out
+
         try:
-            for record in frame_records(self.engine, director, frame,
-                                        self.config.size, prompt, cancel):
+            for record in frame_records(self.engine, director, frame, self.config.size,
+                                        prompt, cancel, settle):
                 if isinstance(record, Text):
                     dog.token()
                     self._drain()
@@ -291,16 +294,6 @@ class Show:
                 self.taps.take(record)
         finally:
             dog.end()
-        if self.sender is not None:
-            self.sender.end_frame(frame.id)
-            report.first_sent_at = self.sender.first_sent(frame.id)
-            report.coalesced = self.sender.coalesced
-        report.dropped = self.feeds.dropped
-        report.skipped = self.feeds.skipped
-        if director.placeholders:
-            report.instruction = prompt.instruction
-            report.context = prompt.context
-            report.ahead_s, self._ahead_s = self._ahead_s, 0.0
         self.answers.add(frame.source, said)
         self._say_failure(report)
         self.summary.add(report)
@@ -414,7 +407,7 @@ class Show:
             self._constrain_quietly(new.director)
             self._said("reloaded", f"{director_path} reloaded: the new prompt was prefilled in "
                                    f"{took * 1000:.0f} ms" + (", the grammar rebuilt" if
-                                                              getattr(self.engine, "constraint", None) else ""))
+                                                              self.engine.constraint else ""))
         if mapping_changed and new.mapping is not None and new.mapping_text != old.mapping_text:
             self._said("reloaded", f"{mapping_path} reloaded: {len(new.mapping.routes)} routes"
                                    + "".join(f"; {c}" for c in changes))
@@ -426,7 +419,7 @@ class Show:
         return None
 
     def _constrain_quietly(self, director) -> None:
-        if self.config.constrain == "off" or not getattr(self.engine, "supports_constraint", False):
+        if self.config.constrain == "off" or not self.engine.supports_constraint:
             return
         try:
             self.engine.constrain(director)
@@ -523,7 +516,7 @@ class Watchdog:
 
     Its thread, started and joined by ``with``, looks every 50 ms; when a frame trips it,
     one line goes to stderr, ``tripped`` holds the reason (the frame loop ends the frame at
-    its next token) and the engine's ``abort`` (where it has one) cuts a blocked request.
+    its next token) and the engine's ``abort`` ends its answer (a blocked request at once).
     """
 
     def __init__(self, stall: float, limit: float, engine=None):
@@ -566,10 +559,9 @@ class Watchdog:
                 frame_id, source = self._frame
             log.warning("frame %d (%s): %s; ended by the watchdog, the show goes on with "
                         "the next frame", frame_id, source, reason)
-            abort = getattr(self.engine, "abort", None)
-            if abort is not None:
+            if self.engine is not None:
                 try:
-                    abort()
+                    self.engine.abort()
                 except Exception as exc:
                     log.debug("abort: %s", exc)
 

@@ -149,8 +149,16 @@ def build_qwen_tokenizer(folder: Path, ranks: Path) -> int:
     """
     import base64
 
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-    from tokenizers import pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     ranks_of = {}
     for line in Path(ranks).read_text().splitlines():

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
 from .errors import PeteError
-from .events import Event
-from .pipeline import FrameReport, FrameStart, Text
+from .records import Event, FrameReport, FrameStart, Text
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Mapping
 import webcolors
 
 from .director import KeySpec
-from .events import Color, Value
+from .records import Color, Value
 
 
 class Invalid(ValueError):

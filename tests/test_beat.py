@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from peers import Lines, free_port, pete
+from support.midi import midi
 
 from pete_osc.errors import PeteError
-from pete_osc.events import Event
 from pete_osc.mapping.config import parse_mapping
-from pete_osc.mapping.router import MidiMessage, Router
-from peers import Lines, free_port, pete
+from pete_osc.mapping.router import Router
+from pete_osc.records import Event
 
 HEAD = "clock: link\nosc:\n  main: {port: 9000}\nmidi:\n  synth: {port: Pete Sounds}\nroutes:\n"
 
@@ -56,9 +57,9 @@ def test_changes_wait_for_the_beat_or_the_bar(director):
     assert router.next_due() == 0.5
     assert router.due(0.49) == [] and [m.address for m in router.due(0.5)] == ["/m"]
     assert router.next_due() == 4.0  # two bars of four beats at 0.5 s: beat 8
-    assert router.due(3.9) == [] and router.due(4.0) == [MidiMessage("synth", (0x90, 60, 100))]
+    assert router.due(3.9) == [] and router.due(4.0) == [midi("synth", 0x90, 60, 100)]
     # The note's length runs from its boundary, not from the event.
-    assert router.tick(4.4) == [] and router.tick(4.5) == [MidiMessage("synth", (0x80, 60, 0))]
+    assert router.tick(4.4) == [] and router.tick(4.5) == [midi("synth", 0x80, 60, 0)]
 
 
 def test_two_changes_for_one_beat_both_wait_for_it_whatever_the_clock_jitter(director):

@@ -1,14 +1,11 @@
 """Constrained decoding on both local engines: the tiny random models, whose free answers
 are gibberish, write only lines the parser accepts once the DIRECTOR grammar holds them."""
 
-import threading
-
 import numpy as np
 
-from pete_osc.capture import Frame
 from pete_osc.engines import GenerationSettings
-from pete_osc.events import Event, Rejection
-from pete_osc.pipeline import run_frame
+from pete_osc.pipeline import frame_records
+from pete_osc.records import Event, Frame, FrameReport, Rejection
 
 FRAMES = 6
 MAX_TOKENS = 400  # room for 9 lines of the longest values: no answer is cut off
@@ -20,9 +17,11 @@ def answers(engine, director, frames=FRAMES):
     for i in range(frames):
         image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
         frame = Frame(i, image, 0.0, "test")
-        report = run_frame(engine, director, frame, 64, lambda text: None, records.append,
-                           threading.Event())
-        finishes.append(report.finish)
+        for record in frame_records(engine, director, frame, 64):
+            if isinstance(record, FrameReport):
+                finishes.append(record.finish)
+            elif isinstance(record, (Event, Rejection)):
+                records.append(record)
     return records, finishes
 
 

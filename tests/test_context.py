@@ -8,15 +8,15 @@ import subprocess
 import sys
 
 import pytest
-
 from peers import ROOT, free_port, need, oscdump, without_time
+from test_show import Run
+
 from pete_osc.context import Answers, answer_line, clean, render
 from pete_osc.director import parse_director
 from pete_osc.errors import PeteError
-from pete_osc.events import Event
 from pete_osc.mapping.config import parse_mapping
-from pete_osc.mapping.router import OscMessage, Router
-from test_show import Run
+from pete_osc.mapping.router import Router
+from pete_osc.records import Event, OscMessage
 
 INSTRUCTION = ("Describe this frame. Before: {previous}. Tempo {daw.tempo}, "
                "section {context.section}.")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pete_osc.engines.base import IncrementalDecoder
+from pete_osc.engines.decode import IncrementalDecoder
 
 
 @pytest.fixture(scope="module")

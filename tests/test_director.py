@@ -9,8 +9,8 @@ import pytest
 
 from pete_osc.director import load_director, parse_director
 from pete_osc.errors import PeteError
-from pete_osc.events import FrameInfo
 from pete_osc.parser import LineParser
+from pete_osc.records import FrameInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "DIRECTOR.md").read_text()

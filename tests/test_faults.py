@@ -33,7 +33,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-
 from peers import ROOT, free_port
 
 PETE = [sys.executable, "-m", "pete_osc"]

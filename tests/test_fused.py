@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.answers import answer
 
-from pete_osc.engines.base import FrameTimes, GenerationSettings
+from pete_osc.engines.base import GenerationSettings
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'pete-osc[dev]')")
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +27,8 @@ def frames(n=2):
 def answers(engine, images):
     out = []
     for image in images:
-        times = FrameTimes()
-        tokens = list(engine.stream(image, times))
+        times = answer(engine, image)
+        tokens = times.tokens
         out.append(("".join(t.text for t in tokens), tokens[-1].finish, times.steps))
     return out
 

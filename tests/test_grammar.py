@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pete_osc.director import load_director, parse_director
-from pete_osc.events import Event
 from pete_osc.grammar import answer_regex, lark_grammar
 from pete_osc.parser import parse_text_stream
+from pete_osc.records import Event
 
 ROOT = Path(__file__).resolve().parent.parent
 

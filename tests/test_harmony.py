@@ -6,13 +6,14 @@ import os
 import time
 
 import pytest
+from peers import pete
+from support.midi import data
 
 from pete_osc.errors import PeteError
-from pete_osc.events import Event
 from pete_osc.mapping.config import parse_mapping
 from pete_osc.mapping.harmony import QUALITIES, pitch_class, root_of, voicing
-from pete_osc.mapping.router import MidiMessage, Router
-from peers import pete
+from pete_osc.mapping.router import Router
+from pete_osc.records import Event, MidiMessage
 
 ROOT_MAPPING = os.path.join(os.path.dirname(__file__), "..", "mappings", "harmony.yaml")
 
@@ -66,9 +67,10 @@ def test_the_chord_changes_at_the_frames_end(director):
     for lines, expected in FRAMES:
         for ev in events(lines):
             sent = router.event(ev, 0.0)
-            assert not any(isinstance(m, MidiMessage) and m.data[0] & 0xE0 == 0x80 for m in sent)
-        assert [m.data for m in router.end_frame(1.0)] == expected
-    assert sorted(m.data for m in router.closing() if m.data[0] == 0x80) == SOUNDING_AT_END
+            assert not any(isinstance(m, MidiMessage) and m.message.type in ("note_on", "note_off")
+                           for m in sent)
+        assert [data(m) for m in router.end_frame(1.0)] == expected
+    assert sorted(data(m) for m in router.closing() if data(m)[0] == 0x80) == SOUNDING_AT_END
 
 
 @pytest.mark.parametrize("old, new, message", [

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.answers import answer
 
 from pete_osc.director import load_director, parse_director
-from pete_osc.engines.base import FrameTimes, GenerationSettings
+from pete_osc.engines.base import GenerationSettings
 from pete_osc.grammar import answer_regex
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,8 +148,8 @@ def frames(n=3):
 def run_frames(engine, images):
     out = []
     for image in images:
-        times = FrameTimes()
-        tokens = list(engine.stream(image, times))
+        times = answer(engine, image)
+        tokens = times.tokens
         out.append(("".join(t.text for t in tokens), tokens[-1].finish,
                     sum(t.finish is None for t in tokens), times))
     return out

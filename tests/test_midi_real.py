@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-
 from peers import Jack, pete
 
 MAPPING = """\

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.answers import answer
 
-from pete_osc.engines import FrameTimes, GenerationSettings
+from pete_osc.engines import GenerationSettings
 from pete_osc.errors import PeteError
 
 
@@ -17,9 +18,8 @@ def _engine(model, size, max_tokens=3):
 
 
 def _run(engine, size):
-    times = FrameTimes()
     image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
-    tokens = list(engine.stream(image, times))
+    tokens = (times := answer(engine, image)).tokens
     return tokens, times
 
 
@@ -80,9 +80,8 @@ def test_prefix_cache_gives_the_same_tokens_as_mlx_vlm(tiny_mlx_model, director)
     frames = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
     answers = []
     for image in frames:  # several frames: the cache is trimmed back correctly each time
-        t1, t2 = FrameTimes(), FrameTimes()
-        got = "".join(t.text for t in cached.stream(image, t1))
-        want = "".join(t.text for t in plain.stream(image, t2))
+        got = (t1 := answer(cached, image)).text
+        want = (t2 := answer(plain, image)).text
         assert got == want
         # mlx-vlm's loop has already queued the next step when the generic path reads the
         # cache length, hence one position more there.
@@ -116,16 +115,14 @@ def test_context_before_the_image_is_prefilled_ahead(tiny_mlx_model, director):
         assert cached.use_prompt(prompt) > 0  # ahead, as the show does between frames
         added = cached.prompt_positions - ran
         assert added == len(cached.encode(context + "\n")) and cached.prefix.base == base
-        t1, t2 = FrameTimes(), FrameTimes()
-        got = "".join(t.text for t in cached.stream(image, t1, prompt))
-        assert got == "".join(t.text for t in plain.stream(image, t2, prompt))
-        assert context in plain.prompt and t1.extra["prompt_s"] == 0
+        got = (t1 := answer(cached, image, prompt)).text
+        assert got == answer(plain, image, prompt).text
+        assert context in plain.prompt and t1.prompt_s == 0
         assert t1.prefilled == len(cached.prefix.after[0])  # the image and the instruction
         assert t1.prompt_len == base + added + t1.prefilled
     late = Prompt(director.prompt, director.instruction, "Nothing before.")
-    t1, t2 = FrameTimes(), FrameTimes()
-    got = "".join(t.text for t in cached.stream(image, t1, late))
-    assert got == "".join(t.text for t in plain.stream(image, t2, late))
+    got = (t1 := answer(cached, image, late)).text
+    assert got == answer(plain, image, late).text
     assert t1.prefilled == len(cached.encode("Nothing before.\n")) + len(cached.prefix.after[0])
 
 
@@ -141,9 +138,9 @@ def test_temperature_samples_other_answers_than_greedy(tiny_mlx_model, director)
                        GenerationSettings(max_tokens=10, size=64))
     hot = MlxEngine(str(tiny_mlx_model), director.prompt, director.instruction,
                     GenerationSettings(max_tokens=10, temperature=3.0, size=64))
-    answer = lambda engine: "".join(t.text for t in engine.stream(image, FrameTimes()))  # noqa: E731
-    plain = {answer(greedy) for _ in range(2)}
+    text = lambda engine: answer(engine, image).text  # noqa: E731
+    plain = {text(greedy) for _ in range(2)}
     mx.random.seed(0)
-    sampled = {answer(hot) for _ in range(3)}
+    sampled = {text(hot) for _ in range(3)}
     assert len(plain) == 1
     assert len(sampled) >= 2 and plain.isdisjoint(sampled), (plain, sampled)

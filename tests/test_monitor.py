@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from peers import ROOT, free_port, oscdump, without_time
 from test_midi_real import jack, jack_backend, wait_for_port  # noqa: F401 (jack: a fixture)
 from test_show import Run
@@ -163,10 +162,8 @@ def test_the_page_is_sent_only_what_changed():
     but a beat once a second."""
     import numpy as np
 
-    from pete_osc.capture import Frame
-    from pete_osc.events import Event
     from pete_osc.monitor import Monitor
-    from pete_osc.pipeline import FrameReport, FrameStart, Text
+    from pete_osc.records import Event, Frame, FrameReport, FrameStart, Text
 
     monitor = Monitor(0, routes=lambda: ["energy -> OSC /e on main"]).start()
     updates = []
@@ -345,8 +342,8 @@ def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
 
 def test_a_sparkline_keeps_one_point_per_quarter_second():
     """Pixel keys arrive at camera rate; the page gets at most four points a second."""
-    from pete_osc.events import Event
     from pete_osc.monitor import Monitor
+    from pete_osc.records import Event
 
     monitor = Monitor(0)
     try:

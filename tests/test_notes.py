@@ -5,15 +5,15 @@ and when the show ends (exit, reload, the end of a source) nothing is left sound
 from __future__ import annotations
 
 import mido
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.midi import midi
 
-from pete_osc.events import Event
 from pete_osc.mapping.config import parse_mapping
 from pete_osc.mapping.harmony import QUALITIES
 from pete_osc.mapping.notes import Keys
-from pete_osc.mapping.router import MidiMessage, Router
+from pete_osc.mapping.router import Router
+from pete_osc.records import Event, MidiMessage
 from pete_osc.values import parse_color
 
 MOODS = ["calm", "happy", "tense", "sad", "dark", "dreamy", "energetic", "playful",
@@ -33,7 +33,7 @@ class Sounding:
         for m in messages:
             if not isinstance(m, MidiMessage):
                 continue
-            msg = mido.Message.from_bytes(list(m.data))
+            msg = m.message
             if msg.type == "control_change" and msg.control == 123:
                 self.held = {k for k in self.held if k[:2] != (m.target, msg.channel)}
                 continue
@@ -141,15 +141,15 @@ def test_the_voicing_that_doubled_a_key_is_five_keys(director):
 
 def test_two_routes_holding_one_key_send_one_on_and_one_off():
     keys = Keys()
-    on = MidiMessage("synth", (0x90, 60, 100))
-    off = MidiMessage("synth", (0x80, 60, 0))
+    on = midi("synth", 0x90, 60, 100)
+    off = midi("synth", 0x80, 60, 0)
     assert keys.filter([on]) == [on]
     assert keys.filter([on]) == []  # the second route's hold: no second note-on
     assert keys.filter([off]) == []  # one route still holds it
     assert keys.filter([off]) == [off]  # the last hold ends it
     assert keys.filter([off]) == []  # nobody holds it: nothing to end
     assert keys.filter([on]) == [on]
-    assert keys.release_all() == [MidiMessage("synth", (0x80, 60, 0))]
+    assert keys.release_all() == [midi("synth", 0x80, 60, 0)]
     assert keys.sounding() == []
 
 
@@ -182,6 +182,6 @@ def test_export_of_a_varied_recording_through_harmony(tmp_path, cli_env):
     for track in mido.MidiFile(str(out)).tracks:
         for msg in track:
             if not msg.is_meta:
-                synth.hear([MidiMessage("synth", tuple(msg.bytes()))])
+                synth.hear([MidiMessage("synth", msg)])
     assert synth.ons > 60, synth.ons  # the chords really changed
     assert synth.held == set() and synth.ons == synth.offs

@@ -7,8 +7,17 @@ import threading
 import time
 
 import pytest
-
-from peers import ROOT, Lines, free_port, need, ntp_seconds, oscdump, pete, wait_listening, without_time
+from peers import (
+    ROOT,
+    Lines,
+    free_port,
+    need,
+    ntp_seconds,
+    oscdump,
+    pete,
+    wait_listening,
+    without_time,
+)
 
 TEXT = "--- frame 1\nenergy: 0.7\nmood: tense\ncolor: amber\nscene: dark street\n"
 EXPECTED = ['/pete/energy f 0.700000', '/pete/mood si "tense" 3',

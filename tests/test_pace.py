@@ -4,17 +4,19 @@ control replaces the waiting one (pure, time passed in); then through a real OSC
 import subprocess
 import sys
 
-from pete_osc.mapping.router import MidiMessage, OscMessage
-from pete_osc.outputs.pace import Pace, control_of
 from peers import free_port, oscdump, without_time
+from support.midi import midi
+
+from pete_osc.outputs.pace import Pace, control_of
+from pete_osc.records import OscMessage
 
 
 def cc(value, number=74):
-    return MidiMessage("synth", (0xB0, number, value))
+    return midi("synth", 0xB0, number, value)
 
 
 def note(n):
-    return MidiMessage("synth", (0x90, n, 100))
+    return midi("synth", 0x90, n, 100)
 
 
 def test_over_the_cap_the_newest_value_of_each_control_wins_and_notes_wait_in_order():
@@ -40,8 +42,8 @@ def test_what_a_control_is():
     assert control_of(OscMessage("m", "/live/device/set/parameter/value", (0, 0, 1, 0.5))) == \
         control_of(OscMessage("m", "/live/device/set/parameter/value", (0, 0, 1, 0.9)))
     assert control_of(OscMessage("m", "/p", (0, 0, 1, 0.5))) != control_of(OscMessage("m", "/p", (0, 0, 2, 0.5)))
-    assert control_of(MidiMessage("s", (0xC0, 5))) == control_of(MidiMessage("s", (0xC0, 9)))
-    assert control_of(note(60)) is None and control_of(MidiMessage("s", (0x80, 60, 0))) is None
+    assert control_of(midi("s", 0xC0, 5)) == control_of(midi("s", 0xC0, 9))
+    assert control_of(note(60)) is None and control_of(midi("s", 0x80, 60, 0)) is None
 
 
 def test_a_flood_reaches_oscdump_as_its_first_and_last_values(tmp_path, cli_env):

@@ -4,10 +4,11 @@ truncation, and a fuzz showing no input text makes it raise."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pete_osc.events import Color, Event, FrameInfo, Rejection
 from pete_osc.parser import LineParser, parse_text_stream, split_line
+from pete_osc.records import Color, Event, FrameInfo, Rejection
 
 FRAME = FrameInfo(7, "cam", 100.0)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from peers import ROOT, free_port, oscdump, without_time
+
 from pete_osc.capture import open_source
 from pete_osc.director import parse_director
 from pete_osc.errors import PeteError
@@ -118,8 +118,8 @@ def test_pixel_keys_are_not_asked_of_the_model(tmp_path):
     assert "light" in director.keys  # a mapping may route it
     assert "light:" not in director.prompt and "movement" not in director.prompt
     assert "k_light" not in lark_grammar(director)
-    from pete_osc.events import FrameInfo
     from pete_osc.parser import parse_line
+    from pete_osc.records import FrameInfo
 
     rejected = parse_line(director, "light: 0.5", 1, FrameInfo(0, "s", 0.0), 0.0)
     assert rejected.reason == "'light' is measured from the pixels, not asked of the model"

@@ -94,8 +94,8 @@ def test_the_scripted_model_still_writes_its_script_in_int8(scripted_torch_model
 
 
 def test_int8_is_refused_off_the_cpu(tiny_torch_model, director):
-    from pete_osc.errors import PeteError
     from pete_osc.engines.torch_engine import TorchEngine
+    from pete_osc.errors import PeteError
 
     engine = open_engine(tiny_torch_model, director, "off")
     engine.device = type(engine.device)("meta")  # as if on a GPU: the kernel is CPU-only
@@ -112,9 +112,9 @@ def test_quantized_mlx_conversions_run_with_the_prefix_cache_and_the_grammar(
     pytest.importorskip("mlx_vlm")
     import mlx.nn as nn
     from mlx_vlm import convert
+    from support.answers import answer
 
     from pete_osc.engines.mlx_engine import MlxEngine
-    from pete_osc.engines.base import FrameTimes
 
     folder = tmp_path / f"{bits}bit"
     convert(str(tiny_mlx_model), str(folder), quantize=True, q_bits=bits, q_group_size=64)
@@ -125,8 +125,8 @@ def test_quantized_mlx_conversions_run_with_the_prefix_cache_and_the_grammar(
     assert engine.prefix is not None
     engine.constrain(director)
     for image in (np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8)):
-        times = FrameTimes()
-        tokens = list(engine.stream(image, times))
+        times = answer(engine, image)
+        tokens = times.tokens
         text = "".join(t.text for t in tokens)
         assert tokens[-1].finish == "stop"
         assert [line.split(":")[0] for line in text.splitlines()] == list(director.model_keys)

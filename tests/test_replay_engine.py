@@ -4,11 +4,10 @@ import json
 import subprocess
 import sys
 
-
 import numpy as np
 import pytest
+from support.answers import answer
 
-from pete_osc.engines import FrameTimes
 from pete_osc.engines.replay import ReplayEngine
 from pete_osc.errors import PeteError
 
@@ -45,17 +44,17 @@ def test_replay_keeps_the_recorded_timing(tmp_path):
         {"frame": 1, "t": 0.05, "text": "mood: calm\n"}]) + "\n")
     engine = ReplayEngine(path, speed=2.0)
     image = np.zeros((64, 64, 3), np.uint8)
-    times = FrameTimes()
-    tokens = list(engine.stream(image, times))
+    times = answer(engine, image)
+    tokens = times.tokens
     assert [t.text for t in tokens] == ["energy", ": 0.5\n", ""] and tokens[-1].finish == "stop"
     assert tokens[0].at - times.started == pytest.approx(0.15, abs=0.03)  # 0.30 s at speed 2
-    assert [t.text for t in engine.stream(image, FrameTimes())] == ["mood: calm\n"]
+    assert [t.text for t in answer(engine, image).tokens] == ["mood: calm\n"]
     assert engine.ended == "the recording ended after 2 frames"
     looping = ReplayEngine(path, speed=100.0, loop=True)
     for _ in range(2):
-        list(looping.stream(image, FrameTimes()))
+        answer(looping, image).tokens
     assert looping.ended is None
-    assert [t.text for t in looping.stream(image, FrameTimes())][:1] == ["energy"]  # starts over
+    assert [t.text for t in answer(looping, image).tokens][:1] == ["energy"]  # starts over
 
 
 def test_replay_of_plain_director_text(tmp_path, cli_env):

@@ -1,10 +1,11 @@
 """The mapping applied to events, with explicit time: exact messages out."""
 
 import pytest
+from support.midi import data, midi
 
-from pete_osc.events import Color, Event
 from pete_osc.mapping.config import parse_mapping
-from pete_osc.mapping.router import MidiMessage, OscMessage, Router
+from pete_osc.mapping.router import Router
+from pete_osc.records import Color, Event, OscMessage
 
 HEAD = """
 osc:
@@ -47,17 +48,17 @@ AMBER = Color("amber", "#ffbf00", (255, 191, 0))
     ("  - {event: color, address: /t, args: [0, 1, $value, hi]}", ev("color", AMBER, "color"),
      [OscMessage("main", "/t", (0, 1, "amber", "hi"), 1, 100.0)]),
     ("  - {event: energy, cc: 74}", ev("energy", 0.5),
-     [MidiMessage("synth", (0xB1, 74, 64))]),  # channel 2 from the target; 63.5 rounds to 64
+     [midi("synth", 0xB1, 74, 64)]),  # channel 2 from the target; 63.5 rounds to 64
     ("  - {event: energy, cc: 7, channel: 16, invert: yes}", ev("energy", 0.0),
-     [MidiMessage("synth", (0xBF, 7, 127))]),
+     [midi("synth", 0xBF, 7, 127)]),
     ("  - {event: color, cc: 20, part: h, out: [0, 100]}", ev("color", AMBER, "color"),
-     [MidiMessage("synth", (0xB1, 20, 12))]),
+     [midi("synth", 0xB1, 20, 12)]),
     ("  - {event: mood, program: {calm: 3, tense: 12}}", ev("mood", "tense", "word"),
-     [MidiMessage("synth", (0xC1, 12))]),
+     [midi("synth", 0xC1, 12)]),
     ("  - {event: mood, note: {tense: C3}, velocity: 90}", ev("mood", "tense", "word"),
-     [MidiMessage("synth", (0x91, 60, 90))]),
+     [midi("synth", 0x91, 60, 90)]),
     ("  - {event: energy, note: C#3}", ev("energy", 1.0),
-     [MidiMessage("synth", (0x91, 61, 127))]),  # velocity from the value
+     [midi("synth", 0x91, 61, 127)]),  # velocity from the value
 ])
 def test_event_to_messages(director, routes, event, expected):
     assert router(director, routes).event(event, now=0.0) == expected
@@ -65,12 +66,12 @@ def test_event_to_messages(director, routes, event, expected):
 
 def test_note_off_after_length_and_retrigger(director):
     r = router(director, "  - {event: mood, note: {tense: C3, calm: D3}, length: 0.5}")
-    assert r.event(ev("mood", "tense", "word"), 0.0) == [MidiMessage("synth", (0x91, 60, 100))]
+    assert r.event(ev("mood", "tense", "word"), 0.0) == [midi("synth", 0x91, 60, 100)]
     assert r.tick(0.4) == []
     assert r.event(ev("mood", "tense", "word"), 0.45) == [
-        MidiMessage("synth", (0x81, 60, 0)), MidiMessage("synth", (0x91, 60, 100))]
+        midi("synth", 0x81, 60, 0), midi("synth", 0x91, 60, 100)]
     assert r.tick(0.9) == []
-    assert r.tick(0.95) == [MidiMessage("synth", (0x81, 60, 0))]
+    assert r.tick(0.95) == [midi("synth", 0x81, 60, 0)]
     assert not r.busy(1.0)
 
 
@@ -78,18 +79,18 @@ def test_closing_turns_notes_off_and_sends_exit_values(director):
     r = router(director, "  - {event: mood, note: {tense: C3}, length: 5}\n"
                          "  - {event: energy, cc: 74, exit: 64}")
     r.event(ev("mood", "tense", "word"), 0.0)
-    assert r.closing() == [MidiMessage("synth", (0x81, 60, 0)), MidiMessage("synth", (0xB1, 74, 64))]
+    assert r.closing() == [midi("synth", 0x81, 60, 0), midi("synth", 0xB1, 74, 64)]
     assert r.closing() == []  # once
 
 
 def test_cc_glide_is_a_rising_series_at_the_control_rate(director):
     r = router(director, "  - {event: energy, cc: 74, glide: on}")
-    assert r.event(ev("energy", 0.0), 0.0) == [MidiMessage("synth", (0xB1, 74, 0))]  # first: jump
+    assert r.event(ev("energy", 0.0), 0.0) == [midi("synth", 0xB1, 74, 0)]  # first: jump
     assert r.event(ev("energy", 1.0), 1.0) == []  # the ticks carry it
     values = []
     t = 1.0
     while t <= 1.6:
-        values += [m.data[2] for m in r.tick(t)]
+        values += [data(m)[2] for m in r.tick(t)]
         t += 0.02
     assert values[0] < 10 and values[-1] == 127
     assert values == sorted(values) and len(values) >= 20  # ~25 steps over 0.5 s, no repeats
@@ -109,16 +110,16 @@ def test_change_only_and_rate_limit(director):
     r = router(director, "  - {event: energy, cc: 1, change_only: yes, max_rate: 2}")
     sent = []
     for t, v in [(0.0, 0.5), (0.1, 0.5), (0.2, 0.6), (0.3, 0.7)]:
-        sent += [m.data[2] for m in r.event(ev("energy", v), t)]
+        sent += [data(m)[2] for m in r.event(ev("energy", v), t)]
     assert sent == [64]
-    assert [m.data[2] for m in r.tick(0.4)] == []
-    assert [m.data[2] for m in r.tick(0.5)] == [89]  # 0.7 arrives when allowed; 0.6 is skipped
+    assert [data(m)[2] for m in r.tick(0.4)] == []
+    assert [data(m)[2] for m in r.tick(0.5)] == [89]  # 0.7 arrives when allowed; 0.6 is skipped
 
 
 def test_two_routes_one_event(director):
     r = router(director, "  - {event: energy, address: /a}\n  - {event: energy, cc: 3}")
     assert r.event(ev("energy", 1.0), 0.0) == [
-        OscMessage("main", "/a", (1.0,), 1, 100.0), MidiMessage("synth", (0xB1, 3, 127))]
+        OscMessage("main", "/a", (1.0,), 1, 100.0), midi("synth", 0xB1, 3, 127)]
 
 
 @pytest.mark.parametrize("change_only, expected", [(True, [64, 76]), (False, [64, 64, 76])])
@@ -126,7 +127,7 @@ def test_change_only_in_a_route_drops_repeats(director, change_only, expected):
     """The route's own change_only setting reaches the gate: a repeated value is not resent."""
     flag = "yes" if change_only else "no"
     r = router(director, f"  - {{event: energy, cc: 1, change_only: {flag}}}")
-    sent = [m.data[2] for t, v in [(0.0, 0.5), (1.0, 0.5), (2.0, 0.6)]
+    sent = [data(m)[2] for t, v in [(0.0, 0.5), (1.0, 0.5), (2.0, 0.6)]
             for m in r.event(ev("energy", v), t)]
     assert sent == expected
 
@@ -160,18 +161,18 @@ def test_source_in_address_and_args_and_a_state_per_source(director):
 def test_a_route_for_one_source_ignores_the_others(director):
     r = router(director, "  - {event: energy, cc: 20, source: crowd}\n")
     assert r.event(src("energy", 1.0, "stage"), 0.0) == []
-    assert r.event(src("energy", 1.0, "crowd"), 0.0) == [MidiMessage("synth", (0xB1, 20, 127))]
+    assert r.event(src("energy", 1.0, "crowd"), 0.0) == [midi("synth", 0xB1, 20, 127)]
 
 
 def test_a_reloaded_mapping_keeps_unchanged_routes_and_releases_removed_notes(director):
     before = "  - {event: energy, note: C3, length: 5}\n  - {event: tempo, address: /t, change_only: yes}\n"
     r = router(director, before)
-    assert r.event(ev("energy", 0.5), 0.0)[0].data[:2] == (0x91, 60)
+    assert data(r.event(ev("energy", 0.5), 0.0)[0])[:2] == (0x91, 60)
     assert r.event(ev("tempo", 120.0), 0.0) != []
     # The note route removed, the tempo route moved up a line (same settings).
     after = parse_mapping(HEAD + "  - {event: tempo, address: /t, change_only: yes}\n", director)
     new, released = r.reloaded(after)
-    assert released == [MidiMessage("synth", (0x81, 60, 0))]
+    assert released == [midi("synth", 0x81, 60, 0)]
     assert new.event(ev("tempo", 120.0), 1.0) == []  # its change_only state was kept
     assert new.tick(10.0) == []  # and the released note has no off left to send
 

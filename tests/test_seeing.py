@@ -18,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from peers import ROOT, free_port
 
 PETE = [sys.executable, "-m", "pete_osc"]
@@ -49,11 +48,13 @@ def stills(folder: Path, *images) -> Path:
 
 
 def answers(engine, images, size: int) -> list[str]:
-    from pete_osc.engines.base import FrameTimes, square_rgb
+    from support.answers import answer
+
+    from pete_osc.engines.base import square_rgb
 
     out = []
     for image in images:
-        text = "".join(t.text for t in engine.stream(square_rgb(image, size), FrameTimes()))
+        text = answer(engine, square_rgb(image, size)).text
         out.append(text)
     return out
 

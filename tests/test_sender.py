@@ -7,10 +7,11 @@ import sys
 import threading
 import time
 
+from peers import free_port
+
 from pete_osc.dispatch import Dispatcher
 from pete_osc.mapping.config import parse_mapping
-from pete_osc.mapping.router import OscMessage
-from peers import free_port
+from pete_osc.records import OscMessage
 
 MAPPING = "osc:\n  main: {port: %d}\nroutes:\n  - {event: energy, address: /e}\n"
 

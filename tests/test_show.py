@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler
 
 import cv2
 import numpy as np
-
 from peers import ROOT, Lines, free_port, oscdump, stop_process, without_time
 from test_remote_engine import serving, start_events
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from peers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

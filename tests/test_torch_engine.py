@@ -6,8 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from support.answers import answer
 
-from pete_osc.engines import FrameTimes, GenerationSettings
+from pete_osc.engines import GenerationSettings
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,8 @@ def frame(size, seed=0):
 def test_input_size_sets_image_tokens(engine_at):
     lengths = {}
     for size in (64, 128, 256):
-        times = FrameTimes()
-        tokens = list(engine_at(size).stream(frame(size), times))
+        times = answer(engine_at(size), frame(size))
+        tokens = times.tokens
         assert tokens[-1].finish == "length" and len(tokens) == 13
         lengths[size] = times.prompt_len
     # FastViTHD gives (size/64)^2 image tokens: 1, 4, 16.
@@ -70,8 +71,8 @@ def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static
             expected.append(token)
             seq = torch.cat([seq, embed(torch.tensor([[token]]))], 1)
     for _ in range(2):  # and again: the prefix cache was cut back correctly after frame 1
-        list(engine.stream(frame(64, seed=9), FrameTimes()))  # another frame in between
-        got = "".join(t.text for t in engine.stream(image, FrameTimes()))
+        answer(engine, frame(64, seed=9))  # another frame in between
+        got = answer(engine, image).text
         assert got == engine.tokenizer.decode(expected, skip_special_tokens=True)
     assert len(set(expected)) > 1  # a real, varied answer, not one repeated token
 
@@ -87,9 +88,8 @@ def test_prefix_is_prefilled_once_not_per_frame(engine_at, tiny_torch_model, dir
     assert engine.prefix_len > 300  # DIRECTOR.md's text is in the prefix
     suffix = engine._suffix.shape[1]
     for seed in range(3):
-        cached_times, plain_times = FrameTimes(), FrameTimes()
-        got = "".join(t.text for t in engine.stream(frame(64, seed), cached_times))
-        assert got == "".join(t.text for t in plain.stream(frame(64, seed), plain_times))
+        got = (cached_times := answer(engine, frame(64, seed))).text
+        assert got == (plain_times := answer(plain, frame(64, seed))).text
         assert cached_times.prefilled == engine.image_tokens + suffix == 1 + suffix
         assert plain_times.prefilled == plain_times.prompt_len == cached_times.prompt_len
 
@@ -104,10 +104,10 @@ def test_temperature_samples_other_answers_than_greedy(engine_at, tiny_torch_mod
     hot = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
                       GenerationSettings(12, 3.0, 64))
     image = frame(64, seed=4)
-    answer = lambda engine: "".join(t.text for t in engine.stream(image, FrameTimes()))  # noqa: E731
-    plain = {answer(engine_at(64)) for _ in range(2)}
+    text = lambda engine: answer(engine, image).text  # noqa: E731
+    plain = {text(engine_at(64)) for _ in range(2)}
     torch.manual_seed(0)
-    sampled = {answer(hot) for _ in range(3)}
+    sampled = {text(hot) for _ in range(3)}
     assert len(plain) == 1
     assert len(sampled) >= 2 and plain.isdisjoint(sampled), (plain, sampled)
 
@@ -142,32 +142,28 @@ def test_a_new_prompt_answers_as_an_engine_opened_with_it(tiny_torch_model, dire
     fresh = TorchEngine(str(tiny_torch_model), second.system, second.instruction, settings,
                         static=static)
     image = frame(64, seed=5)
-    answer = lambda e, prompt=None, times=None: "".join(  # noqa: E731
-        t.text for t in e.stream(image, times or FrameTimes(), prompt))
-    before = answer(engine)
-    times = FrameTimes()
-    assert answer(engine, second, times) == answer(fresh)
-    assert times.extra["prompt_s"] > 0 and engine.prefix_len == fresh.prefix_len
+    text = lambda e, prompt=None: answer(e, image, prompt).text  # noqa: E731
+    before = text(engine)
+    assert (times := answer(engine, image, second)).text == text(fresh)
+    assert times.prompt_s > 0 and engine.prefix_len == fresh.prefix_len
     # Given with the frame, the new prefix ran on the frame's time (the show gives a
     # reloaded prompt ahead, with use_prompt); the next frame runs the image and the
     # instruction only.
     assert times.prefilled == fresh.prefix_len + 1 + fresh._suffix.shape[1]
-    again = FrameTimes()
-    assert answer(engine, second, again) == answer(fresh) and again.extra["prompt_s"] == 0
+    assert (again := answer(engine, image, second)).text == text(fresh) and again.prompt_s == 0
     assert again.prefilled == 1 + fresh._suffix.shape[1]  # the image and the instruction
-    back = FrameTimes()
     prefills = engine.prefix_prefills
-    assert answer(engine, first, back) == before
+    assert (back := answer(engine, image, first)).text == before
     # A dynamic cache is kept per prompt (nothing prefilled); the static one is refilled.
     assert engine.prefix_prefills == prefills + (1 if static else 0)
-    assert (back.extra["prompt_s"] == 0) != static
+    assert (back.prompt_s == 0) != static
     # Only the instruction changes (as {previous} makes it do every frame): no prefix
     # prefill, and the answer is a fresh engine's with that instruction.
     third = Prompt(first.system, "Describe it again, briefly.")
     fresh3 = TorchEngine(str(tiny_torch_model), third.system, third.instruction, settings,
                          static=static)
     prefills = engine.prefix_prefills
-    assert answer(engine, third) == answer(fresh3)
+    assert text(engine, third) == text(fresh3)
     assert engine.prefix_prefills == prefills
 
 
@@ -219,9 +215,9 @@ def test_context_before_the_image_is_prefilled_ahead(tiny_torch_model, director,
         took = engine.use_prompt(prompt)  # ahead, as the show does between frames
         assert took > 0 and engine.prompt_positions - ran == len(ctx_ids)
         assert engine.prefix_prefills == prefixes  # the system prompt's cache is kept
-        times = FrameTimes()
-        ids = [t for t in engine.stream(image, times, prompt)]
-        assert times.extra["prompt_s"] == 0
+        times = answer(engine, image, prompt)
+        ids = times.tokens
+        assert times.prompt_s == 0
         assert times.prefilled == 1 + suffix  # the image and the instruction alone
         assert times.prompt_len == engine.system_len + len(ctx_ids) + 1 + suffix
         text = "".join(t.text for t in ids)
@@ -231,9 +227,8 @@ def test_context_before_the_image_is_prefilled_ahead(tiny_torch_model, director,
     # Not given ahead: prefilled with the frame, counted in its prefill and its time.
     late = Prompt(director.prompt, director.instruction, "Nothing seen before.")
     _, ctx_ids, _ = split_prompt(engine.tokenizer, late.system, late.instruction, late.context)
-    times = FrameTimes()
-    text = "".join(t.text for t in engine.stream(image, times, late))
-    assert times.prefilled == len(ctx_ids) + 1 + suffix and times.extra["prompt_s"] > 0
+    text = (times := answer(engine, image, late)).text
+    assert times.prefilled == len(ctx_ids) + 1 + suffix and times.prompt_s > 0
     assert text == engine.tokenizer.decode(_from_scratch(engine, image, late),
                                            skip_special_tokens=True)
     engine.close()

@@ -7,11 +7,11 @@ from typing import Callable
 
 from ..errors import PeteError
 from ..models import default_model, engine_name, is_apple_silicon
-from .base import Engine, FrameTimes, GenerationSettings, Prompt, Token, check_size, square_rgb
+from .base import BaseEngine, Engine, GenerationSettings, Prompt, check_size, square_rgb
 
 ENGINES = ("auto", "mlx", "torch", "remote", "replay")
 
-__all__ = ["Engine", "FrameTimes", "GenerationSettings", "Prompt", "Token", "check_size",
+__all__ = ["BaseEngine", "Engine", "GenerationSettings", "Prompt", "check_size",
            "square_rgb", "open_engine", "EngineOptions", "ENGINES", "default_model",
            "engine_name", "is_apple_silicon"]
 

@@ -1,33 +1,20 @@
 """What every engine is: load once, stream tokens per frame with their times, close.
 
-The pipeline, the parser and the outputs only see :class:`Token` records, never which
-engine made them.
+The run, the parser and the outputs only see :class:`~pete_osc.records.Token` records,
+never which engine made them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 import cv2
 import numpy as np
 
 from ..errors import PeteError
-
-
-@dataclass(frozen=True)
-class Token:
-    """One streamed piece of text, as ``mlx_lm.stream_generate`` yields them.
-
-    ``at`` is ``time.perf_counter()`` when the engine produced it. The last record of a
-    frame has ``finish`` set ("stop": the model ended its answer; "length": the token
-    limit cut it) and may carry no text.
-    """
-
-    text: str
-    index: int
-    at: float
-    finish: str | None = None
+from ..records import Token
 
 
 @dataclass(frozen=True)
@@ -61,35 +48,26 @@ class GenerationSettings:
     size: int = 128  # model input size in pixels, a multiple of 64
 
 
-@dataclass
-class FrameTimes:
-    """Filled in by an engine during one frame, for the metrics."""
-
-    started: float = 0.0  # perf_counter() when the engine began the frame
-    prompt_len: int | None = None  # prompt positions in the KV cache, image tokens included
-    # Positions this frame ran through the model before its first token: the image and
-    # the instruction only, while the DIRECTOR prefix's cache (and the context's,
-    # prefilled before the frame was taken) is reused.
-    prefilled: int | None = None
-    # Forward passes after the prefill: one per chosen token, the forced text riding along
-    # (see pete_osc.constrain); None where the engine does not count them.
-    steps: int | None = None
-    extra: dict = field(default_factory=dict)
-
-
 class Engine(Protocol):
-    """A loaded model that turns one image into a stream of tokens."""
+    """A loaded model that turns one image into a stream of tokens. Every ability the show
+    uses is declared here (:class:`BaseEngine` gives the defaults), none is probed."""
 
     name: str
     model_id: str
+    settings: GenerationSettings
     # Why the engine has no more answers (a recording played to its end; the show then
     # ends), or None while it answers.
     ended: str | None
+    # Whether ``constrain`` can hold the answers to DIRECTOR.md's grammar, and the
+    # pete_osc.constrain.Constraint it made (None: not constrained here, or by a server).
+    supports_constraint: bool
+    constraint: object | None
+    warms_up: bool  # whether warm_up has work to do (said on stderr while it runs)
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
-               prompt: Prompt | None = None) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, prompt: Prompt | None = None) -> Iterator[Token]:
         """Tokens of the model's answer for a square RGB image of the input size, asked
-        with ``prompt`` (None: the prompt the engine was opened with)."""
+        with ``prompt`` (None: the prompt the engine was opened with); each carries its
+        time, and the frame's prompt cost (:class:`~pete_osc.records.Prefill`)."""
         ...
 
     def use_prompt(self, prompt: Prompt) -> float:
@@ -98,9 +76,57 @@ class Engine(Protocol):
         is cached)."""
         ...
 
+    def constrain(self, director) -> None:
+        """Decode only answers DIRECTOR.md's grammar allows (PeteError where it cannot)."""
+        ...
+
+    def set_max_tokens(self, max_tokens: int) -> None:
+        """A new token limit per answer (sized from the grammar)."""
+        ...
+
+    def warm_up(self) -> float:
+        """Throw-away work so the first frame is not the slow one: the seconds it took."""
+        ...
+
+    def abort(self) -> None:
+        """From another thread (the watchdog): end the answer being streamed now; its
+        stream stops at the next token, or its blocked read fails at once."""
+        ...
+
     def close(self) -> None:
         """Free the model."""
         ...
+
+
+class BaseEngine:
+    """The defaults of :class:`Engine`: no constraint, nothing to warm, an abort that the
+    decode loop (pete_osc.engines.decode) sees between two steps."""
+
+    ended: str | None = None
+    supports_constraint = False
+    constraint = None
+    warms_up = False
+    settings: GenerationSettings
+
+    def __init__(self) -> None:
+        self.aborted = threading.Event()  # cleared when a frame starts, set by abort()
+
+    def constrain(self, director) -> None:
+        raise PeteError(f"the {self.name} engine cannot constrain decoding")
+
+    def set_max_tokens(self, max_tokens: int) -> None:
+        from dataclasses import replace
+
+        self.settings = replace(self.settings, max_tokens=max_tokens)
+
+    def warm_up(self) -> float:
+        return 0.0
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+    def close(self) -> None:
+        pass
 
 
 def model_source(model: str) -> str:
@@ -137,44 +163,3 @@ def square_rgb(image_bgr: np.ndarray, size: int) -> np.ndarray:
     if side != size:
         image_bgr = cv2.resize(image_bgr, (size, size), interpolation=interp)
     return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-
-
-def arrived(decoder: "IncrementalDecoder", ids: list[int], index: int, now: float) -> Iterator[Token]:
-    """Tokens for ``ids`` that arrived together at ``now`` (a chosen token and the text
-    the grammar forced after it, see pete_osc.constrain), numbered from ``index``."""
-    for offset, token_id in enumerate(ids):
-        yield Token(decoder.add(token_id), index + offset, now)
-
-
-class IncrementalDecoder:
-    """Token ids to text, each token's text released as soon as it is whole.
-
-    mlx-vlm's BPE streaming detokenizer holds text back until a token that starts with a
-    space arrives, so a line's newline (and so its event) would wait for the next line's
-    value. Here every token's text leaves at once, except the bytes of a character split
-    across tokens (the decode then ends in U+FFFD and waits for the rest). Only the last
-    few tokens are decoded each time (prefix and read offsets, as vLLM and TGI do).
-    """
-
-    def __init__(self, decode):
-        self._decode = decode  # list[int] -> str
-        self._ids: list[int] = []
-        self._prefix = 0
-        self._read = 0
-
-    def add(self, token_id: int) -> str:
-        """Add one token id; return the text it completes ("" while a character is split)."""
-        self._ids.append(int(token_id))
-        before = self._decode(self._ids[self._prefix:self._read])
-        now = self._decode(self._ids[self._prefix:])
-        if len(now) > len(before) and not now.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self._ids)
-            return now[len(before):]
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is still held at the end of the answer."""
-        before = self._decode(self._ids[self._prefix:self._read])
-        rest = self._decode(self._ids[self._prefix:])[len(before):]
-        self._prefix = self._read = len(self._ids)
-        return rest

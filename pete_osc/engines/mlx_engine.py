@@ -16,8 +16,9 @@ import numpy as np
 
 from ..errors import PeteError
 from ..models import DEFAULT_MODELS
-from .base import (FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, arrived,
-                   model_source)
+from ..records import Prefill, Token
+from .base import BaseEngine, GenerationSettings, Prompt, model_source
+from .decode import IncrementalDecoder, decode
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,8 @@ KNOWN_GOOD = (
 )
 
 
-class MlxEngine:
+class MlxEngine(BaseEngine):
     """Load a model once with mlx-vlm; stream tokens for one frame at a time."""
-
-    ended = None  # a model answers for as long as the show runs (see Engine.ended)
 
     name = "mlx"
 
@@ -47,6 +46,7 @@ class MlxEngine:
         except ImportError as exc:
             raise PeteError(f"the mlx engine needs mlx-vlm ({exc.name} is missing): "
                             "pip install 'pete-osc[mlx]' or run ./install.sh") from None
+        super().__init__()
         self.model_id = model
         self.settings = settings
         self._mlx_vlm = mlx_vlm
@@ -55,7 +55,6 @@ class MlxEngine:
         self._sized = _set_input_size(self.processor, settings.size)
         self._template = apply_chat_template
         self._use_prefix = prefix_cache and self._sized
-        self.logits_processors: list = []  # (token ids so far, logits) -> logits
         self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
         # Text the grammar forces runs through the model with the token before it, in one
         # pass (off only to measure it against one step per token).
@@ -67,7 +66,7 @@ class MlxEngine:
         # prefilled once per prompt and its KV cache reused for every frame.
         self._prompts: OrderedDict = OrderedDict()
         self.prompt_positions = 0  # positions run by use_prompt (prefixes and contexts)
-        self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
+        self.use_prompt(Prompt(system_prompt, instruction))
 
     def use_prompt(self, prompt: Prompt) -> float:
         """Make ``prompt`` current: its system prompt (before the image) prefilled unless
@@ -112,12 +111,6 @@ class MlxEngine:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    def set_max_tokens(self, max_tokens: int) -> None:
-        """A new token limit per answer (sized from the grammar)."""
-        from dataclasses import replace
-
-        self.settings = replace(self.settings, max_tokens=max_tokens)
-
     @property
     def supports_constraint(self) -> bool:
         return self.prefix is not None
@@ -134,32 +127,33 @@ class MlxEngine:
         vocab = self.model.config.text_config.vocab_size
         self.constraint = Constraint(director, tokenizer, vocab)
 
+    warms_up = True
+
     def warm_up(self) -> float:
         """Run one throw-away frame so the first frame of the show is not the slow one
         (MLX compiles kernels on first use). Returns the seconds it took."""
         t0 = time.perf_counter()
         blank = np.zeros((self.settings.size, self.settings.size, 3), np.uint8)
         if self.prefix is not None:
-            for _ in self.prefix.stream(blank, FrameTimes(), max_tokens=2):
+            for _ in self.prefix.stream(blank, max_tokens=2):
                 pass
         else:
             for _ in self._generate(blank, max_tokens=1, cache=None):
                 pass
         return time.perf_counter() - t0
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
-               prompt: Prompt | None = None) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
         # The frame starts now: a context not prefilled before it is prefilled on its time.
         started, ran = time.perf_counter(), self.prompt_positions
-        if prompt is not None:
-            times.extra["prompt_s"] = self.use_prompt(prompt)
+        prompt_s = self.use_prompt(prompt) if prompt is not None else None
+        self.aborted.clear()
         if self.prefix is not None:
-            return self.prefix.stream(image_rgb, times, self.settings.max_tokens, started,
-                                      self.prompt_positions - ran)
-        return self._stream_generic(image_rgb, times)
+            return self.prefix.stream(image_rgb, self.settings.max_tokens, started,
+                                      self.prompt_positions - ran, prompt_s)
+        return self._stream_generic(image_rgb, prompt_s)
 
-    def _stream_generic(self, image_rgb: np.ndarray, times: FrameTimes) -> Iterator[Token]:
+    def _stream_generic(self, image_rgb: np.ndarray, prompt_s: float | None) -> Iterator[Token]:
         """Any mlx-vlm model, through ``mlx_vlm.stream_generate`` (whole prompt per frame)."""
         from mlx_vlm.models.cache import make_prompt_cache
 
@@ -167,27 +161,29 @@ class MlxEngine:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         decoder = IncrementalDecoder(
             lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
-        times.started = time.perf_counter()
+        started = time.perf_counter()
         index = 0
+        prefill = None
         for result in self._generate(image_rgb, self.settings.max_tokens, cache):
             now = time.perf_counter()
-            if index == 0:
+            if prefill is None:
                 # The cache now holds the prompt: text plus the image's tokens.
-                times.prompt_len = times.prefilled = _cache_len(cache)
+                prefill = Prefill(started, _cache_len(cache), _cache_len(cache), None, prompt_s)
             if result.finish_reason is not None:
                 # The closing record repeats the last token; it only carries the reason.
-                yield Token(decoder.flush(), index, now, result.finish_reason)
+                yield Token(decoder.flush(), index, now, result.finish_reason, prefill)
                 return
             if result.token is not None:
-                yield Token(decoder.add(result.token), index, now)
+                yield Token(decoder.add(result.token), index, now, None, prefill)
                 index += 1
+            if self.aborted.is_set():
+                yield Token(decoder.flush(), index, now, "abort", prefill)
+                return
 
     def _generate(self, image_rgb: np.ndarray, max_tokens: int, cache):
         from PIL import Image
 
         kwargs = {"max_tokens": max_tokens, "temperature": self.settings.temperature}
-        if self.logits_processors:
-            kwargs["logits_processors"] = self.logits_processors
         if cache is not None:
             kwargs["prompt_cache"] = cache
         return self._mlx_vlm.stream_generate(
@@ -256,8 +252,7 @@ class _PrefixCache:
     text again (for a 600-token prompt that costs more than the image). Here the tokens
     before the image run through the language model once, at load; each frame trims the
     KV cache back to them and prefills only the image and the instruction, then decodes
-    with its own loop (greedy or temperature sampling, plus the engine's logits
-    processors, as mlx-lm's generate_step applies them).
+    with the shared loop (pete_osc.engines.decode), this cache supplying the model calls.
     """
 
     def __init__(self, engine: "MlxEngine", before: list[int], after: list[int]):
@@ -318,8 +313,8 @@ class _PrefixCache:
         after = templated.split(self.engine.processor.image_token, 1)[1]
         self.after = mx.array([[self.image_token] + self.engine.encode(after)])
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
-               started: float | None = None, prefilled: int = 0) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, max_tokens: int, started: float | None = None,
+               prefilled: int = 0, prompt_s: float | None = None) -> Iterator[Token]:
         import mlx.core as mx
         from PIL import Image
 
@@ -328,7 +323,7 @@ class _PrefixCache:
         jump = constraint is not None and engine.jump_forward
         eos = self.eos | ({constraint.eos} if constraint is not None else set())
         decoder = IncrementalDecoder(self.decode)
-        times.started = started or time.perf_counter()
+        started = started or time.perf_counter()
         if constraint is not None:
             constraint.reset()
         # The answer's forced start (the first key) is prefilled with the frame.
@@ -343,56 +338,40 @@ class _PrefixCache:
         embeds = self.model.get_input_embeddings(ids, pixels).inputs_embeds
         logits = self.model.language_model(ids, cache=self.cache,
                                            inputs_embeds=embeds).logits[:, -1, :]
-        times.prompt_len = self.cache[0].offset - len(start)  # prefix, image, instruction
-        times.prefilled = self.cache[0].offset - kept + prefilled
-        times.steps = 0
-        generated: list[int] = list(start)
-        token = self._choose(logits, generated)
-        index = 0
-        forced: list[int] = start
-        while True:
-            queued = None
-            if not jump and index + 1 < max_tokens:
-                # Queue the next step while this token is read (with forced text to run
-                # along, the step waits for the token: the grammar needs it first).
-                queued = self.model.language_model(token[None], cache=self.cache).logits[:, -1, :]
-                mx.async_eval(queued)
-            mx.eval(token)  # mx.eval lets go of the GIL while it computes (a stop can land)
-            token_id = token.item()
-            now = time.perf_counter()
-            yield from arrived(decoder, forced, index, now)  # (the start, before the first choice)
-            index += len(forced)
-            if token_id in eos:
-                yield Token(decoder.flush(), index, now, "stop")
-                return
-            forced, done = ([], False) if constraint is None else \
-                constraint.follow(token_id, max_tokens - index - 1, jump)
-            last = index + 1 + len(forced) >= max_tokens
-            if queued is not None:
-                times.steps += 1
-            elif not (last or done):
-                queued = self.model.language_model(mx.array([[token_id] + forced]),
-                                                   cache=self.cache).logits[:, -1, :]
-                mx.async_eval(queued)
-                times.steps += 1
-            generated.append(token_id)
-            generated.extend(forced)
-            yield from arrived(decoder, [token_id] + forced, index, now)
-            index += 1 + len(forced)
-            if done:
-                yield Token(decoder.flush(), index, time.perf_counter(), "stop")
-                return
-            if last:
-                break
-            forced = []
-            token = self._choose(queued, generated)
-        yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
+        prefill = Prefill(started, self.cache[0].offset - len(start),  # prefix, image, instruction
+                          self.cache[0].offset - kept + prefilled, None, prompt_s)
+        yield from decode(self, self._choose(logits), start=start, max_tokens=max_tokens,
+                          eos=eos, constraint=constraint, jump=jump, decoder=decoder,
+                          prefill=prefill, stop=engine.aborted)
 
-    def _choose(self, logits, generated: list[int]):
+    # ---- the model calls the decode loop makes (see pete_osc.engines.decode.Steps) -------
+    @property
+    def ahead(self) -> bool:
+        # Without jump-forward a step needs nothing but the token: it is queued on the
+        # lazy token before the token is read (with forced text to run along, the step
+        # waits for the token: the grammar needs it first).
+        return not (self.engine.constraint is not None and self.engine.jump_forward)
+
+    def run(self, ids):
         import mlx.core as mx
 
-        for processor in self.engine.logits_processors:
-            logits = processor(mx.array(generated), logits)
+        ids = ids[None] if isinstance(ids, mx.array) else mx.array([ids])
+        logits = self.model.language_model(ids, cache=self.cache).logits[:, -1, :]
+        mx.async_eval(logits)
+        return logits
+
+    def read(self, token) -> int:
+        import mlx.core as mx
+
+        mx.eval(token)  # mx.eval lets go of the GIL while it computes (a stop can land)
+        return token.item()
+
+    def choose(self, logits):
+        return self._choose(logits)
+
+    def _choose(self, logits):
+        import mlx.core as mx
+
         if self.engine.constraint is not None:
             allowed = mx.array(self.engine.constraint.allowed())
             logits = mx.where(allowed[: logits.shape[-1]], logits, -mx.inf)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import socket
 import time
 from typing import Iterator
 
@@ -18,7 +19,8 @@ import cv2
 import numpy as np
 
 from ..errors import PeteError
-from .base import FrameTimes, GenerationSettings, Prompt, Token
+from ..records import Prefill, Token
+from .base import BaseEngine, GenerationSettings, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,8 @@ class RemoteError(PeteError):
     """One frame's request failed (the server is slow, gone or answered an error)."""
 
 
-class RemoteEngine:
+class RemoteEngine(BaseEngine):
     """Streams each frame's answer from a server; see the module docstring."""
-
-    ended = None  # a model answers for as long as the show runs (see Engine.ended)
 
     name = "remote"
 
@@ -47,7 +47,9 @@ class RemoteEngine:
         except ImportError as exc:
             raise PeteError(f"the remote engine needs the openai package ({exc.name} is "
                             "missing): pip install 'pete-osc[remote]'") from None
+        super().__init__()
         self._openai = openai
+        self._response = None  # the answer being streamed (abort() cuts its connection)
         self.server = server.rstrip("/")
         base_url = self.server if self.server.endswith("/v1") else self.server + "/v1"
         self.client = openai.OpenAI(
@@ -83,11 +85,13 @@ class RemoteEngine:
         self.extra_body = {"guided_regex": regex, "regex": regex,
                            "structured_outputs": {"regex": regex}}
 
+    warms_up = True
+
     def warm_up(self) -> float:
         """One short request: checks the server at start and warms its caches."""
         t0 = time.perf_counter()
         blank = np.zeros((self.settings.size, self.settings.size, 3), np.uint8)
-        for _ in self._stream(blank, FrameTimes(), max_tokens=1):
+        for _ in self._stream(blank, max_tokens=1):
             pass
         return time.perf_counter() - t0
 
@@ -97,11 +101,23 @@ class RemoteEngine:
         self.current = prompt
         return 0.0
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
-               prompt: Prompt | None = None) -> Iterator[Token]:
-        return self._stream(image_rgb, times, self.settings.max_tokens, prompt or self.current)
+    def stream(self, image_rgb: np.ndarray, prompt: Prompt | None = None) -> Iterator[Token]:
+        return self._stream(image_rgb, self.settings.max_tokens, prompt or self.current)
 
-    def _stream(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
+    def abort(self) -> None:
+        """Cut the answer being streamed: its connection is shut down, so a read blocked
+        on a server that stalls fails at once (closing alone would not wake it)."""
+        super().abort()
+        response = self._response
+        stream = getattr(getattr(response, "response", None), "extensions", {}).get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+    def _stream(self, image_rgb: np.ndarray, max_tokens: int,
                 prompt: Prompt | None = None) -> Iterator[Token]:
         prompt = prompt or self.current
         # The context before the image, as the local engines place it: a server's prefix
@@ -114,10 +130,11 @@ class RemoteEngine:
                 {"type": "text", "text": prompt.instruction},
             ]},
         ]
-        times.started = time.perf_counter()
+        self.aborted.clear()
+        prefill = Prefill(time.perf_counter())
         index = 0
         try:
-            response = self._create(messages, max_tokens)
+            self._response = response = self._create(messages, max_tokens)
             with response:
                 for chunk in response:
                     if not chunk.choices:
@@ -126,16 +143,25 @@ class RemoteEngine:
                     text = getattr(choice.delta, "content", None) or ""
                     now = time.perf_counter()
                     if text:
-                        yield Token(text, index, now)
+                        yield Token(text, index, now, None, prefill)
                         index += 1
                     if choice.finish_reason:
-                        yield Token("", index, now, choice.finish_reason)
+                        yield Token("", index, now, choice.finish_reason, prefill)
                         return
         except self._openai.APIError as exc:
+            if self.aborted.is_set():
+                raise RemoteError(f"{self.server}: the answer was cut after {index} tokens") from None
             raise RemoteError(f"{self.server}: {_reason(exc, self.read_timeout)}") from None
         except Exception as exc:  # httpx errors that escape the client's own wrapping
+            if self.aborted.is_set():
+                raise RemoteError(f"{self.server}: the answer was cut after {index} tokens") from None
             raise RemoteError(f"{self.server}: {_reason(exc, self.read_timeout)}") from None
-        # The stream ended without a finish reason: the server closed it early.
+        finally:
+            self._response = None
+        # The stream ended without a finish reason: the server closed it early (or the
+        # watchdog's abort cut it).
+        if self.aborted.is_set():
+            raise RemoteError(f"{self.server}: the answer was cut after {index} tokens")
         raise RemoteError(f"{self.server}: the answer stopped after {index} tokens "
                           "(connection closed without a finish reason)")
 

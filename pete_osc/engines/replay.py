@@ -20,16 +20,17 @@ import numpy as np
 
 from ..errors import PeteError
 from ..recording import load_recording
-from .base import FrameTimes, Prompt, Token
+from ..records import Prefill, Token
+from .base import BaseEngine, Prompt
 
 
-
-class ReplayEngine:
+class ReplayEngine(BaseEngine):
     """Plays back recorded frames; see the module docstring."""
 
     name = "replay"
 
     def __init__(self, path: str | Path, speed: float = 1.0, loop: bool = False):
+        super().__init__()
         self.model_id = str(path)
         if speed <= 0:
             raise PeteError(f"--replay-speed {speed}: must be above 0")
@@ -42,27 +43,28 @@ class ReplayEngine:
     def use_prompt(self, prompt: Prompt) -> float:
         return 0.0  # a recording answers what it answered
 
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
-               prompt: Prompt | None = None) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, prompt: Prompt | None = None) -> Iterator[Token]:
         if self.ended is not None:
             raise PeteError(f"{self.model_id}: {self.ended}")
         frame = self.frames[self._next % len(self.frames)]
         self._next += 1
         if not self.loop and self._next >= len(self.frames):
             self.ended = f"the recording ended after {len(self.frames)} frames"
-        times.started = start = time.perf_counter()
-        times.extra["replayed_frame"] = self._next - 1
+        self.aborted.clear()
+        start = time.perf_counter()
+        prefill = Prefill(start)
         index = 0
         previous = None
         for token in frame:
             delay = start + token.at / self.speed - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and self.aborted.wait(delay):
+                yield Token("", index, time.perf_counter(), "abort", prefill)
+                return
             # Tokens recorded at one time (a step's token and the text the grammar forced
             # after it) come at one time again, as from the engine that recorded them.
             at = previous[1] if previous and previous[0] == token.at else time.perf_counter()
             previous = (token.at, at)
-            yield Token(token.text, index, at, token.finish)
+            yield Token(token.text, index, at, token.finish, prefill)
             if token.finish is None:
                 index += 1
 

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import PeteError
 from ..models import DEFAULT_MODELS
-from .base import (FrameTimes, GenerationSettings, IncrementalDecoder, Prompt, Token, arrived,
-                   model_source)
+from ..records import Prefill, Token
+from .base import BaseEngine, GenerationSettings, Prompt, model_source
+from .decode import IncrementalDecoder, decode
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,8 @@ STATIC_HEADROOM = 128
 FORCED_WIDTH = 8
 
 
-class TorchEngine:
+class TorchEngine(BaseEngine):
     """Load once; stream tokens per frame; see the module docstring."""
-
-    ended = None  # a model answers for as long as the show runs (see Engine.ended)
 
     name = "torch"
 
@@ -58,6 +57,7 @@ class TorchEngine:
         except ImportError as exc:
             raise PeteError(f"the torch engine needs torch, torchvision, timm and transformers "
                             f"({exc.name} is missing): pip install 'pete-osc[torch]'") from None
+        super().__init__()
         self.torch = torch
         self.model_id = model
         self.settings = settings
@@ -264,6 +264,8 @@ class TorchEngine:
         self._bitmask_dev = torch.empty_like(self._bitmask, device=self.device)
         self._bit = torch.arange(32, dtype=torch.int32, device=self.device)
 
+    warms_up = True
+
     def warm_up(self) -> float:
         """Run throw-away frames so that kernels (and, on CUDA, the compiled decode graph)
         are ready before the first real frame. Returns the seconds it took."""
@@ -273,7 +275,7 @@ class TorchEngine:
         for i in range(rounds):
             if self.fast:
                 self.progress(f"compiling the decode step ({i + 1}/{rounds}) ...")
-            for _ in self._generate(blank, FrameTimes(), max_tokens=min(8, self.settings.max_tokens)):
+            for _ in self._generate(blank, max_tokens=min(8, self.settings.max_tokens)):
                 pass
         if self.fast:  # the padded step for forced text: its own graph, recorded now too
             with self.torch.inference_mode():
@@ -284,22 +286,21 @@ class TorchEngine:
         return time.perf_counter() - t0
 
     # ---- per frame ---------------------------------------------------------------------
-    def stream(self, image_rgb: np.ndarray, times: FrameTimes,
-               prompt: Prompt | None = None) -> Iterator[Token]:
+    def stream(self, image_rgb: np.ndarray, prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
         # The frame starts now: a context not prefilled before it (see use_prompt) is
         # prefilled on its time, and counted in its prefill.
         started, ran = time.perf_counter(), self.prompt_positions
-        if prompt is not None:
-            times.extra["prompt_s"] = self.use_prompt(prompt)
-        return self._generate(image_rgb, times, self.settings.max_tokens, started,
-                              self.prompt_positions - ran)
+        prompt_s = self.use_prompt(prompt) if prompt is not None else None
+        return self._generate(image_rgb, self.settings.max_tokens, started,
+                              self.prompt_positions - ran, prompt_s)
 
-    def _generate(self, image_rgb: np.ndarray, times: FrameTimes, max_tokens: int,
-                  started: float | None = None, prefilled: int = 0) -> Iterator[Token]:
+    def _generate(self, image_rgb: np.ndarray, max_tokens: int, started: float | None = None,
+                  prefilled: int = 0, prompt_s: float | None = None) -> Iterator[Token]:
         torch = self.torch
+        self.aborted.clear()
         decoder = IncrementalDecoder(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
-        times.started = started or time.perf_counter()
+        started = started or time.perf_counter()
         constraint = self.constraint
         jump = constraint is not None and self.jump_forward
         if constraint is not None:
@@ -317,7 +318,7 @@ class TorchEngine:
             features = self._vision(pixels)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            times.extra["vision_s"] = time.perf_counter() - times.started
+            vision = time.perf_counter() - started
             ids = self._suffix
             if start:
                 ids = torch.cat([ids, torch.tensor([start], device=self.device)], dim=1)
@@ -325,41 +326,12 @@ class TorchEngine:
             position = self.prefix_len
             logits = self._prefill(embeds=embeds, pos=self._positions(position, embeds.shape[1]))
             position += embeds.shape[1]
-            times.prompt_len = position - len(start)
-            times.prefilled = prefilled + embeds.shape[1]
-            token = self._choose(logits)
-        times.steps = 0
-        index = 0
-        forced: list[int] = start
-        while True:
-            token_id = int(token)  # waits for the GPU: the token must reach the music now
-            now = time.perf_counter()
-            yield from arrived(decoder, forced, index, now)  # (the start, before the first choice)
-            index += len(forced)
-            if token_id in self.eos:
-                yield Token(decoder.flush(), index, now, "stop")
-                return
-            forced, done = ([], False) if constraint is None else \
-                constraint.follow(token_id, max_tokens - index - 1, jump)
-            last = index + 1 + len(forced) >= max_tokens
-            if not (last or done):
-                # Launch the next step before handing this token on: the GPU computes
-                # while the parser, the outputs and the grammar do their part.
-                with torch.inference_mode():
-                    logits = self._run([token_id] + forced, position)
-                times.steps += 1
-            yield from arrived(decoder, [token_id] + forced, index, now)
-            index += 1 + len(forced)
-            if done:
-                yield Token(decoder.flush(), index, time.perf_counter(), "stop")
-                return
-            if last:
-                break
-            position += 1 + len(forced)
-            forced = []
-            with torch.inference_mode():
-                token = self._choose(logits)
-        yield Token(decoder.flush(), max_tokens, time.perf_counter(), "length")
+            first = self._choose(logits)
+        prefill = Prefill(started, position - len(start), prefilled + embeds.shape[1], vision,
+                          prompt_s)
+        yield from decode(_Steps(self, position), first, start=start, max_tokens=max_tokens,
+                          eos=self.eos, constraint=constraint, jump=jump, decoder=decoder,
+                          prefill=prefill, stop=self.aborted)
 
     def _run(self, ids: list[int], position: int):
         """Run ``ids`` (a chosen token and the forced ones after it) at ``position``; the
@@ -490,3 +462,26 @@ def _pick_device(torch, wanted: str | None):
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+class _Steps:
+    """The torch engine's model calls for one frame (see pete_osc.engines.decode)."""
+
+    ahead = False  # a step needs the token's id first (and the grammar's forced text)
+
+    def __init__(self, engine: TorchEngine, position: int):
+        self.engine = engine
+        self.position = position
+
+    def run(self, ids: list[int]):
+        with self.engine.torch.inference_mode():
+            logits = self.engine._run(ids, self.position)
+        self.position += len(ids)
+        return logits
+
+    def choose(self, logits):
+        with self.engine.torch.inference_mode():
+            return self.engine._choose(logits)
+
+    def read(self, token) -> int:
+        return int(token)  # waits for the GPU: the token must reach the music now

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import time
 
-from ..events import Event
+from ..records import Event, Message, MidiMessage
 from .config import MappingConfig
-from .messages import Message, MidiMessage
 
 
 def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tuple[float, Event]]:
@@ -87,17 +86,16 @@ def describe_route(route) -> str:
 def describe_message(message: Message) -> str:
     """A message as a musician reads it: '/pete/energy 0.7' or 'CC 74 = 90 ch 1'."""
     if isinstance(message, MidiMessage):
-        status, *data = message.data
-        ch = (status & 0x0F) + 1
-        kind = status & 0xF0
-        if kind == 0xB0:
-            return f"CC {data[0]} = {data[1]} ch {ch}"
-        if kind == 0x90:
-            return f"note on {data[0]} vel {data[1]} ch {ch}"
-        if kind == 0x80:
-            return f"note off {data[0]} ch {ch}"
-        if kind == 0xC0:
-            return f"program {data[0]} ch {ch}"
-        return " ".join(str(b) for b in message.data)
+        msg = message.message
+        ch = getattr(msg, "channel", 0) + 1
+        if msg.type == "control_change":
+            return f"CC {msg.control} = {msg.value} ch {ch}"
+        if msg.type == "note_on":
+            return f"note on {msg.note} vel {msg.velocity} ch {ch}"
+        if msg.type == "note_off":
+            return f"note off {msg.note} ch {ch}"
+        if msg.type == "program_change":
+            return f"program {msg.program} ch {ch}"
+        return str(msg)
     args = " ".join(f"{a:g}" if isinstance(a, float) else str(a) for a in message.args)
     return f"{message.address} {args}".strip()

@@ -22,7 +22,7 @@ from typing import Iterable
 
 import mido
 
-from .messages import MidiMessage
+from ..records import MidiMessage
 
 
 class Keys:
@@ -43,7 +43,7 @@ class Keys:
         return out
 
     def _take(self, message: MidiMessage) -> bool:
-        msg = mido.Message.from_bytes(list(message.data))
+        msg = message.message
         if msg.type == "control_change" and msg.control in (120, 123):  # all sound/notes off
             for key in [k for k in self._held if k[:2] == (message.target, msg.channel)]:
                 del self._held[key]
@@ -72,7 +72,7 @@ class Keys:
 
     def release_all(self) -> list[MidiMessage]:
         """A note-off for every key still sounding; afterwards none is held."""
-        out = [MidiMessage(target, tuple(mido.Message("note_off", channel=ch, note=note, velocity=0).bytes()))
+        out = [MidiMessage(target, mido.Message("note_off", channel=ch, note=note, velocity=0))
                for target, ch, note in self.sounding()]
         self._held.clear()
         return out

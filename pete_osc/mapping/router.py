@@ -7,21 +7,19 @@ for each event and :meth:`Router.tick` at the control rate.
 
 from __future__ import annotations
 
+import colorsys
 import heapq
 import math
-
-import colorsys
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..events import Color, Event
+import mido
+
+from ..records import Color, Event, Message, MidiMessage, OscMessage
 from .config import MappingConfig, Route
 from .harmony import Harmony, root_of
-from .messages import Message, MidiMessage, OscMessage
 from .notes import Keys
 from .shape import Gate, Glide, Settle, shape
-
-
 
 
 @dataclass
@@ -207,8 +205,7 @@ class Router:
             notes, velocity = wanted
             old = state.harmony.sounding
             change = [_note_off(route, n) for n in old if n not in notes]
-            change += [MidiMessage(route.target, (0x90 | (route.channel - 1), n, velocity))
-                       for n in notes if n not in old]
+            change += [_note_on(route, n, velocity) for n in notes if n not in old]
             out.extend(self._later(self._boundary(route, now), now, change))
             state.harmony.sounding = notes
             state.notes_on = {n: math.inf for n in notes}  # released on reload and at exit
@@ -320,7 +317,7 @@ class Router:
         if note in state.notes_on:  # retrigger: the old one ends first
             out.append(_note_off(route, note))
         state.notes_on[note] = now + route.length
-        out.append(MidiMessage(route.target, (0x90 | (route.channel - 1), note, velocity)))
+        out.append(_note_on(route, note, velocity))
         return out
 
     def _output(self, route: Route, value: float | str) -> object:
@@ -334,9 +331,11 @@ class Router:
     def _message(self, route: Route, state: _State, value: object, tick: bool = False) -> Message:
         ch = route.channel - 1
         if route.kind == "cc":
-            return MidiMessage(route.target, (0xB0 | ch, route.number, value))
+            return MidiMessage(route.target, mido.Message("control_change", channel=ch,
+                                                          control=route.number, value=value))
         if route.kind == "program":
-            return MidiMessage(route.target, (0xC0 | ch, value))
+            return MidiMessage(route.target, mido.Message("program_change", channel=ch,
+                                                          program=value))
         ev = state.event
         args = tuple(osc_field(arg, value, ev, route, state.source) for arg in route.args)
         address = route.address
@@ -461,8 +460,14 @@ def _index(route: Route, ev: Event) -> int:
         return 0
 
 
+def _note_on(route: Route, note: int, velocity: int) -> MidiMessage:
+    return MidiMessage(route.target, mido.Message("note_on", channel=route.channel - 1,
+                                                  note=note, velocity=velocity))
+
+
 def _note_off(route: Route, note: int) -> MidiMessage:
-    return MidiMessage(route.target, (0x80 | (route.channel - 1), note, 0))
+    return MidiMessage(route.target, mido.Message("note_off", channel=route.channel - 1,
+                                                  note=note, velocity=0))
 
 
 def _tolerance(route: Route) -> float:

@@ -1,6 +1,6 @@
 """What every output shares, in mido's shape: the public ``send``/``close`` do the checks,
 the lazy connect, the retry and the log-once; a transport fills in ``_connect``,
-``_send`` and (where it needs one) ``_check``."""
+``_send`` and ``_check`` (and ``_packets`` where messages leave together)."""
 
 from __future__ import annotations
 
@@ -80,8 +80,9 @@ class BaseOutput:
     messages that left now (none while the target is down, or while a bundle fills).
 
     A subclass sets ``label`` and ``target`` and fills in ``_connect()`` (an object with
-    ``close()``) and ``_send(conn, message)``; ``_check`` refuses a malformed message
-    before anything is sent (a bug, not a dead host: it raises ``ValueError``).
+    ``close()``) and ``_send(conn, packet)``; ``_check`` refuses a message of the wrong
+    kind before anything is sent (a bug, not a dead host: it raises ``ValueError``);
+    ``_packets`` turns a message into what leaves now (one packet each, by default).
     """
 
     retry_interval = 1.0
@@ -111,7 +112,18 @@ class BaseOutput:
     def send(self, message) -> list:
         """Send ``message``; the messages that left (``[]`` if none did)."""
         self._check(message)
-        return self._deliver(message, [message])
+        out = []
+        for packet, messages in self._packets(message):
+            out += self._deliver(packet, messages)
+        return out
+
+    def describe(self) -> str:
+        """The output in words, for the start-up lines ("OSC udp -> host:port (name)")."""
+        return self.label
+
+    def configure(self, mapping) -> list:
+        """A reloaded mapping's settings for this output; the messages that left."""
+        return []
 
     def _deliver(self, packet, messages: list) -> list:
         conn = self._conn.get()
@@ -155,3 +167,7 @@ class BaseOutput:
 
     def _check(self, message) -> None:
         pass
+
+    def _packets(self, message) -> list[tuple[object, list]]:
+        """(packet, the messages it carries) to send now for ``message``."""
+        return [(message, [message])]

@@ -10,7 +10,7 @@ import time
 
 from ..errors import PeteError
 from ..mapping.config import MidiTarget
-from ..mapping.router import MidiMessage
+from ..records import MidiMessage
 from .base import BaseOutput
 
 log = logging.getLogger("pete_osc.outputs")
@@ -98,8 +98,8 @@ def find_port(backend, wanted: str) -> str | None:
 
 class MidiOutput(BaseOutput):
     """One MIDI target: our own virtual port, or an existing port opened by name.
-    ``send`` takes a :class:`MidiMessage`; its bytes become a ``mido.Message`` (which
-    checks every data byte before anything reaches the port)."""
+    ``send`` takes a :class:`MidiMessage` (its ``mido.Message`` checked every data byte
+    when it was made)."""
 
     retry_interval = PORT_CHECK_INTERVAL
 
@@ -124,7 +124,12 @@ class MidiOutput(BaseOutput):
 
     def same_target(self, target) -> bool:
         # The line a target is declared on moves with any edit above it.
-        return (target.port, target.virtual) == (self.target.port, self.target.virtual)
+        return isinstance(target, MidiTarget) and \
+            (target.port, target.virtual) == (self.target.port, self.target.virtual)
+
+    def describe(self) -> str:
+        virtual = "virtual port " if self.target.virtual else ""
+        return f"MIDI {virtual}{self.full_name!r} via {self.api} ({self.name})"
 
     @property
     def full_name(self) -> str:
@@ -132,12 +137,6 @@ class MidiOutput(BaseOutput):
         if self.target.virtual and self.api == "jack":
             return f"{CLIENT_NAME}:{self.port_name}"
         return self.port_name
-
-    def send(self, message: MidiMessage) -> list:
-        import mido
-
-        data = mido.Message.from_bytes(list(message.data))  # ValueError on a bad byte
-        return self._deliver(data, [message])
 
     def tick(self, now: float) -> None:
         """Notice a port opened by name vanishing (so it is reopened when it returns)."""
@@ -152,5 +151,9 @@ class MidiOutput(BaseOutput):
             return self.backend.open_output(self.port_name, virtual=True, client_name=CLIENT_NAME)
         return self.backend.open_output(self.port_name)
 
-    def _send(self, conn, packet) -> None:
-        conn.send(packet)
+    def _check(self, message) -> None:
+        if not isinstance(message, MidiMessage):
+            raise ValueError(f"{self.label} takes MIDI messages, not {type(message).__name__}")
+
+    def _send(self, conn, message: MidiMessage) -> None:
+        conn.send(message.message)

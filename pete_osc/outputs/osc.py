@@ -16,7 +16,7 @@ from pythonosc.tcp_client import TCPClient
 from pythonosc.udp_client import UDPClient
 
 from ..mapping.config import OscTarget
-from ..mapping.router import OscMessage
+from ..records import OscMessage
 from .base import BaseOutput, Unavailable
 
 # Past this, a connect or send to a stalled TCP peer gives up so the sender thread moves on.
@@ -51,18 +51,27 @@ class OscOutput(BaseOutput):
         self.bundle_delay = bundle_delay
         self._held: list[OscMessage] = []  # this frame's messages, while bundling
 
-    def configure(self, bundle: bool, bundle_delay: float) -> list:
+    def describe(self) -> str:
+        t = self.target
+        return f"OSC {t.protocol} -> {t.host}:{t.port} ({self.name})"
+
+    def configure(self, mapping) -> list:
         """A reloaded mapping's bundle settings; what was held leaves first."""
+        bundle, bundle_delay = mapping.bundle, mapping.bundle_delay
         out = self._flush() if (bundle, bundle_delay) != (self.bundle, self.bundle_delay) else []
         self.bundle, self.bundle_delay = bundle, bundle_delay
         return out
 
-    def send(self, message: OscMessage) -> list:
+    def _check(self, message) -> None:
+        if not isinstance(message, OscMessage):
+            raise ValueError(f"{self.label} takes OSC messages, not {type(message).__name__}")
+
+    def _packets(self, message: OscMessage) -> list[tuple[object, list]]:
         if not (self.bundle and message.frame_id is not None):
-            return self._deliver(build_message(message.address, message.args), [message])
+            return [(build_message(message.address, message.args), [message])]
         out = []
         if self._held and self._held[0].frame_id != message.frame_id:
-            out = self._flush()  # a newer frame's message: the older answer is over
+            out = self._bundle()  # a newer frame's message: the older answer is over
         self._held.append(message)
         return out
 
@@ -77,14 +86,20 @@ class OscOutput(BaseOutput):
         return out
 
     def _flush(self) -> list:
+        out = []
+        for packet, messages in self._bundle():
+            out += self._deliver(packet, messages)
+        return out
+
+    def _bundle(self) -> list[tuple[object, list]]:
+        """The held messages as one bundle (none where none are held)."""
         held, self._held = self._held, []
         if not held:
             return []
         first = held[0]
         timetag = (first.captured_at + self.bundle_delay
                    if self.bundle_delay and first.captured_at else None)
-        bundle = build_bundle([build_message(m.address, m.args) for m in held], timetag)
-        return self._deliver(bundle, held)
+        return [(build_bundle([build_message(m.address, m.args) for m in held], timetag), held)]
 
     def _connect(self):
         t = self.target

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import count
 
-from ..mapping.router import Message, MidiMessage, OscMessage
+from ..records import Message, MidiMessage, OscMessage
 
 _ONE = 1.0 - 1e-9  # a whole message's budget (times summed in floating point)
 
@@ -26,12 +26,11 @@ _ONE = 1.0 - 1e-9  # a whole message's budget (times summed in floating point)
 def control_of(message: Message) -> tuple | None:
     """The control ``message`` sets (messages for the same one may be merged), or None."""
     if isinstance(message, MidiMessage):
-        status = message.data[0]
-        kind = status & 0xF0
-        if kind == 0xB0:
-            return ("cc", status, message.data[1])
-        if kind in (0xC0, 0xE0, 0xD0):
-            return ("ch", status)
+        msg = message.message
+        if msg.type == "control_change":
+            return ("cc", msg.channel, msg.control)
+        if msg.type in ("program_change", "pitchwheel", "aftertouch"):
+            return (msg.type, msg.channel)
         return None
     if isinstance(message, OscMessage):
         return ("osc", message.address, tuple(message.args[:-1]))
