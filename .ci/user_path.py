@@ -53,7 +53,7 @@ def clip(folder: Path) -> Path:
 
 
 def run_main_job(work: Path) -> None:
-    from pete_osc.synthetic import build_fastvlm_torch
+    from support.models import build_fastvlm_torch
 
     model = build_fastvlm_torch(work / "model", script="energy: 0.7\n")
     metrics = work / "metrics.jsonl"
@@ -71,7 +71,7 @@ def run_main_job(work: Path) -> None:
     parsed = subprocess.run([str(VENV / "pete-osc"), "parse"], input=proc.stdout,
                             capture_output=True, text=True, timeout=120)
     events = [json.loads(line) for line in parsed.stdout.splitlines()]
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
 
     keys = list(load_director(ROOT / "DIRECTOR.md").model_keys)
     # Constrained, every frame's answer is complete: each key once, in DIRECTOR.md's order.

@@ -78,7 +78,7 @@ def report(lines: list[str], out: str | None = None, write: bool = False) -> int
 
 
 class FrameReports:
-    """A tap (see pete_osc.taps) that keeps a show's frame reports."""
+    """A tap (see pete_osc.run.taps) that keeps a show's frame reports."""
 
     name = "the benchmark's frame reports"
 

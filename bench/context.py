@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import commit, cpu, report, scratch  # noqa: E402
 
-from pete_osc.capture import open_source  # noqa: E402
-from pete_osc.context import render  # noqa: E402
-from pete_osc.director import load_director  # noqa: E402
+from pete_osc.capture.sources import open_source  # noqa: E402
+from pete_osc.director.prompt import render  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import (  # noqa: E402
     EngineOptions,
     GenerationSettings,
@@ -64,7 +65,7 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    from pete_osc.synthetic import FULL, build_fastvlm_torch, qwen_ranks
+    from support.models import FULL, build_fastvlm_torch, qwen_ranks
 
     model = args.model or str(build_fastvlm_torch(scratch("fastvlm-full-"),
                                                   FULL, qwen=qwen_ranks() if args.qwen else None))

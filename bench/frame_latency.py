@@ -23,14 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import commit, cpu, report  # noqa: E402
 
-from pete_osc.capture import every_frame, open_source  # noqa: E402
-from pete_osc.director import load_director  # noqa: E402
+from pete_osc.capture.sources import every_frame, open_source  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.mlx_engine import MlxEngine  # noqa: E402
-from pete_osc.pipeline import run_frame  # noqa: E402
+from pete_osc.run.frame import run_frame  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 
@@ -109,7 +110,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model, label = args.model, args.model
         if model is None:
-            from pete_osc.synthetic import FULL, TINY, build_fastvlm_mlx
+            from support.models import FULL, TINY, build_fastvlm_mlx
 
             shape = FULL if args.full else TINY
             model = str(build_fastvlm_mlx(Path(tmp) / "fastvlm", shape))

@@ -19,14 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 import numpy as np  # noqa: E402
 from common import commit, report, scratch  # noqa: E402
+from support.models import FULL, build_fastvlm_torch, qwen_ranks  # noqa: E402
 
-from pete_osc.director import load_director  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
-from pete_osc.synthetic import FULL, build_fastvlm_torch, qwen_ranks  # noqa: E402
 
 
 def main() -> int:

@@ -30,22 +30,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 import numpy as np  # noqa: E402
 from common import commit, cpu, report, scratch  # noqa: E402
-
-from pete_osc.director import load_director  # noqa: E402
-from pete_osc.engines import GenerationSettings  # noqa: E402
-from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
-from pete_osc.parser import LineParser  # noqa: E402
-from pete_osc.records import Event, FrameInfo  # noqa: E402
-from pete_osc.synthetic import (  # noqa: E402
+from support.models import (
     FULL,
     TINY,
     build_fastvlm_mlx,
     build_fastvlm_torch,
     qwen_ranks,
 )
+
+from pete_osc.director.parser import LineParser  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
+from pete_osc.engines import GenerationSettings  # noqa: E402
+from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
+from pete_osc.records import Event, FrameInfo  # noqa: E402
 
 ANSWER = ("color: amber\nmood: tense\nenergy: 0.7\ntempo: 120\nbrightness: 0.4\nmotion: 0.3\n"
           "scene: city street at night\nperson: two people\nobject: red car\n")

@@ -23,16 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import append, commit, cpu  # noqa: E402
 from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
-from pete_osc.director import load_director  # noqa: E402
-from pete_osc.dispatch import Dispatcher  # noqa: E402
+from pete_osc.director.parser import LineParser  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.mapping.config import parse_mapping  # noqa: E402
 from pete_osc.mapping.router import Router  # noqa: E402
 from pete_osc.outputs.osc import OscOutput  # noqa: E402
-from pete_osc.parser import LineParser  # noqa: E402
+from pete_osc.outputs.sender import Dispatcher  # noqa: E402
 from pete_osc.records import FrameInfo  # noqa: E402
 
 LINE = "energy: 0.7\n"

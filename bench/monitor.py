@@ -40,17 +40,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import commit, cpu, report, scratch  # noqa: E402
 
-from pete_osc.capture import open_source  # noqa: E402
-from pete_osc.director import load_director  # noqa: E402
+from pete_osc.capture.sources import open_source  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import EngineOptions, GenerationSettings, open_engine  # noqa: E402
 from pete_osc.mapping.config import parse_mapping  # noqa: E402
-from pete_osc.monitor import Monitor  # noqa: E402
 from pete_osc.records import FrameReport  # noqa: E402
-from pete_osc.reload import Files  # noqa: E402
-from pete_osc.show import Show, ShowConfig  # noqa: E402
+from pete_osc.run.monitor import Monitor  # noqa: E402
+from pete_osc.run.reload import Files  # noqa: E402
+from pete_osc.run.show import Show, ShowConfig  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 SOURCES = ("stage", "crowd")
@@ -308,10 +309,10 @@ def main() -> int:
         torch.set_num_threads(1)
         browser_cores = set(cores[1:])
     if args.page is not None:
-        import pete_osc.monitor
+        import pete_osc.run.monitor
 
-        pete_osc.monitor.PAGE = args.page
-    from pete_osc.synthetic import FULL, build_fastvlm_torch
+        pete_osc.run.monitor.PAGE = args.page
+    from support.models import FULL, build_fastvlm_torch
 
     model = args.model
     if model is None:

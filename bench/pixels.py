@@ -20,12 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import commit, cpu, report  # noqa: E402
 
-from pete_osc.capture import open_source  # noqa: E402
-from pete_osc.director import parse_director  # noqa: E402
-from pete_osc.pixels import PixelKeys  # noqa: E402
+from pete_osc.capture.pixels import PixelKeys  # noqa: E402
+from pete_osc.capture.sources import open_source  # noqa: E402
+from pete_osc.director.schema import parse_director  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 KEYS = """  light: {from: pixels, measure: brightness}

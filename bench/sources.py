@@ -24,14 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import FrameReports, commit, cpu, report, scratch  # noqa: E402
 
-from pete_osc.capture import open_source  # noqa: E402
-from pete_osc.director import load_director  # noqa: E402
+from pete_osc.capture.sources import open_source  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import EngineOptions, Prompt  # noqa: E402
-from pete_osc.reload import Files  # noqa: E402
-from pete_osc.show import Show, ShowConfig  # noqa: E402
+from pete_osc.run.reload import Files  # noqa: E402
+from pete_osc.run.show import Show, ShowConfig  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 
@@ -72,8 +73,9 @@ def main() -> int:
     if not args.video.is_file():
         print(f"{args.video} is absent", file=sys.stderr)
         return 1
+    from support.models import FULL, build_fastvlm_mlx, build_fastvlm_torch
+
     from pete_osc.engines import open_engine
-    from pete_osc.synthetic import FULL, build_fastvlm_mlx, build_fastvlm_torch
 
     model = args.model
     if model is None:

@@ -23,14 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 import numpy as np  # noqa: E402
 from common import commit, cpu, report, scratch  # noqa: E402
+from support.models import FULL, build_fastvlm_torch  # noqa: E402
 
-from pete_osc.director import load_director  # noqa: E402
+from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.torch_engine import TorchEngine, split_prompt  # noqa: E402
-from pete_osc.synthetic import FULL, build_fastvlm_torch  # noqa: E402
 
 SHORT_PROMPT = "Describe the frame in key: value lines: color, mood, energy, tempo."
 
@@ -237,7 +238,7 @@ def main() -> int:
         model = Path(args.model)
     else:
         t0 = time.perf_counter()
-        from pete_osc.synthetic import qwen_ranks
+        from support.models import qwen_ranks
 
         model = build_fastvlm_torch(scratch("fastvlm-full-"), FULL,
                                     qwen=qwen_ranks() if args.qwen else None)

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
 from common import commit, cpu, report, scratch  # noqa: E402
 
@@ -99,8 +100,7 @@ def main() -> int:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     import torch
-
-    from pete_osc.synthetic import FULL, build_fastvlm_torch, qwen_ranks
+    from support.models import FULL, build_fastvlm_torch, qwen_ranks
 
     folder = scratch("wire-")
     model = args.model or str(build_fastvlm_torch(folder / "model", FULL,

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         format="pete-osc: %(message)s", stream=sys.stderr,
     )
     if args.command == "run":
-        from .stopping import interrupt_on_signals
+        from .run.stopping import interrupt_on_signals
 
         interrupt_on_signals()  # SIGTERM as Ctrl-C, from the first moment of the run
     try:
@@ -84,7 +84,7 @@ def _port(text: str) -> int:
 
 
 def _arguments() -> argparse.ArgumentParser:
-    from .models import DEFAULT_MODELS
+    from .engines.models import DEFAULT_MODELS
 
     parser = _Parser(
         prog="pete-osc",
@@ -275,7 +275,7 @@ def say(message: str) -> None:
 
 def cmd_download(args) -> int:
     """``pete-osc download``: put a model in the Hugging Face cache for offline shows."""
-    from .models import default_model, download
+    from .engines.models import default_model, download
 
     model = args.model or default_model("auto")
     path = download(model, say)
@@ -296,7 +296,7 @@ def cmd_init(args) -> int:
 
 def cmd_parse(args) -> int:
     """``pete-osc parse``: check any model's output against DIRECTOR.md."""
-    from .parser import parse_text_stream
+    from .director.parser import parse_text_stream
     from .records import Rejection
     from .shipped import read_director
 
@@ -315,15 +315,15 @@ def cmd_parse(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """``pete-osc run``: the live show (see pete_osc.show); this only turns the arguments
+    """``pete-osc run``: the live show (see pete_osc.run.show); this only turns the arguments
     into a checked configuration and the taps that watch the show."""
     from .engines import EngineOptions
-    from .metrics import MetricsFile, Status, same_terminal
     from .preflight import prepare
-    from .reload import Files
-    from .show import Show, ShowConfig
-    from .stopping import signals_held
-    from .taps import Recording, TokenEcho
+    from .run.metrics import MetricsFile, Status, same_terminal
+    from .run.reload import Files
+    from .run.show import Show, ShowConfig
+    from .run.stopping import signals_held
+    from .run.taps import Recording, TokenEcho
 
     # The sizes, DIRECTOR.md, the mapping, the libraries, the model and the sources, all
     # before the slow imports; every problem is named at once (see preflight).
@@ -369,7 +369,7 @@ def _on_this_cpu(engine) -> bool:
 
 def _monitor(args, show, size: int):
     """``--monitor``: the page, listening before the model loads (a busy port is one line)."""
-    from .monitor import Monitor
+    from .run.monitor import Monitor
 
     monitor = Monitor(args.monitor, args.monitor_host, size,
                       activity=show.sender.activity if show.sender else None,
@@ -384,8 +384,8 @@ def cmd_learn(args) -> int:
     """``pete-osc learn``: one route of a mapping alone, for a DAW's MIDI or OSC learn."""
     from dataclasses import replace
 
-    from .dispatch import open_dispatcher
     from .mapping.learn import describe_route
+    from .outputs.sender import open_dispatcher
     from .shipped import read_director, read_mapping
 
     director = read_director(args.director)
@@ -455,7 +455,7 @@ def _route_number(mapping, routes: list, text: str) -> int:
 
 
 def _open_dispatcher(mapping, midi_api: str | None):
-    from .dispatch import open_dispatcher
+    from .outputs.sender import open_dispatcher
 
     dispatcher = open_dispatcher(mapping, midi_api)
     for line in dispatcher.describe():
@@ -465,7 +465,7 @@ def _open_dispatcher(mapping, midi_api: str | None):
 
 def cmd_export(args) -> int:
     """``pete-osc export``: a recording rendered offline through a mapping."""
-    from .export import export
+    from .run.export import export
     from .shipped import read_director, read_mapping
 
     director = read_director(args.director)
@@ -476,7 +476,7 @@ def cmd_export(args) -> int:
 
 def cmd_send(args) -> int:
     """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
-    from .parser import parse_text_stream
+    from .director.parser import parse_text_stream
     from .records import Event, FrameEnd, Rejection
     from .shipped import read_director, read_mapping
 
@@ -551,7 +551,7 @@ def _quick_exit(code: int) -> None:
 
 
 def _silence_stdout() -> None:
-    from .taps import silence_stdout
+    from .run.taps import silence_stdout
 
     silence_stdout()
 

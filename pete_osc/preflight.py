@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .capture import open_source
-from .director import Director
+from .capture.feeds import parse_sources
+from .capture.sources import open_source
+from .director.schema import Director
 from .engines.base import check_size
+from .engines.models import (
+    check_downloadable,
+    default_model,
+    download,
+    engine_name,
+    locate,
+)
 from .errors import PeteError, Problems
-from .feeds import parse_sources
-from .models import check_downloadable, default_model, download, engine_name, locate
 from .shipped import mapping_path, read_director, read_mapping
 
 # What each engine imports; found with importlib (no import, so no cost).

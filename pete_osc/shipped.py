@@ -32,7 +32,7 @@ def default_director() -> Path:
 
 def read_director(path: str | Path | None = None):
     """DIRECTOR.md as given (``--director``), else the default one, read and checked."""
-    from .director import load_director
+    from .director.schema import load_director
 
     return load_director(path or default_director())
 

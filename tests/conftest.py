@@ -17,7 +17,7 @@ def tiny_mlx_model(tmp_path_factory) -> Path:
     preprocessor config) with random weights and a 2-layer language model.
     Built here, never committed: the vision tower alone is ~250 MB."""
     pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
-    from pete_osc.synthetic import build_fastvlm_mlx
+    from support.models import build_fastvlm_mlx
 
     return build_fastvlm_mlx(tmp_path_factory.mktemp("tiny-fastvlm"))
 
@@ -28,7 +28,7 @@ def scripted_mlx_model(tmp_path_factory) -> Path:
     over, whatever the image (see synthetic._script_weights): a known answer through the
     whole real engine, for end-to-end tests of what happens after the model."""
     pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
-    from pete_osc.synthetic import build_fastvlm_mlx
+    from support.models import build_fastvlm_mlx
 
     return build_fastvlm_mlx(tmp_path_factory.mktemp("scripted-fastvlm"), script="energy: 0.7\n")
 
@@ -43,7 +43,7 @@ def _need_torch():
 def tiny_torch_model(tmp_path_factory) -> Path:
     """The tiny FastVLM in transformers' own format, random weights (see tiny_mlx_model)."""
     _need_torch()
-    from pete_osc.synthetic import build_fastvlm_torch
+    from support.models import build_fastvlm_torch
 
     return build_fastvlm_torch(tmp_path_factory.mktemp("tiny-fastvlm-torch"))
 
@@ -52,7 +52,7 @@ def tiny_torch_model(tmp_path_factory) -> Path:
 def scripted_torch_model(tmp_path_factory) -> Path:
     """The torch twin of scripted_mlx_model: writes "energy: 0.7" lines, whatever the image."""
     _need_torch()
-    from pete_osc.synthetic import build_fastvlm_torch
+    from support.models import build_fastvlm_torch
 
     return build_fastvlm_torch(tmp_path_factory.mktemp("scripted-fastvlm-torch"),
                                script="energy: 0.7\n")
@@ -67,7 +67,7 @@ def shared_video() -> Path:
 
 @pytest.fixture(scope="session")
 def director():
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
 
     return load_director(ROOT / "DIRECTOR.md")
 
@@ -83,7 +83,7 @@ def cli_env() -> dict:
 @pytest.fixture(scope="session")
 def qwen_ranks_file() -> Path:
     """Qwen's BPE ranks (Qwen2's 151,643 tokens), from the dashscope wheel on PyPI."""
-    from pete_osc.synthetic import qwen_ranks
+    from support.models import qwen_ranks
 
     ranks = qwen_ranks()
     if ranks is None:
@@ -94,9 +94,8 @@ def qwen_ranks_file() -> Path:
 @pytest.fixture(scope="session")
 def qwen_tokenizer(qwen_ranks_file, tmp_path_factory):
     """Qwen2's real tokenizer (as FastVLM ships it), built from the ranks."""
+    from support.models import build_qwen_tokenizer
     from transformers import AutoTokenizer
-
-    from pete_osc.synthetic import build_qwen_tokenizer
 
     folder = tmp_path_factory.mktemp("qwen-tokenizer")
     build_qwen_tokenizer(folder, qwen_ranks_file)
@@ -107,7 +106,7 @@ def qwen_tokenizer(qwen_ranks_file, tmp_path_factory):
 def qwen_torch_model(qwen_ranks_file, tmp_path_factory) -> Path:
     """The tiny random FastVLM (torch) with Qwen2's real tokenizer and vocabulary."""
     _need_torch()
-    from pete_osc.synthetic import build_fastvlm_torch
+    from support.models import build_fastvlm_torch
 
     return build_fastvlm_torch(tmp_path_factory.mktemp("qwen-fastvlm-torch"), qwen=qwen_ranks_file)
 
@@ -116,7 +115,7 @@ def qwen_torch_model(qwen_ranks_file, tmp_path_factory) -> Path:
 def qwen_mlx_model(qwen_ranks_file, tmp_path_factory) -> Path:
     """The tiny random FastVLM (mlx) with Qwen2's real tokenizer and vocabulary."""
     pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
-    from pete_osc.synthetic import build_fastvlm_mlx
+    from support.models import build_fastvlm_mlx
 
     return build_fastvlm_mlx(tmp_path_factory.mktemp("qwen-fastvlm-mlx"), qwen=qwen_ranks_file)
 
@@ -124,9 +123,9 @@ def qwen_mlx_model(qwen_ranks_file, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def seeing_torch_model(tmp_path_factory) -> Path:
     """A tiny FastVLM (torch) that reads the frame: it answers ``color: NAME`` with the
-    picture's colour (see pete_osc.seeing)."""
+    picture's colour (see support.seeing)."""
     _need_torch()
-    from pete_osc.seeing import build_seeing_torch
+    from support.seeing import build_seeing_torch
 
     return build_seeing_torch(tmp_path_factory.mktemp("seeing-fastvlm-torch"))
 
@@ -135,7 +134,7 @@ def seeing_torch_model(tmp_path_factory) -> Path:
 def seeing_mlx_model(tmp_path_factory) -> Path:
     """The mlx twin of seeing_torch_model, loaded by mlx_vlm.load."""
     pytest.importorskip("mlx_vlm", reason="the mlx engine is not installed (pip install '.[mlx]')")
-    from pete_osc.seeing import build_seeing_mlx
+    from support.seeing import build_seeing_mlx
 
     return build_seeing_mlx(tmp_path_factory.mktemp("seeing-fastvlm-mlx"))
 

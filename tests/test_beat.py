@@ -285,7 +285,7 @@ def test_a_midi_clock_counts_from_start_and_stops_on_stop():
     changes go at once rather than waiting for a beat that will not come)."""
     import mido
 
-    from pete_osc.clock import MidiClock
+    from pete_osc.inputs.clock import MidiClock
 
     backend = _Backend()
     clock = MidiClock("Clock", backend, "test")

@@ -4,8 +4,8 @@ are gibberish, write only lines the parser accepts once the DIRECTOR grammar hol
 import numpy as np
 
 from pete_osc.engines import GenerationSettings
-from pete_osc.pipeline import frame_records
 from pete_osc.records import Event, Frame, FrameReport, Rejection
+from pete_osc.run.frame import frame_records
 
 FRAMES = 6
 MAX_TOKENS = 400  # room for 9 lines of the longest values: no answer is cut off

@@ -11,8 +11,8 @@ import pytest
 from peers import ROOT, free_port, need, oscdump, without_time
 from test_show import Run
 
-from pete_osc.context import Answers, answer_line, clean, render
-from pete_osc.director import parse_director
+from pete_osc.director.prompt import Answers, answer_line, clean, render
+from pete_osc.director.schema import parse_director
 from pete_osc.errors import PeteError
 from pete_osc.mapping.config import parse_mapping
 from pete_osc.mapping.router import Router
@@ -165,7 +165,7 @@ def test_previous_answers_before_the_image_are_prefilled_ahead(scripted_torch_mo
     # but not in the frame's own prefill: it ran ahead.
     from transformers import AutoTokenizer
 
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
     from pete_osc.engines.torch_engine import split_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(str(scripted_torch_model))

@@ -12,9 +12,8 @@ from pete_osc.engines.decode import IncrementalDecoder
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     pytest.importorskip("tokenizers")
+    from support.models import train_tokenizer
     from tokenizers import Tokenizer
-
-    from pete_osc.synthetic import train_tokenizer
 
     folder = tmp_path_factory.mktemp("tok")
     train_tokenizer(folder)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pete_osc.director import load_director, parse_director
+from pete_osc.director.parser import LineParser
+from pete_osc.director.schema import load_director, parse_director
 from pete_osc.errors import PeteError
-from pete_osc.parser import LineParser
 from pete_osc.records import FrameInfo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -279,7 +279,7 @@ def test_a_signal_at_any_stage_ends_the_show_cleanly(stage, signum, jack_env, cl
 def test_a_signal_while_closing_lets_the_closing_finish(signum, capfd):
     """What Show.close runs under: a signal is said once and sets the stop, the block goes
     on to its end, and the handlers from before come back."""
-    from pete_osc.stopping import interrupt_on_signals, signals_held
+    from pete_osc.run.stopping import interrupt_on_signals, signals_held
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

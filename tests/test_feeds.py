@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from pete_osc.capture import Source
+from pete_osc.capture.feeds import Feeds, SourceSpec, default_name, parse_sources
+from pete_osc.capture.sources import Source
 from pete_osc.errors import PeteError
-from pete_osc.feeds import Feeds, SourceSpec, default_name, parse_sources
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -157,7 +157,7 @@ def test_files_end_and_say_so(tmp_path):
 
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((16, 16, 3), i * 40, np.uint8))
-    from pete_osc.capture import open_source
+    from pete_osc.capture.sources import open_source
 
     stop = threading.Event()
     notices = []

@@ -50,7 +50,7 @@ def test_fused_steps_answer_as_transformers_steps(tiny_torch_model, constrained)
 def check(model: str, constrained: bool) -> None:
     import torch
 
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
     from pete_osc.engines import fused as interpreted
     from pete_osc.engines.torch_engine import TorchEngine
 

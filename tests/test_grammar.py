@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pete_osc.director import load_director, parse_director
-from pete_osc.grammar import answer_regex, lark_grammar
-from pete_osc.parser import parse_text_stream
+from pete_osc.director.grammar import answer_regex, lark_grammar
+from pete_osc.director.parser import parse_text_stream
+from pete_osc.director.schema import load_director, parse_director
 from pete_osc.records import Event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,9 +25,8 @@ def matcher_for(director, tmp_path_factory):
     """An llguidance matcher over the tiny test tokenizer, for any director."""
     llguidance = pytest.importorskip("llguidance")
     import llguidance.hf
+    from support.models import train_tokenizer
     from transformers import PreTrainedTokenizerFast
-
-    from pete_osc.synthetic import train_tokenizer
 
     folder = tmp_path_factory.mktemp("tokenizer")
     train_tokenizer(folder)

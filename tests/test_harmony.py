@@ -54,8 +54,8 @@ SOUNDING_AT_END = [(0x80, 60, 0), (0x80, 64, 0), (0x80, 67, 0), (0x80, 71, 0), (
 
 
 def events(lines):
-    from pete_osc.director import load_director
-    from pete_osc.parser import parse_text_stream
+    from pete_osc.director.parser import parse_text_stream
+    from pete_osc.director.schema import load_director
 
     d = load_director(os.path.join(os.path.dirname(__file__), "..", "DIRECTOR.md"))
     return [r for r in parse_text_stream(d, ["\n".join(lines) + "\n"]) if isinstance(r, Event)]

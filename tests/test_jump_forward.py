@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from support.answers import answer
 
-from pete_osc.director import load_director, parse_director
+from pete_osc.director.grammar import answer_regex
+from pete_osc.director.schema import load_director, parse_director
 from pete_osc.engines.base import GenerationSettings
-from pete_osc.grammar import answer_regex
 
 ROOT = Path(__file__).resolve().parent.parent
 # The nine-key answer of the issue: 55 tokens in Qwen2's vocabulary.
@@ -29,7 +29,7 @@ def director():
 
 @pytest.fixture(scope="module")
 def constraint(director, qwen_tokenizer):
-    from pete_osc.constrain import Constraint
+    from pete_osc.engines.constrain import Constraint
 
     return Constraint(director, qwen_tokenizer, 151936)
 
@@ -115,7 +115,7 @@ def test_refused_max_lines(director):
 
 def test_counted_lines_in_the_lark_grammar(qwen_tokenizer):
     """The same counting in llguidance's grammar (optional keys and max_lines below them)."""
-    from pete_osc.constrain import Constraint
+    from pete_osc.engines.constrain import Constraint
 
     text = (ROOT / "DIRECTOR.md").read_text()
     for key in ("scene", "person", "object"):

@@ -7,7 +7,7 @@ import sys
 
 from peers import ROOT, free_port, oscdump
 
-from pete_osc.metrics import StatusLine
+from pete_osc.run.metrics import StatusLine
 
 
 def test_metrics_file_times_each_frame_to_the_wire(tmp_path, cli_env, scripted_torch_model, shared_video):

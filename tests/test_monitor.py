@@ -56,7 +56,7 @@ def test_the_page_shows_frames_tokens_and_values_changing(
     port = free_port(kind=socket.SOCK_STREAM)
     osc = free_port()
     mapping = tmp_path / "m.yaml"
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
 
     keys = list(load_director(ROOT / "DIRECTOR.md").keys)  # a random model says any of them
     mapping.write_text(f"osc:\n  main: {{port: {osc}}}\nroutes:\n" + "".join(
@@ -162,8 +162,8 @@ def test_the_page_is_sent_only_what_changed():
     but a beat once a second."""
     import numpy as np
 
-    from pete_osc.monitor import Monitor
     from pete_osc.records import Event, Frame, FrameReport, FrameStart, Text
+    from pete_osc.run.monitor import Monitor
 
     monitor = Monitor(0, routes=lambda: ["energy -> OSC /e on main"]).start()
     updates = []
@@ -211,7 +211,7 @@ def test_the_page_is_sent_only_what_changed():
 
 
 def test_the_page_is_for_this_computer_unless_opened_with_a_token(cli_env):
-    from pete_osc.monitor import Monitor
+    from pete_osc.run.monitor import Monitor
 
     port = free_port(kind=socket.SOCK_STREAM)
     monitor = Monitor(port).start()
@@ -301,7 +301,7 @@ def test_learn_sends_only_the_chosen_osc_route(cli_env, tmp_path):
     finally:
         dump.stop()
     assert proc.returncode == 0, proc.stderr
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
 
     moods = load_director(ROOT / "DIRECTOR.md").keys["mood"].values
     assert got == [f'/m s "{word}"' for word in moods]
@@ -342,8 +342,8 @@ def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
 
 def test_a_sparkline_keeps_one_point_per_quarter_second():
     """Pixel keys arrive at camera rate; the page gets at most four points a second."""
-    from pete_osc.monitor import Monitor
     from pete_osc.records import Event
+    from pete_osc.run.monitor import Monitor
 
     monitor = Monitor(0)
     try:

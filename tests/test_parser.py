@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pete_osc.parser import LineParser, parse_text_stream, split_line
+from pete_osc.director.parser import LineParser, parse_text_stream, split_line
 from pete_osc.records import Color, Event, FrameInfo, Rejection
 
 FRAME = FrameInfo(7, "cam", 100.0)

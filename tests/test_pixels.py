@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from peers import ROOT, free_port, oscdump, without_time
 
-from pete_osc.capture import open_source
-from pete_osc.director import parse_director
+from pete_osc.capture.pixels import PixelKeys, measure
+from pete_osc.capture.sources import open_source
+from pete_osc.director.grammar import lark_grammar
+from pete_osc.director.schema import parse_director
 from pete_osc.errors import PeteError
-from pete_osc.grammar import lark_grammar
-from pete_osc.pixels import PixelKeys, measure
 
 PIXEL_KEYS = """  light:
     from: pixels
@@ -118,7 +118,7 @@ def test_pixel_keys_are_not_asked_of_the_model(tmp_path):
     assert "light" in director.keys  # a mapping may route it
     assert "light:" not in director.prompt and "movement" not in director.prompt
     assert "k_light" not in lark_grammar(director)
-    from pete_osc.parser import parse_line
+    from pete_osc.director.parser import parse_line
     from pete_osc.records import FrameInfo
 
     rejected = parse_line(director, "light: 0.5", 1, FrameInfo(0, "s", 0.0), 0.0)

@@ -140,7 +140,7 @@ def test_each_output_row_has_its_own_scale():
     """Rows of very different size (a LayerNorm-folded projection has them) keep their
     precision: a scale per row, not one for the whole tensor."""
     torch = pytest.importorskip("torch", reason="the torch engine is not installed")
-    from pete_osc.engines.quantize import available, int8_linear_class
+    from pete_osc.engines.int8 import available, int8_linear_class
 
     if not available(torch):
         pytest.skip("this PyTorch has no int8 weight kernel")

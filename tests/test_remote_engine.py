@@ -228,7 +228,7 @@ def test_the_request_carries_the_frame_itself(cli_env, tmp_path):
     import cv2
     import numpy as np
 
-    from pete_osc.capture import fit
+    from pete_osc.capture.sources import fit
     from pete_osc.engines import square_rgb
 
     folder = tmp_path / "frames"

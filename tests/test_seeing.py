@@ -1,5 +1,5 @@
 """Tests that can tell which frame the model saw: a test model that reads the frame
-(pete_osc.seeing: its answer is ``color: NAME`` with the picture's colour), through the
+(support.seeing: its answer is ``color: NAME`` with the picture's colour), through the
 engines, the CLI, several sources, the remote engine and a recording.
 
 Break the path on purpose (a stale frame from the capture, a frame sent to another
@@ -60,7 +60,7 @@ def answers(engine, images, size: int) -> list[str]:
 
 
 def open_engine(name: str, model: Path, size: int):
-    from pete_osc.director import load_director
+    from pete_osc.director.schema import load_director
     from pete_osc.engines import GenerationSettings
 
     d = load_director(ROOT / "DIRECTOR.md")
@@ -95,8 +95,8 @@ def test_a_test_model_with_head_dim_64_reads_the_frame_too(tmp_path):
     """vLLM's CPU attention refuses head_dim 16 (the tiny shape's): the same model with
     64-wide heads."""
     pytest.importorskip("torch", reason="the torch engine is not installed")
-    from pete_osc.seeing import build_seeing_torch
-    from pete_osc.synthetic import TextShape
+    from support.models import TextShape
+    from support.seeing import build_seeing_torch
 
     model = build_seeing_torch(tmp_path / "wide", TextShape(128, 2, 256, 2, 1))
     config = json.loads((model / "config.json").read_text())["text_config"]

@@ -9,8 +9,8 @@ import time
 
 from peers import free_port
 
-from pete_osc.dispatch import Dispatcher
 from pete_osc.mapping.config import parse_mapping
+from pete_osc.outputs.sender import Dispatcher
 from pete_osc.records import OscMessage
 
 MAPPING = "osc:\n  main: {port: %d}\nroutes:\n  - {event: energy, address: /e}\n"

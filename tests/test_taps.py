@@ -3,8 +3,8 @@
 import logging
 import time
 
-from pete_osc.reload import Watch
-from pete_osc.taps import Tap, Taps
+from pete_osc.run.reload import Watch
+from pete_osc.run.taps import Tap, Taps
 
 
 class Broken(Tap):

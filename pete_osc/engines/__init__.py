@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import PeteError
-from ..models import default_model, engine_name, is_apple_silicon
 from .base import BaseEngine, Engine, GenerationSettings, Prompt, check_size, square_rgb
+from .models import default_model, engine_name, is_apple_silicon
 
 ENGINES = ("auto", "mlx", "torch", "remote", "replay")
 

@@ -32,8 +32,8 @@ class Prompt:
 
     @classmethod
     def of(cls, director) -> "Prompt":
-        """DIRECTOR.md's prompt with no per-frame values filled in (see pete_osc.context)."""
-        from ..context import render
+        """DIRECTOR.md's prompt with no per-frame values filled in (see pete_osc.director.prompt)."""
+        from ..director.prompt import render
 
         return cls(director.prompt, render(director.instruction, (), {}, {}),
                    render(director.context, (), {}, {}))
@@ -59,7 +59,7 @@ class Engine(Protocol):
     # ends), or None while it answers.
     ended: str | None
     # Whether ``constrain`` can hold the answers to DIRECTOR.md's grammar, and the
-    # pete_osc.constrain.Constraint it made (None: not constrained here, or by a server).
+    # pete_osc.engines.constrain.Constraint it made (None: not constrained here, or by a server).
     supports_constraint: bool
     constraint: object | None
     warms_up: bool  # whether warm_up has work to do (said on stderr while it runs)
@@ -131,8 +131,8 @@ class BaseEngine:
 
 def model_source(model: str) -> str:
     """What to load ``model`` from: a local folder (given, or the Hugging Face cache's),
-    else the id itself, for the library to download; see :func:`pete_osc.models.locate`."""
-    from ..models import locate
+    else the id itself, for the library to download; see :func:`pete_osc.engines.models.locate`."""
+    from .models import locate
 
     folder = locate(model)
     return str(folder) if folder is not None else model

@@ -2,7 +2,7 @@
 
 An engine prefills the frame (the image and the instruction, with the grammar's forced
 start) and hands the loop its model calls for that frame (:class:`Steps`); the loop owns
-the rest: the end token, the grammar (pete_osc.constrain) and its jump-forward text, the
+the rest: the end token, the grammar (pete_osc.engines.constrain) and its jump-forward text, the
 token limit, and the watchdog's stop. It yields :class:`~pete_osc.records.Token` records
 that carry their own times and the frame's prompt cost, as ``mlx_lm.stream_generate``
 yields ``GenerationResponse`` records. It is also where several sources' rows will share

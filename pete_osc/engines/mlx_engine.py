@@ -15,10 +15,10 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import PeteError
-from ..models import DEFAULT_MODELS
 from ..records import Prefill, Token
 from .base import BaseEngine, GenerationSettings, Prompt, model_source
 from .decode import IncrementalDecoder, decode
+from .models import DEFAULT_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class MlxEngine(BaseEngine):
         self._sized = _set_input_size(self.processor, settings.size)
         self._template = apply_chat_template
         self._use_prefix = prefix_cache and self._sized
-        self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
+        self.constraint = None  # a pete_osc.engines.constrain.Constraint, see constrain()
         # Text the grammar forces runs through the model with the token before it, in one
         # pass (off only to measure it against one step per token).
         self.jump_forward = jump_forward
@@ -116,9 +116,9 @@ class MlxEngine(BaseEngine):
         return self.prefix is not None
 
     def constrain(self, director) -> None:
-        """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.constrain);
+        """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.engines.constrain);
         FastVLM (the prefix-cached path) only."""
-        from ..constrain import Constraint
+        from .constrain import Constraint
 
         if self.prefix is None:
             raise PeteError(f"--constrain on: not available for {self.model_id} in the mlx "

@@ -79,7 +79,7 @@ class RemoteEngine(BaseEngine):
         reads ``guided_regex`` (older) or ``structured_outputs`` (newer), SGLang
         ``regex``. A server that refuses the fields (HTTP 400/422) gets plain requests
         from then on; the parser still checks every line either way."""
-        from ..grammar import answer_regex
+        from ..director.grammar import answer_regex
 
         regex = answer_regex(director)
         self.extra_body = {"guided_regex": regex, "regex": regex,

@@ -19,8 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import PeteError
-from ..recording import load_recording
 from ..records import Prefill, Token
+from ..run.recording import load_recording
 from .base import BaseEngine, Prompt
 
 

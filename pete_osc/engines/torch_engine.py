@@ -20,10 +20,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import PeteError
-from ..models import DEFAULT_MODELS
 from ..records import Prefill, Token
 from .base import BaseEngine, GenerationSettings, Prompt, model_source
 from .decode import IncrementalDecoder, decode
+from .models import DEFAULT_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TorchEngine(BaseEngine):
         self.prefix_cache = prefix_cache
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
-        self.constraint = None  # a pete_osc.constrain.Constraint, see constrain()
+        self.constraint = None  # a pete_osc.engines.constrain.Constraint, see constrain()
         # Text the grammar forces runs through the model with the token before it, in one
         # pass (off only to measure it against one step per token).
         self.jump_forward = jump_forward
@@ -214,7 +214,7 @@ class TorchEngine(BaseEngine):
     def _quantize(self, mode: str) -> bool:
         """``--quantize``: int8 weights for the language model (auto: on the CPU only,
         where a token's time is reading the weights; see engines.quantize)."""
-        from .quantize import available, int8_weights
+        from .int8 import available, int8_weights
 
         torch = self.torch
         if mode == "off" or (mode == "auto" and self.device.type != "cpu"):
@@ -250,8 +250,8 @@ class TorchEngine(BaseEngine):
     supports_constraint = True
 
     def constrain(self, director) -> None:
-        """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.constrain)."""
-        from ..constrain import Constraint
+        """Decode only answers that DIRECTOR.md's grammar allows (see pete_osc.engines.constrain)."""
+        from .constrain import Constraint
 
         torch = self.torch
         vocab = self.model.get_output_embeddings().weight.shape[0]

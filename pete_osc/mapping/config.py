@@ -14,9 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..director import Director
+from ..director.located import Located, load_located
+from ..director.schema import Director
 from ..errors import PeteError
-from ..yamlpos import Located, load_located
 
 DEFAULT_MIDI_PORT = "Pete Sounds"
 CURVES = ("linear", "exponential", "logarithmic")
@@ -150,7 +150,7 @@ class Route:
 
 @dataclass(frozen=True)
 class ClockSpec:
-    """``clock:``: the beat that quantised routes wait for (see pete_osc.clock)."""
+    """``clock:``: the beat that quantised routes wait for (see pete_osc.inputs.clock)."""
 
     source: str = "link"  # link | midi
     quantum: float = 4.0  # beats in a bar
@@ -162,7 +162,7 @@ class ClockSpec:
 @dataclass(frozen=True)
 class ListenSpec:
     """``listen:``: the OSC input for the DAW's state and /pete/context values (see
-    pete_osc.daw); the command line's --context-port, --context-host, --ableton win."""
+    pete_osc.inputs.daw); the command line's --context-port, --context-host, --ableton win."""
 
     port: int = 11001  # AbletonOSC replies to 11001
     host: str = "127.0.0.1"

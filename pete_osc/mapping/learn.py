@@ -14,7 +14,7 @@ def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tu
     """Events that walk ``route`` through its values over ``seconds``, as (offset, event):
     a number from its low end to its high end and back (a CC sweeps 0 -> 127 -> 0), each
     word of its table or vocabulary, a few colours; a note route plays its notes."""
-    from ..values import Invalid, parse_color
+    from ..director.values import Invalid, parse_color
 
     if route.chord is not None:
         return _chord_learn_events(route.chord, mapping, seconds)
@@ -50,7 +50,7 @@ def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tu
 def _chord_learn_events(chord, mapping: MappingConfig, seconds: float) -> list[tuple[float, Event]]:
     """A chord route's sweep: a chord per step, round the colours (roots) with its moods
     (qualities) in turn, at middle energy and brightness."""
-    from ..values import parse_color
+    from ..director.values import parse_color
 
     colors = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta"]
     moods = list(chord.qualities)

@@ -63,7 +63,7 @@ class Router:
         # everything the router returns passes through it.
         self.keys = keys if keys is not None else Keys()
         self.state = state if state is not None else {}  # the DAW's, for routes' when:
-        # The beat quantised routes wait for (pete_osc.clock): next_beat(now, beats) and
+        # The beat quantised routes wait for (pete_osc.inputs.clock): next_beat(now, beats) and
         # time_of(beat), None where there is no beat (the change goes at once). Messages
         # waiting for their boundary, as (beat, order, message).
         self.clock = clock

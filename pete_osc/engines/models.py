@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from .errors import PeteError
+from ..errors import PeteError
 
 # Each local engine's model when --model is not given.
 DEFAULT_MODELS = {

@@ -26,7 +26,7 @@ import math
 import threading
 import time
 
-from .errors import PeteError
+from ..errors import PeteError
 
 log = logging.getLogger(__name__)
 

@@ -311,7 +311,7 @@ def build_fastvlm_mlx(folder: str | Path, shape: TextShape = TINY, seed: int = 0
     weights["language_model.lm_head.weight"] = head * visible
     if script is not None:
         _script_weights(weights, folder, script, shape)
-    if change is not None:  # (pete_osc.seeing: a model that reads the frame)
+    if change is not None:  # (support.seeing: a model that reads the frame)
         change(model, weights, folder, shape)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     return folder

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .director import Director, KeySpec
-from .records import Color, Event
+from ..director.schema import Director, KeySpec
+from ..records import Color, Event
 
 SMALL = (80, 60)  # the copy measures are taken on (width, height)
 MOTION_GAIN = 4.0  # mean |difference| of 0.25 (a quarter of full scale) reads as 1

@@ -14,8 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from .errors import PeteError
-from .yamlpos import Located, load_located
+from ..errors import PeteError
+from .located import Located, load_located
 
 TYPES = ("number", "word", "color", "text")
 _FENCE = re.compile(r"^(```+|~~~+)\s*(.*?)\s*$")
@@ -36,7 +36,7 @@ class KeySpec:
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_words: int = 4
     # "" for the model's keys; else what is measured from the pixels of every captured
-    # frame (see pete_osc.pixels): brightness, motion, warmth or color.
+    # frame (see pete_osc.capture.pixels): brightness, motion, warmth or color.
     measure: str = ""
     # The model may leave the key out of an answer (the grammar lets it skip the line).
     optional: bool = False
@@ -66,7 +66,7 @@ class Director:
     colors: Mapping[str, str]  # extra colour names -> "#rrggbb"
     previous: int = 1  # answers of the same source that {previous} holds, newest last
     # The {placeholders} of the context and the instruction, filled in per frame (see
-    # pete_osc.context).
+    # pete_osc.director.prompt).
     placeholders: tuple[str, ...] = ()
     # The user message's text before the image, per frame: prefilled as soon as it is
     # known (after the previous answer), so it costs the next frame nothing.
@@ -152,7 +152,7 @@ def parse_director(text: str, path: Path = Path("DIRECTOR.md")) -> Director:
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
-# What an instruction may hold, filled in for each frame (pete_osc.context).
+# What an instruction may hold, filled in for each frame (pete_osc.director.prompt).
 PER_FRAME = ("previous", "daw.tempo", "daw.playing", "daw.scene", "daw.track",
              "daw.scene_name", "daw.track_name")
 
@@ -254,7 +254,7 @@ _ALLOWED = {
 }
 
 
-# What can be measured from the pixels, with its type and range (see pete_osc.pixels).
+# What can be measured from the pixels, with its type and range (see pete_osc.capture.pixels).
 MEASURES = {"brightness": ("number", 0.0, 1.0), "motion": ("number", 0.0, 1.0),
             "warmth": ("number", -1.0, 1.0), "color": ("color", None, None)}
 

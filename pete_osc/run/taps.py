@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
-from .errors import PeteError
-from .records import Event, FrameReport, FrameStart, Text
+from ..errors import PeteError
+from ..records import Event, FrameReport, FrameStart, Text
 
 log = logging.getLogger(__name__)
 
 
 class Tap:
-    """Something that watches the records of a show (see :mod:`pete_osc.show`)."""
+    """Something that watches the records of a show (see :mod:`pete_osc.run.show`)."""
 
     name = "tap"
 

@@ -1,5 +1,5 @@
 """Recordings: ``pete-osc run --record FILE`` writes every token with its time (the
-:class:`~pete_osc.taps.Recording` tap), and :func:`load_recording` reads one back (or plain
+:class:`~pete_osc.run.taps.Recording` tap), and :func:`load_recording` reads one back (or plain
 DIRECTOR text) for the replay engine and for ``pete-osc export``.
 
 A recording is JSON lines, one per token: ``{"frame", "t", "text"}``, with ``"s"`` (the
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PeteError
-from .parser import FRAME_MARK
+from ..director.parser import FRAME_MARK
+from ..errors import PeteError
 
 # Plain text has no timing: a first token after this, then one token per TBT.
 TEXT_TTFT = 0.2

@@ -11,8 +11,8 @@ import re
 import time
 from typing import Callable, Iterable, Iterator
 
-from .director import Director
-from .records import Event, FrameEnd, FrameInfo, Record, Rejection
+from ..records import Event, FrameEnd, FrameInfo, Record, Rejection
+from .schema import Director
 from .values import Invalid, coerce
 
 # Markdown and list decorations a small model puts around its lines.

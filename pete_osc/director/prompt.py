@@ -16,7 +16,7 @@ import re
 from collections import deque
 from typing import Iterable, Mapping
 
-from .records import Color, Event
+from ..records import Color, Event
 
 MAX_VALUE = 64  # characters of one context value in the prompt
 MAX_ANSWER = 200  # characters of one previous answer

@@ -1,6 +1,6 @@
 """The show: one object that owns a live run.
 
-It owns the sources (:class:`~pete_osc.feeds.Feeds`), the engine, the sender (the mapping
+It owns the sources (:class:`~pete_osc.capture.feeds.Feeds`), the engine, the sender (the mapping
 and its outputs), the files it runs on, the watchdog and the stop. The data walks one
 way, one frame at a time::
 
@@ -9,7 +9,7 @@ way, one frame at a time::
 and every record on the way (FrameStart, Text, Event, Rejection, FrameReport, Notice) is
 also given to the taps that watch the show (the token echo, --json, --metrics, --record,
 the status line), which can never stop it. Between two frames is the frame boundary:
-there, saved edits of DIRECTOR.md and the mapping are applied (see :mod:`pete_osc.reload`)
+there, saved edits of DIRECTOR.md and the mapping are applied (see :mod:`pete_osc.run.reload`)
 and the notices of the capture threads (a source lost, back or ended) reach the taps.
 """
 
@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .context import Answers, render
-from .engines import EngineOptions, GenerationSettings, Prompt, open_engine
-from .errors import PeteError
-from .feeds import Feeds
-from .pipeline import Summary, frame_records
-from .records import Event, FrameReport, FrameStart, Notice, Sent, Text
+from ..capture.feeds import Feeds
+from ..director.prompt import Answers, render
+from ..engines import EngineOptions, GenerationSettings, Prompt, open_engine
+from ..errors import PeteError
+from ..records import Event, FrameReport, FrameStart, Notice, Sent, Text
+from .frame import Summary, frame_records
 from .reload import Files, Watch
 from .stopping import StopGuard, signals_held
 from .taps import Tap, Taps
@@ -116,7 +116,7 @@ class Show:
             if self.files.mapping is not None:
                 from collections import ChainMap
 
-                from .dispatch import open_dispatcher
+                from ..outputs.sender import open_dispatcher
 
                 self.sender = open_dispatcher(self.files.mapping, self.config.midi_api,
                                               state=ChainMap(self.daw, self.context))
@@ -148,7 +148,7 @@ class Show:
         return port, c.context_host or (spec.host if spec else "127.0.0.1"), ableton, said
 
     def _open_input(self, port: int, host: str, ableton: str | None, said: str) -> None:
-        from .daw import ContextInput
+        from ..inputs.daw import ContextInput
 
         self.input = ContextInput(port, host, on_change=lambda name, value: log.info(
             "context: %s = %r", name, value), said=said).start()
@@ -367,7 +367,7 @@ class Show:
             return
         keys = self._pixels.get(source)
         if keys is None or keys.director is not director:
-            from .pixels import PixelKeys
+            from ..capture.pixels import PixelKeys
 
             keys = self._pixels[source] = PixelKeys(director, source)
         for event in keys.events(image, captured_at):
@@ -439,7 +439,7 @@ class Show:
     def routes(self) -> list[dict]:
         """The live mapping's routes, numbered as ``learn`` takes them: each in words, and
         why it cannot be sent where its output is off (MIDI off here), else None."""
-        from .mapping.learn import describe_route
+        from ..mapping.learn import describe_route
 
         mapping = self.files.mapping
         if mapping is None or self.sender is None:

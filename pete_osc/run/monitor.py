@@ -30,10 +30,10 @@ from urllib.parse import parse_qs, urlparse
 
 import cv2
 
-from .engines.base import square_rgb
-from .errors import PeteError
-from .pipeline import step_times
-from .records import Color, Event, FrameReport, FrameStart, Rejection, Text
+from ..engines.base import square_rgb
+from ..errors import PeteError
+from ..records import Color, Event, FrameReport, FrameStart, Rejection, Text
+from .frame import step_times
 from .taps import Tap
 
 log = logging.getLogger(__name__)

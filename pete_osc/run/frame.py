@@ -1,10 +1,10 @@
 """One frame through the engine and the parser, as a stream of typed records.
 
 :func:`frame_records` yields, in order: a :class:`Text` per streamed token (the raw
-stream), each :class:`~pete_osc.events.Event` or :class:`~pete_osc.events.Rejection` the
+stream), each :class:`~pete_osc.records.Event` or :class:`~pete_osc.records.Rejection` the
 moment its line completes, and last the frame's :class:`FrameReport`. It runs on the
 calling (main) thread: MLX's streams are per thread, and a signal handler on the main
-thread can stop generation between two tokens. The show (:mod:`pete_osc.show`) runs it
+thread can stop generation between two tokens. The show (:mod:`pete_osc.run.show`) runs it
 for every frame; a frame whose inference fails is reported, and the show goes on.
 """
 
@@ -17,10 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .director import Director
-from .engines import Engine, Prompt, square_rgb
-from .parser import LineParser
-from .records import Event, Frame, FrameInfo, FrameReport, Record, Rejection, Text
+from ..director.parser import LineParser
+from ..director.schema import Director
+from ..engines import Engine, Prompt, square_rgb
+from ..records import Event, Frame, FrameInfo, FrameReport, Record, Rejection, Text
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from .capture import EveryFrame, LatestFrame, Source
-from .errors import PeteError
-from .records import Frame
+from ..errors import PeteError
+from ..records import Frame
+from .sources import EveryFrame, LatestFrame, Source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)=(.+)$")

@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .director import Director, parse_director
-from .errors import PeteError
-from .mapping.config import MappingConfig, parse_mapping
+from ..director.schema import Director, parse_director
+from ..errors import PeteError
+from ..mapping.config import MappingConfig, parse_mapping
 
 
 @dataclass(frozen=True)

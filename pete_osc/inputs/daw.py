@@ -8,7 +8,7 @@ asks for the selected scene's and track's names each time the selection changes.
 values land in two small dictionaries the show reads: ``daw`` (``tempo``, ``playing``,
 ``scene``, ``track``, ``scene_name``, ``track_name``) and ``context`` (``NAME``). The port
 and host come from the command line or the mapping's ``listen:``. They reach the prompt
-(``{daw.tempo}``, ``{context.NAME}``, see :mod:`pete_osc.context`) and can gate routes
+(``{daw.tempo}``, ``{context.NAME}``, see :mod:`pete_osc.director.prompt`) and can gate routes
 (``when: {playing: true}``); never an OSC address. Names and values from the network are
 cut to a bounded length.
 """
@@ -24,8 +24,8 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
-from .context import MAX_VALUE, clean
-from .errors import PeteError
+from ..director.prompt import MAX_VALUE, clean
+from ..errors import PeteError
 
 log = logging.getLogger(__name__)
 

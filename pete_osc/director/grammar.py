@@ -30,7 +30,7 @@ from typing import Callable
 
 import webcolors
 
-from .director import Director, KeySpec
+from .schema import Director, KeySpec
 
 # Enumerating integers keeps the range exact; past this many, digits are only bounded in
 # count (and the parser still refuses what is out of range).

@@ -4,7 +4,7 @@ picture, built through the engines' own model classes.
 A FastVLM with random weights cannot show which frame reached it: its vision tower
 embeds every image to (nearly) the same thing, and its language model hardly looks at
 one image token. The model built here is a real FastVLM checkpoint (the same safetensors
-layout, config and processor files as :mod:`pete_osc.synthetic` writes), whose weights
+layout, config and processor files as :mod:`support.models` writes), whose weights
 are set so that:
 
 - the **vision tower** (FastViTHD, reparameterised) passes the picture's mean R, G and B
@@ -17,7 +17,7 @@ are set so that:
   highest), a marker that tells image tokens from text, and a salience (how far the
   token's colour is from grey);
 - the **language model** writes ``color: NAME`` lines over and over (the scripted model's
-  loop, see :func:`pete_osc.synthetic.script_tables`), where NAME is read, after ``:``,
+  loop, see :func:`support.models.script_tables`), where NAME is read, after ``:``,
   from one attention head of the first layer that looks only at the image tokens, most at
   the most colourful one.
 
@@ -235,7 +235,7 @@ def build_seeing_torch(folder: str | Path, shape=None, qwen: Path | None = None)
     from tokenizers import Tokenizer
     from transformers import FastVlmForConditionalGeneration
 
-    from .synthetic import TINY, build_fastvlm_torch
+    from .models import TINY, build_fastvlm_torch
 
     folder = build_fastvlm_torch(folder, shape or TINY, qwen=qwen)
     model = FastVlmForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
@@ -316,7 +316,7 @@ def build_seeing_mlx(folder: str | Path, shape=None, qwen: Path | None = None) -
     the frame (see the module docstring)."""
     from tokenizers import Tokenizer
 
-    from .synthetic import TINY, build_fastvlm_mlx
+    from .models import TINY, build_fastvlm_mlx
 
     def change(model, weights, written: Path, text_shape) -> None:
         see_mlx(model, weights, Tokenizer.from_file(str(written / "tokenizer.json")), text_shape)

@@ -17,8 +17,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .pipeline import step_times
-from .records import FrameReport
+from ..records import FrameReport
+from .frame import step_times
 from .taps import Tap, TapFile
 
 

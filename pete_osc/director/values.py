@@ -11,8 +11,8 @@ from typing import Mapping
 
 import webcolors
 
-from .director import KeySpec
-from .records import Color, Value
+from ..records import Color, Value
+from .schema import KeySpec
 
 
 class Invalid(ValueError):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .director import Director
-from .errors import PeteError
-from .grammar import lark_grammar, longest_answer
+from ..director.grammar import lark_grammar, longest_answer
+from ..director.schema import Director
+from ..errors import PeteError
 
 
 class Constraint:

@@ -17,13 +17,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .director import Director
-from .errors import PeteError
-from .mapping.config import MappingConfig
-from .mapping.router import Router
-from .parser import LineParser
+from ..director.parser import LineParser
+from ..director.schema import Director
+from ..errors import PeteError
+from ..mapping.config import MappingConfig
+from ..mapping.router import Router
+from ..records import Event, FrameInfo, Message, MidiMessage, OscMessage
 from .recording import load_recording
-from .records import Event, FrameInfo, Message, MidiMessage, OscMessage
 
 TEMPO_BPM = 120
 TICKS_PER_BEAT = 960

@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import PeteError
-from .records import Frame
+from ..errors import PeteError
+from ..records import Frame
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,15 @@ from typing import Callable
 
 import mido
 
-from .errors import PeteError
-from .mapping.config import MappingConfig
-from .mapping.learn import describe_message, describe_route, learn_events
-from .mapping.router import Router
-from .outputs.base import BaseOutput
-from .outputs.midi import MidiOutput, open_midi_api
-from .outputs.osc import OscOutput
-from .outputs.pace import Pace
-from .records import Event, FrameEnd, Message, MidiMessage
+from ..errors import PeteError
+from ..mapping.config import MappingConfig
+from ..mapping.learn import describe_message, describe_route, learn_events
+from ..mapping.router import Router
+from ..records import Event, FrameEnd, Message, MidiMessage
+from .base import BaseOutput
+from .midi import MidiOutput, open_midi_api
+from .osc import OscOutput
+from .pace import Pace
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Dispatcher:
         return outputs, gone
 
     def _open_clock(self, mapping: MappingConfig):
-        from .clock import open_clock
+        from ..inputs.clock import open_clock
 
         def midi():
             backend = self._midi_backend(mapping)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .errors import PeteError
+from ..errors import PeteError
 
 
 @dataclass
