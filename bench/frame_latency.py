@@ -16,7 +16,6 @@ import datetime
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from pete_osc.capture.sources import every_frame, open_source  # noqa: E402
 from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.mlx_engine import MlxEngine  # noqa: E402
-from pete_osc.run.frame import run_frame  # noqa: E402
+from pete_osc.records import FrameReport  # noqa: E402
+from pete_osc.run.frame import frame_records  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 
@@ -54,12 +54,12 @@ def measure(model: str, size: int, frames: int, max_tokens: int, director,
     began = time.perf_counter()
     source = open_source(str(VIDEO) if VIDEO.is_file() else "0", 320, 240)
     ttft, tbt, prompt_len = [], [], None
-    stop = threading.Event()
     feed = every_frame(source)
     for i, frame in enumerate(feed):
         if i % 24:  # one frame a second of footage: different pictures, same shapes
             continue
-        report = run_frame(engine, director, frame, size, lambda t: None, lambda r: None, stop)
+        report = [r for r in frame_records(engine, director, frame, size)
+                  if isinstance(r, FrameReport)][0]
         ttft.append(report.ttft)
         tbt.extend(report.tbt)
         prompt_len = report.prompt_len

@@ -337,8 +337,8 @@ def main() -> int:
     usage = {True: [0.0, 0.0], False: [0.0, 0.0]}  # state -> [seconds, browser CPU seconds]
     with show:
         monitor = Monitor(_free_port(), size=config.size, activity=show.sender.activity,
-                          learn=show.learn, routes=show.routes,
-                          files=show.live_files()).start()
+                          learn=show.sender.learn, routes=show.sender.routes,
+                          files=show.files.paths()).start()
         show.subscribe(monitor)
         show.subscribe(blocks)
         client = (Chromium if args.client == "chromium" else SseClient)(monitor.url, browser_cores, args.nice)

@@ -371,11 +371,13 @@ def _monitor(args, show, size: int):
     """``--monitor``: the page, listening before the model loads (a busy port is one line)."""
     from .run.monitor import Monitor
 
+    sender = show.sender
     monitor = Monitor(args.monitor, args.monitor_host, size,
-                      activity=show.sender.activity if show.sender else None,
-                      learn=show.learn if show.sender else None, routes=show.routes,
-                      notes=show.sender.notes if show.sender else (),
-                      files=show.live_files()).start()
+                      activity=sender.activity if sender else None,
+                      learn=sender.learn if sender else None,
+                      routes=sender.routes if sender else None,
+                      notes=sender.notes if sender else (),
+                      files=show.files.paths()).start()
     say(f"monitor page: {monitor.url}")
     return monitor
 

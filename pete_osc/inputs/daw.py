@@ -172,3 +172,29 @@ class ContextInput:
         self.server.server_close()
         if self._thread.is_alive():
             self._thread.join(2.0)
+
+
+def where_to_listen(config, mapping) -> tuple[int, str, str | None, str] | None:
+    """Where the OSC input listens: (port, host, AbletonOSC to ask, who said so), the
+    command line first (``config``: the show's --context-port, --context-host and
+    --ableton), then the mapping's ``listen:``; None: no input."""
+    spec = mapping.listen if mapping is not None else None
+    ableton = config.ableton or (spec.ableton if spec else None)
+    port = config.context_port or (spec.port if spec else None) or (REPLY_PORT if ableton else None)
+    if port is None:
+        return None
+    said = ("--context-port" if config.context_port or spec is None
+            else f"{mapping.path}:{spec.line}: listen")
+    return port, config.context_host or (spec.host if spec else "127.0.0.1"), ableton, said
+
+
+def open_input(port: int, host: str, ableton: str | None, said: str,
+               say: Callable[[str], None]) -> ContextInput:
+    """The OSC input, started (and AbletonOSC asked to report, where named)."""
+    opened = ContextInput(port, host, on_change=lambda name, value: log.info(
+        "context: %s = %r", name, value), said=said).start()
+    say(f"listening for the DAW and /pete/context/NAME on {host}:{opened.port}")
+    if ableton:
+        say(f"asked AbletonOSC at {opened.listen_to_ableton(ableton)} for the "
+            "tempo, playing state, selected scene and track (and their names)")
+    return opened

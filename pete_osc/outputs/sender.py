@@ -189,7 +189,9 @@ class Dispatcher:
     def learn(self, route: int, seconds: float = 2.0) -> str:
         """Send route number ``route`` (0-based) alone, as a sweep over its values (see
         :func:`~pete_osc.mapping.learn.learn_events`), while the show's events are not sent; for a DAW's MIDI or
-        OSC learn. Returns the route in words."""
+        OSC learn. Returns the route in words (IndexError: no such route)."""
+        if not 0 <= route < len(self.mapping.routes):
+            raise IndexError(route)
         chosen = self.mapping.routes[route]
         off = self.off_reason(chosen.target)
         if off is not None:
@@ -197,6 +199,12 @@ class Dispatcher:
         events = learn_events(chosen, self.mapping, seconds)
         self._queue.put(_Learn(route, events))
         return describe_route(chosen)
+
+    def routes(self) -> list[dict]:
+        """The mapping's routes, numbered as :meth:`learn` takes them: each in words, and
+        why it cannot be sent where its output is off (MIDI off here), else None."""
+        return [{"name": describe_route(r), "off": self.off_reason(r.target)}
+                for r in self.mapping.routes]
 
     def activity(self) -> dict[str, tuple[int, str, float]]:
         """Per target: messages sent, the last one in words, when it left (Unix time); a

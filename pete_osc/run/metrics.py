@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from ..records import FrameReport
-from .frame import step_times
+from .summary import step_times
 from .taps import Tap, TapFile
 
 

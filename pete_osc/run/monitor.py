@@ -33,7 +33,7 @@ import cv2
 from ..engines.base import square_rgb
 from ..errors import PeteError
 from ..records import Color, Event, FrameReport, FrameStart, Rejection, Text
-from .frame import step_times
+from .summary import step_times
 from .taps import Tap
 
 log = logging.getLogger(__name__)

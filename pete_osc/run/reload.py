@@ -48,6 +48,11 @@ class Files:
         mapping = parse_mapping(mapping_text, director, Path(mapping_path))
         return cls(director, mapping, director_text, mapping_text)
 
+    def paths(self) -> list[str]:
+        """The files, as the monitor page lists them."""
+        mapping = self.mapping
+        return [str(self.director.path)] + ([str(mapping.path)] if mapping else [])
+
 
 class Watch:
     """Notices saved edits of the show's files, and SIGHUP (:meth:`due`)."""

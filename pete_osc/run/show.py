@@ -18,26 +18,24 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..capture.feeds import Feeds
 from ..director.prompt import Answers, render
-from ..engines import EngineOptions, GenerationSettings, Prompt, open_engine
+from ..engines import EngineOptions, Prompt
+from ..engines.setup import constrain_again, load_engine, prepare
 from ..errors import PeteError
+from ..inputs.daw import open_input, where_to_listen
 from ..records import Event, FrameReport, FrameStart, Notice, Sent, Text
-from .frame import Summary, frame_records
+from .frame import frame_records
 from .reload import Files, Watch
 from .stopping import StopGuard, signals_held
+from .summary import Failures, Summary
 from .taps import Tap, Taps
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
-
-
-# The token limit of an unconstrained answer when --max-tokens is not given: room for
-# DIRECTOR.md's nine lines with numbers (55 tokens in Qwen2's vocabulary).
-UNCONSTRAINED_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class ShowConfig:
 
     size: int = 128
     # Tokens per answer; None: the longest complete answer the grammar allows where
-    # decoding is constrained, else UNCONSTRAINED_TOKENS.
+    # decoding is constrained, else engines.setup.UNCONSTRAINED_TOKENS.
     max_tokens: int | None = None
     temperature: float = 0.0
     fps: float = 2.0
@@ -60,7 +58,7 @@ class ShowConfig:
     frame_limit: float = 60.0  # seconds a frame may take in all (0: no limit)
     midi_api: str | None = None
     # The OSC input for the DAW and /pete/context values; None: the mapping's listen:
-    # (see Show._listen), else none (or 11001 where AbletonOSC is asked).
+    # (see inputs.daw.where_to_listen), else none (or 11001 where AbletonOSC is asked).
     context_port: int | None = None
     context_host: str | None = None  # None: the mapping's, else 127.0.0.1
     ableton: str | None = None  # AbletonOSC's HOST:PORT, asked to report its state
@@ -103,16 +101,17 @@ class Show:
         self.prompt = Prompt.of(files.director)
         self._ahead_s = 0.0  # seconds spent prefilling the next frame's context ahead
         self._ahead_failed = False
-        self._failing: list | None = None  # [the failure in words, frames failed so]
+        self.failures = Failures()  # failed frames said once, their return once
 
     # ---- set-up ------------------------------------------------------------------------
     def open(self) -> "Show":
         """Open the mapping's outputs (a missing MIDI port is an error now, before the
         model loads) and start reading the sources."""
         try:
-            listen = self._listen()
+            listen = where_to_listen(self.config, self.files.mapping)
             if listen is not None:
-                self._open_input(*listen)
+                self.input = open_input(*listen, say=self.say)
+                self.daw, self.context = self.input.daw, self.input.context
             if self.files.mapping is not None:
                 from collections import ChainMap
 
@@ -133,95 +132,23 @@ class Show:
             raise
         return self
 
-    def _listen(self) -> tuple[int, str, str | None, str] | None:
-        """Where the OSC input listens: (port, host, AbletonOSC to ask, who said so), the
-        command line first, then the mapping's ``listen:``; None: no input."""
+    def load(self, engine: str, model: str | None, options: EngineOptions) -> None:
+        """Load the engine, constrain it to DIRECTOR.md's grammar, warm it up."""
         c = self.config
-        mapping = self.files.mapping
-        spec = mapping.listen if mapping is not None else None
-        ableton = c.ableton or (spec.ableton if spec else None)
-        port = c.context_port or (spec.port if spec else None) or (11001 if ableton else None)
-        if port is None:
-            return None
-        said = ("--context-port" if c.context_port or spec is None
-                else f"{mapping.path}:{spec.line}: listen")
-        return port, c.context_host or (spec.host if spec else "127.0.0.1"), ableton, said
+        self.attach(load_engine(engine, model, self.prompt, options, size=c.size,
+                                temperature=c.temperature, max_tokens=c.max_tokens,
+                                stall=c.stall))
 
-    def _open_input(self, port: int, host: str, ableton: str | None, said: str) -> None:
-        from ..inputs.daw import ContextInput
-
-        self.input = ContextInput(port, host, on_change=lambda name, value: log.info(
-            "context: %s = %r", name, value), said=said).start()
-        self.daw, self.context = self.input.daw, self.input.context
-        self.say(f"listening for the DAW and /pete/context/NAME on {host}:{self.input.port}")
-        if ableton:
-            self.say(f"asked AbletonOSC at {self.input.listen_to_ableton(ableton)} for the "
-                     "tempo, playing state, selected scene and track (and their names)")
+    def attach(self, engine) -> None:
+        """Use an engine already open (``load`` opens one): constrain it, warm it up."""
+        self.engine = engine
+        c = self.config
+        prepare(engine, self.prompt, self.files.director, size=c.size, constrain=c.constrain,
+                max_tokens=c.max_tokens, warm_up=c.warm_up, say=self.say)
 
     def subscribe(self, *taps: Tap | None) -> None:
         """Taps that watch the show's records (None is skipped)."""
         self.taps.taps.extend(t for t in taps if t is not None)
-
-    def load(self, engine: str, model: str | None, options: EngineOptions) -> None:
-        """Load the engine, constrain it to DIRECTOR.md's grammar, warm it up."""
-        c = self.config
-        settings = GenerationSettings(c.max_tokens or UNCONSTRAINED_TOKENS, c.temperature, c.size)
-        if c.stall:
-            # A remote answer that stalls is cut by its read timeout just after the
-            # watchdog has ended the frame (an HTTP read cannot be interrupted otherwise).
-            options = replace(options, timeout=min(options.timeout, c.stall + 0.5))
-        self.attach(open_engine(engine, model, self.prompt.system, self.prompt.instruction,
-                                settings, options))
-
-    def attach(self, engine) -> None:
-        """Use an engine already open (``load`` opens one): constrain it, warm it up."""
-        c = self.config
-        self.engine = engine
-        self.engine.use_prompt(self.prompt)
-        self._constrain(self.files.director)
-        self.say(f"{self.engine.name} engine, model {self.engine.model_id}, input {c.size} px")
-        if c.warm_up and self.engine.warms_up:
-            self.say("warming up ...")
-            self.say(f"warm-up took {self.engine.warm_up():.1f} s")
-
-    def _constrain(self, director) -> None:
-        """``--constrain``: on where the engine can (auto), required (on), or off."""
-        mode = self.config.constrain
-        if mode == "off":
-            return
-        if not self.engine.supports_constraint:
-            if mode == "on":
-                raise PeteError(f"--constrain on: the {self.engine.name} engine cannot "
-                                "constrain decoding; use --constrain off")
-            return
-        try:
-            self.engine.constrain(director)
-        except PeteError as exc:
-            if mode == "on":
-                raise
-            log.warning("decoding is not constrained: %s", exc)
-            return
-        self.say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
-        self._size_limit(director)
-
-    def _size_limit(self, director) -> None:
-        """The token limit against the longest complete answer the grammar allows (with
-        the model's own tokenizer): set to it when --max-tokens was not given, else a
-        warning where the limit would cut answers."""
-        if self.engine.constraint is None:
-            return
-        longest = self.engine.constraint.longest
-        wanted = self.config.max_tokens
-        if wanted is None:
-            if longest != self.engine.settings.max_tokens:
-                self.engine.set_max_tokens(longest)
-                self.say(f"token limit {longest}: the longest complete answer "
-                         f"{director.path.name} allows (--max-tokens sets another)")
-        elif wanted < longest:
-            log.warning("--max-tokens %d cannot hold a complete answer: the longest %s allows "
-                        "is %d tokens with this model's tokenizer, so the last lines can be "
-                        "cut (leave --max-tokens out to size it from the schema)",
-                        wanted, director.path, longest)
 
     # ---- the run -----------------------------------------------------------------------
     def run(self) -> Summary:
@@ -295,28 +222,10 @@ class Show:
         finally:
             dog.end()
         self.answers.add(frame.source, said)
-        self._say_failure(report)
+        self.failures.add(report)
         self.summary.add(report)
         self.taps.take(report)
         return report
-
-    def _say_failure(self, report: FrameReport) -> None:
-        """A failed frame is one line; the same failure again (a server that stays down)
-        is counted, not said again, until a frame is answered (one line: back)."""
-        if report.error is None:
-            if self._failing is not None and report.watchdog is None:
-                log.warning("frames are answered again (%d failed meanwhile: %s)",
-                            self._failing[1], self._failing[0])
-                self._failing = None
-            return
-        reason = _without_numbers(report.error)
-        if self._failing is not None and self._failing[0] == reason:
-            self._failing[1] += 1
-            log.debug("frame %d (%s) failed: %s", report.frame_id, report.source, report.error)
-            return
-        self._failing = [reason, 1]
-        log.error("frame %d (%s) failed: %s; the show goes on with the next frame",
-                  report.frame_id, report.source, report.error)
 
     def _prompt_for(self, director, source: str) -> Prompt:
         """The prompt of ``source``'s next frame: {previous}, {daw.*} and {context.*}
@@ -404,7 +313,8 @@ class Show:
             self.prompt = Prompt.of(new.director)
             took = self.engine.use_prompt(self._prompt_for(
                 new.director, self.feeds.upcoming if self.feeds is not None else ""))
-            self._constrain_quietly(new.director)
+            constrain_again(self.engine, new.director, constrain=self.config.constrain,
+                            max_tokens=self.config.max_tokens, say=self.say)
             self._said("reloaded", f"{director_path} reloaded: the new prompt was prefilled in "
                                    f"{took * 1000:.0f} ms" + (", the grammar rebuilt" if
                                                               self.engine.constraint else ""))
@@ -418,44 +328,12 @@ class Show:
         self.files = new
         return None
 
-    def _constrain_quietly(self, director) -> None:
-        if self.config.constrain == "off" or not self.engine.supports_constraint:
-            return
-        try:
-            self.engine.constrain(director)
-        except PeteError as exc:
-            log.warning("decoding is not constrained for the new DIRECTOR.md: %s", exc)
-            return
-        self._size_limit(director)
-
     def _refused(self, exc: PeteError) -> None:
         self._said("refused", f"error: {exc}; the previous version keeps running")
 
     def _said(self, what: str, text: str) -> None:
         self.say(text)
         self.taps.take(Notice(what, text))
-
-    # ---- for the monitor page ------------------------------------------------------------
-    def routes(self) -> list[dict]:
-        """The live mapping's routes, numbered as ``learn`` takes them: each in words, and
-        why it cannot be sent where its output is off (MIDI off here), else None."""
-        from ..mapping.learn import describe_route
-
-        mapping = self.files.mapping
-        if mapping is None or self.sender is None:
-            return []
-        return [{"name": describe_route(r), "off": self.sender.off_reason(r.target)}
-                for r in mapping.routes]
-
-    def learn(self, route: int) -> str:
-        """Send one route of the live mapping alone for a moment (a DAW's learn)."""
-        if self.sender is None or not 0 <= route < len(self.files.mapping.routes):
-            raise IndexError(route)
-        return self.sender.learn(route)
-
-    def live_files(self) -> list[str]:
-        mapping = self.files.mapping
-        return [str(self.files.director.path)] + ([str(mapping.path)] if mapping else [])
 
     # ---- the end -----------------------------------------------------------------------
     def sent(self) -> int:
@@ -501,76 +379,3 @@ class Show:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _without_numbers(text: str) -> str:
-    """A failure without its counts and times ("after 3 tokens"), to tell the same one."""
-    import re
-
-    return re.sub(r"\d+(\.\d+)?", "N", text)
-
-
-class Watchdog:
-    """Ends a frame whose generation stalls (no token for ``stall`` seconds: a server that
-    stops answering mid-stream, a wedged device) or runs away (longer than ``limit``).
-
-    Its thread, started and joined by ``with``, looks every 50 ms; when a frame trips it,
-    one line goes to stderr, ``tripped`` holds the reason (the frame loop ends the frame at
-    its next token) and the engine's ``abort`` ends its answer (a blocked request at once).
-    """
-
-    def __init__(self, stall: float, limit: float, engine=None):
-        self.stall = stall
-        self.limit = limit
-        self.engine = engine
-        self.tripped: str | None = None
-        self._lock = threading.Lock()
-        self._frame: tuple[int, str] | None = None
-        self._started = self._last = 0.0
-        self._quit = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="watchdog")
-
-    def begin(self, frame_id: int, source: str) -> None:
-        with self._lock:
-            self.tripped = None
-            self._frame = (frame_id, source)
-            self._started = self._last = time.monotonic()
-
-    def token(self) -> None:
-        self._last = time.monotonic()
-
-    def end(self) -> None:
-        with self._lock:
-            self._frame = None
-
-    def _watch(self) -> None:
-        while not self._quit.wait(0.05):
-            with self._lock:
-                if self._frame is None or self.tripped is not None:
-                    continue
-                now = time.monotonic()
-                if self.stall and now - self._last > self.stall:
-                    reason = f"no token for {self.stall:g} s"
-                elif self.limit and now - self._started > self.limit:
-                    reason = f"the frame ran past {self.limit:g} s"
-                else:
-                    continue
-                self.tripped = reason
-                frame_id, source = self._frame
-            log.warning("frame %d (%s): %s; ended by the watchdog, the show goes on with "
-                        "the next frame", frame_id, source, reason)
-            if self.engine is not None:
-                try:
-                    self.engine.abort()
-                except Exception as exc:
-                    log.debug("abort: %s", exc)
-
-    def __enter__(self) -> "Watchdog":
-        if self.stall or self.limit:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._quit.set()
-        if self._thread.is_alive():
-            self._thread.join()
