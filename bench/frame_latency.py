@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tes
 
 from common import commit, cpu, report  # noqa: E402
 
-from pete_osc.capture.sources import every_frame, open_source  # noqa: E402
+from pete_osc.capture.latest import every_frame
+from pete_osc.capture.sources import open_source  # noqa: E402
 from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
 from pete_osc.engines.mlx_engine import MlxEngine  # noqa: E402

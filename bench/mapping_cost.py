@@ -30,10 +30,10 @@ from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
 from pete_osc.director.parser import LineParser  # noqa: E402
 from pete_osc.director.schema import load_director  # noqa: E402
-from pete_osc.mapping.config import parse_mapping  # noqa: E402
+from pete_osc.mapping.load import parse_mapping  # noqa: E402
 from pete_osc.mapping.router import Router  # noqa: E402
 from pete_osc.outputs.osc import OscOutput  # noqa: E402
-from pete_osc.outputs.sender import Dispatcher  # noqa: E402
+from pete_osc.outputs.sender import Sender  # noqa: E402
 from pete_osc.records import FrameInfo  # noqa: E402
 
 LINE = "energy: 0.7\n"
@@ -167,11 +167,11 @@ def main() -> int:
         bare_rtt.append(time.perf_counter() - t0)
     rows.append(("bare python-osc: send -> received by a socket", *stats(bare_rtt)))
     ours_rtt = []
-    with Dispatcher(mapping) as dispatcher:
+    with Sender(mapping) as sender:
         for _ in range(k):
             t0 = time.perf_counter()
             for e in parser.feed(LINE):
-                dispatcher.event(e)
+                sender.event(e)
             sink.recv(65536)
             ours_rtt.append(time.perf_counter() - t0)
     rows.append(("pete-osc: line -> parse -> sender thread -> received by a socket", *stats(ours_rtt)))

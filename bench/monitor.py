@@ -47,7 +47,7 @@ from common import commit, cpu, report, scratch  # noqa: E402
 from pete_osc.capture.sources import open_source  # noqa: E402
 from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import EngineOptions, GenerationSettings, open_engine  # noqa: E402
-from pete_osc.mapping.config import parse_mapping  # noqa: E402
+from pete_osc.mapping.load import parse_mapping  # noqa: E402
 from pete_osc.records import FrameReport  # noqa: E402
 from pete_osc.run.monitor import Monitor  # noqa: E402
 from pete_osc.run.reload import Files  # noqa: E402

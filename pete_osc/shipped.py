@@ -39,7 +39,7 @@ def read_director(path: str | Path | None = None):
 
 def read_mapping(spec: str | Path, director):
     """``--mapping``'s file or shipped name, read and checked against ``director``."""
-    from .mapping.config import load_mapping
+    from .mapping.load import load_mapping
 
     return load_mapping(mapping_path(spec), director)
 

@@ -14,7 +14,7 @@ from peers import Lines, free_port, pete
 from support.midi import midi
 
 from pete_osc.errors import PeteError
-from pete_osc.mapping.config import parse_mapping
+from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.router import Router
 from pete_osc.records import Event
 

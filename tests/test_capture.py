@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pete_osc.capture.sources import LatestFrame, every_frame, fit, open_source
+from pete_osc.capture.latest import LatestFrame, every_frame
+from pete_osc.capture.sources import fit, open_source
 from pete_osc.engines import check_size, square_rgb
 from pete_osc.errors import PeteError
 
@@ -90,7 +91,8 @@ def test_sizes_are_multiples_of_64(size, ok):
 @pytest.mark.parametrize("mode", ["every-frame", "latest-frame"])
 def test_loop_over_a_folder_with_no_readable_image_ends(tmp_path, mode):
     """--loop on a source that yields nothing ends instead of rewinding for ever."""
-    from pete_osc.capture.sources import FolderSource, LatestFrame, every_frame
+    from pete_osc.capture.latest import LatestFrame, every_frame
+    from pete_osc.capture.sources import FolderSource
 
     (tmp_path / "broken.png").write_bytes(b"not a png")
     source = FolderSource(str(tmp_path), 320, 240)
@@ -118,7 +120,7 @@ def test_reopening_a_lost_camera_backs_off_up_to_its_cap(monkeypatch):
     less often than REOPEN_MAX (here made small so that the test takes a second)."""
     import time
 
-    import pete_osc.capture.sources as capture
+    import pete_osc.capture.latest as capture
 
     monkeypatch.setattr(capture, "LOST_AFTER", 0.05)
     monkeypatch.setattr(capture, "REOPEN_FIRST", 0.01)

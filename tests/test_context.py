@@ -14,7 +14,7 @@ from test_show import Run
 from pete_osc.director.prompt import Answers, answer_line, clean, render
 from pete_osc.director.schema import parse_director
 from pete_osc.errors import PeteError
-from pete_osc.mapping.config import parse_mapping
+from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.router import Router
 from pete_osc.records import Event, OscMessage
 

@@ -10,8 +10,8 @@ from peers import pete
 from support.midi import data
 
 from pete_osc.errors import PeteError
-from pete_osc.mapping.config import parse_mapping
 from pete_osc.mapping.harmony import QUALITIES, pitch_class, root_of, voicing
+from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.router import Router
 from pete_osc.records import Event, MidiMessage
 

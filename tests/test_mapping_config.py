@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pete_osc.errors import PeteError
-from pete_osc.mapping.config import load_mapping, note_number, parse_mapping
+from pete_osc.mapping.fields import note_number
+from pete_osc.mapping.load import load_mapping, parse_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "mappings").glob("*.yaml"))

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from support.midi import midi
 
 from pete_osc.director.values import parse_color
-from pete_osc.mapping.config import parse_mapping
 from pete_osc.mapping.harmony import QUALITIES
+from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.notes import Keys
 from pete_osc.mapping.router import Router
 from pete_osc.records import Event, MidiMessage

@@ -94,14 +94,14 @@ def test_the_scripted_model_still_writes_its_script_in_int8(scripted_torch_model
 
 
 def test_int8_is_refused_off_the_cpu(tiny_torch_model, director):
-    from pete_osc.engines.torch_engine import TorchEngine
+    from pete_osc.engines.torch_setup import int8_language_model
     from pete_osc.errors import PeteError
 
     engine = open_engine(tiny_torch_model, director, "off")
     engine.device = type(engine.device)("meta")  # as if on a GPU: the kernel is CPU-only
     with pytest.raises(PeteError, match="--quantize int8: the int8 kernel is for the CPU"):
-        TorchEngine._quantize(engine, "int8")
-    assert TorchEngine._quantize(engine, "auto") is False
+        int8_language_model(engine, "int8")
+    assert int8_language_model(engine, "auto") is False
 
 
 @pytest.mark.parametrize("bits", [4, 8])

@@ -3,7 +3,7 @@
 import pytest
 from support.midi import data, midi
 
-from pete_osc.mapping.config import parse_mapping
+from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.router import Router
 from pete_osc.records import Color, Event, OscMessage
 

@@ -9,8 +9,8 @@ import time
 
 from peers import free_port
 
-from pete_osc.mapping.config import parse_mapping
-from pete_osc.outputs.sender import Dispatcher
+from pete_osc.mapping.load import parse_mapping
+from pete_osc.outputs.sender import Sender
 from pete_osc.records import OscMessage
 
 MAPPING = "osc:\n  main: {port: %d}\nroutes:\n  - {event: energy, address: /e}\n"
@@ -18,7 +18,7 @@ MAPPING = "osc:\n  main: {port: %d}\nroutes:\n  - {event: energy, address: /e}\n
 
 def test_a_reload_that_keeps_an_output_keeps_it_open(director):
     port = free_port()
-    sender = Dispatcher(parse_mapping(MAPPING % port, director)).start()
+    sender = Sender(parse_mapping(MAPPING % port, director)).start()
     try:
         before = sender.outputs["main"]
         edited = parse_mapping(MAPPING % port + "  - {event: tempo, address: /t}\n", director)
@@ -32,7 +32,7 @@ def test_a_reload_that_keeps_an_output_keeps_it_open(director):
 
 
 def test_the_first_message_of_a_frame_keeps_its_time(director):
-    sender = Dispatcher(parse_mapping(MAPPING % free_port(), director))
+    sender = Sender(parse_mapping(MAPPING % free_port(), director))
     before = time.time()
     sender._sent([OscMessage("main", "/e", (0.1,), frame_id=7)])
     first = time.time()
@@ -44,7 +44,7 @@ def test_the_first_message_of_a_frame_keeps_its_time(director):
 def test_what_the_status_reads_is_never_half_written(director):
     """The sender thread counts each message and notes it in words; another thread (the
     status line, the monitor page) reads both at any moment and must see them agree."""
-    sender = Dispatcher(parse_mapping(MAPPING % free_port(), director))
+    sender = Sender(parse_mapping(MAPPING % free_port(), director))
     done = threading.Event()
     torn = []
     interval = sys.getswitchinterval()

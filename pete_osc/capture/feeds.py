@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 
 from ..errors import PeteError
 from ..records import Frame
-from .sources import EveryFrame, LatestFrame, Source
+from .latest import EveryFrame, LatestFrame
+from .sources import Source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)=(.+)$")

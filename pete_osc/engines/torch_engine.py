@@ -24,11 +24,11 @@ from ..records import Prefill, Token
 from .base import BaseEngine, GenerationSettings, Prompt, model_source
 from .decode import IncrementalDecoder, decode
 from .models import DEFAULT_MODELS
+from .torch_setup import fused_decoder, int8_language_model, pick_device, split_prompt
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = DEFAULT_MODELS["torch"]
-_PLACEHOLDER = "\x00IMAGE\x00"
 # Prompts whose prefix cache is kept (dynamic caches only; a 600-token prefix of
 # FastVLM-0.5B is about 7 MB in bf16).
 PROMPTS_KEPT = 4
@@ -62,7 +62,7 @@ class TorchEngine(BaseEngine):
         self.model_id = model
         self.settings = settings
         self.progress = progress
-        self.device = _pick_device(torch, device)
+        self.device = pick_device(torch, device)
         self.dtype = {"cuda": torch.bfloat16, "mps": torch.float16}.get(self.device.type, torch.float32)
         source = model_source(path or model)
         transformers.utils.logging.disable_progress_bar()  # stderr is for our status lines
@@ -75,7 +75,7 @@ class TorchEngine(BaseEngine):
             raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
-        self.quantized = self._quantize(quantize)
+        self.quantized = int8_language_model(self, quantize)
         # transformers renamed the model's cache argument (past_key_values -> cache, with a
         # deprecation warning in between): pass whichever this version's forward takes.
         import inspect
@@ -97,55 +97,26 @@ class TorchEngine(BaseEngine):
         self.max_len = 0
         self.cache = None
         self.prefix_prefills = 0  # DIRECTOR prefixes run through the model (not per frame)
-        self.context_prefills = 0  # contexts run on top of one (where they change)
         self.prompt_positions = 0  # positions run by use_prompt (prefixes and contexts)
         self.prompt: Prompt | None = None
         # System prompt -> (prefix ids, its cache), newest last. A dynamic cache is kept
         # per prompt, so going back to an earlier DIRECTOR.md costs nothing; the static
         # cache (CUDA graphs hold its addresses) is one, prefilled again instead.
         self._prompts: OrderedDict = OrderedDict()
-        self._step, self._vision, self._prefill = self._decode_step, self._encode, self._forward
-        self._wide = self._wide_step
+        self._step, self._vision, self._prefill, self._wide = (
+            self._decode_step, self._encode, self._forward, self._wide_step)
         if self.fast:
             # Every shape is fixed for a given input size (image tokens, instruction, one
             # token per step), so the vision encoder, the frame's prefill and the decode
             # step each become one replayed CUDA graph instead of hundreds of launches.
             compiled = lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False)  # noqa: E731
-            self._step, self._vision, self._prefill = (compiled(self._decode_step),
-                                                       compiled(self._encode), compiled(self._forward))
-            self._wide = compiled(self._wide_step)
+            self._step, self._vision, self._prefill, self._wide = (
+                compiled(self._decode_step), compiled(self._encode), compiled(self._forward),
+                compiled(self._wide_step))
         # The decode step as fused Triton kernels in one CUDA graph (see engines.fused).
-        self._fused = self._fused_decoder(kernels)
+        self._fused = fused_decoder(self, kernels)
         self.fused_steps = 0
-        self.prefix_seconds = self.use_prompt(Prompt(system_prompt, instruction))
-
-    # ---- set-up ------------------------------------------------------------------------
-    def _fused_decoder(self, kernels: str):
-        """``--kernels``: auto uses the fused decode step with CUDA graphs over a static
-        cache where Triton and the model's shapes allow; fused insists; off keeps
-        transformers' step."""
-        if kernels == "off" or not self.static or (kernels == "auto" and not self.fast):
-            return None
-        if self.quantized:
-            if kernels == "fused":
-                raise PeteError("--kernels fused reads bf16 or fp32 weights: use it with "
-                                "--quantize off")
-            return None
-        try:
-            from .fused import FusedDecoder
-
-            language = getattr(self.model.model, "language_model", None) or self.model.language_model
-            decoder = FusedDecoder(self.torch, language, self.model.get_output_embeddings(),
-                                   graph=self.device.type == "cuda")
-        except (ImportError, ValueError) as exc:
-            if kernels == "fused":
-                raise PeteError(f"--kernels fused: not available here ({exc})") from None
-            log.info("fused decode kernels not used (%s): transformers' decode step", exc)
-            return None
-        self.progress("decode step: fused kernels in one CUDA graph (--kernels off: "
-                      "transformers' own)" if self.device.type == "cuda" else
-                      "decode step: fused kernels")
-        return decoder
+        self.use_prompt(Prompt(system_prompt, instruction))
 
     def _new_cache(self):
         from transformers import DynamicCache, StaticCache
@@ -205,32 +176,10 @@ class TorchEngine(BaseEngine):
                                   pos=self._positions(self.system_len, len(context)))
                     ran += len(context)
                 self._kept[2] = context
-                self.context_prefills += 1
         self._context_ids = torch.tensor([context], dtype=torch.long, device=self.device)
         self.prefix_len = self.system_len + len(context)
         self.prompt_positions += ran
         return time.perf_counter() - t0 if ran else 0.0
-
-    def _quantize(self, mode: str) -> bool:
-        """``--quantize``: int8 weights for the language model (auto: on the CPU only,
-        where a token's time is reading the weights; see engines.quantize)."""
-        from .int8 import available, int8_weights
-
-        torch = self.torch
-        if mode == "off" or (mode == "auto" and self.device.type != "cpu"):
-            return False
-        if self.device.type != "cpu":
-            raise PeteError(f"--quantize int8: the int8 kernel is for the CPU, not "
-                            f"{self.device.type}; use --quantize auto or off there")
-        if mode == "auto" and not available(torch):
-            log.warning("PyTorch %s has no int8 weight kernel: the language model stays in "
-                        "fp32 (slower on the CPU)", torch.__version__)
-            return False
-        language = getattr(self.model.model, "language_model", None) or self.model.language_model
-        swapped = int8_weights(torch, language, self.model)
-        self.progress(f"language model in int8 on the CPU ({swapped} weight matrices; "
-                      "--quantize off keeps fp32)")
-        return True
 
     def _need(self, prompt_len: int) -> int:
         """Cache positions a frame can fill: the prompt, the answer, a padded forced run."""
@@ -425,43 +374,7 @@ class TorchEngine(BaseEngine):
         return torch.multinomial(probs, 1)[:, 0]
 
     def close(self) -> None:
-        self.model = None
-        self.cache = None
-
-
-def split_prompt(tokenizer, system_prompt: str, instruction: str,
-                 context: str = "") -> tuple[list[int], list[int], list[int]]:
-    """Token ids of the chat prompt: the DIRECTOR prefix (the system prompt and the
-    user turn's start), the context, then the image, then the rest (the instruction and
-    the assistant turn's start).
-
-    The chat template is rendered with a placeholder where the image goes (after the
-    context, before the instruction, as FastVLM was trained), and the parts are tokenized
-    separately: the prefix's KV cache is kept across frames, the context's while it
-    stays the same.
-    """
-    lead = context + "\n" if context else ""
-    messages = [{"role": "system", "content": system_prompt},
-                {"role": "user", "content": lead + _PLACEHOLDER + "\n" + instruction}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    before, after = text.split(_PLACEHOLDER)
-    system = before[:len(before) - len(lead)]
-    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
-    return encode(system), encode(lead), encode(after)
-
-
-def _pick_device(torch, wanted: str | None):
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise PeteError("--device cuda: no CUDA GPU is visible to PyTorch")
-    if wanted == "mps" and not torch.backends.mps.is_available():
-        raise PeteError("--device mps: Apple's Metal backend is not available to PyTorch here")
-    if wanted:
-        return torch.device(wanted)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        self.model = self.cache = None
 
 
 class _Steps:

@@ -10,6 +10,47 @@ from ..records import Event, Message, MidiMessage
 from .config import MappingConfig
 
 
+class Learning:
+    """One route sent alone (the sender's part of learn mode): its sweep of events played
+    over time through a router that knows that route only. Pure, the time passed in:
+    ``start(now)``, then ``step(now)`` at the control rate until ``done``."""
+
+    def __init__(self, mapping: MappingConfig, route: int, seconds: float = 2.0):
+        from dataclasses import replace
+
+        from .router import Router
+
+        chosen = mapping.routes[route]
+        self.router = Router(replace(mapping, routes=(chosen,)))
+        self.events = learn_events(chosen, mapping, seconds)
+        self._due: list[tuple[float, Event]] = []
+        self.done = False
+
+    def start(self, now: float) -> "Learning":
+        self._due = [(now + at, event) for at, event in self.events]
+        return self
+
+    def busy(self, now: float) -> bool:
+        return bool(self._due) or self.router.busy(now)
+
+    def step(self, now: float) -> list[Message]:
+        """The messages due by ``now``; each step of the sweep is a frame (a chord route
+        sounds its chord); the closing messages once the sweep is over."""
+        out: list[Message] = []
+        stepped = False
+        while self._due and self._due[0][0] <= now:
+            _, event = self._due.pop(0)
+            out += self.router.event(event, now)
+            stepped = True
+        if stepped:
+            out += self.router.end_frame(now)
+        out += self.router.tick(now)
+        if not self._due and not self.router.busy(now):
+            out += self.router.closing()
+            self.done = True
+        return out
+
+
 def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tuple[float, Event]]:
     """Events that walk ``route`` through its values over ``seconds``, as (offset, event):
     a number from its low end to its high end and back (a CC sweeps 0 -> 127 -> 0), each

@@ -87,3 +87,10 @@ class Pace:
             return
         self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
         self._at = now
+
+
+def paces_for(mapping) -> dict[str, Pace]:
+    """A rate cap for each target with a max_rate, allowing one control period's burst."""
+    targets = list(mapping.osc.values()) + list(mapping.midi.values())
+    return {t.name: Pace(t.max_rate, max(1, int(t.max_rate / mapping.control_rate)))
+            for t in targets if t.max_rate > 0}

@@ -19,13 +19,13 @@ import mido
 
 from ..errors import PeteError
 from ..mapping.config import MappingConfig
-from ..mapping.learn import describe_message, describe_route, learn_events
+from ..mapping.learn import Learning, describe_message, describe_route
 from ..mapping.router import Router
 from ..records import Event, FrameEnd, Message, MidiMessage
 from .base import BaseOutput
 from .midi import MidiOutput, open_midi_api
 from .osc import OscOutput
-from .pace import Pace
+from .pace import paces_for
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,12 @@ IDLE_WAKE = 0.5
 EARLY = 0.003
 
 
-class _Learn:
-    def __init__(self, route: int, events: list):
-        self.route, self.events = route, events
-
-
 class _Reload:
     def __init__(self, mapping: MappingConfig, outputs: dict, closing: list):
         self.mapping, self.outputs, self.closing = mapping, outputs, closing
 
 
-class Dispatcher:
+class Sender:
     """Opens the mapping's outputs, sends what events map to, closes everything at the end.
 
     Use as a context manager, or call :meth:`start` and :meth:`close`. The time each
@@ -68,7 +63,7 @@ class Dispatcher:
         self.outputs, _ = self._outputs_for(mapping)
         self.beat = self._open_clock(mapping)  # the beat of quantised routes, or None
         self.router = Router(mapping, state, self.beat)  # state: the DAW's, for when:
-        self._paces = _paces(mapping)
+        self._paces = paces_for(mapping)
         self._coalesced_before = 0  # by paces a reload replaced
         self.events = 0
         self.sent = 0
@@ -76,8 +71,7 @@ class Dispatcher:
         self._first_sent: dict[int, float] = {}
         # target -> [messages sent, the last one in words, when (time.time())]
         self._activity: dict[str, list] = {}
-        self._learning: list[tuple[float, Event]] = []  # a route alone (see learn)
-        self._learn_router: Router | None = None
+        self._learning: Learning | None = None  # a route alone (see learn)
         self.muted = 0  # events not sent while a route was being learnt
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -156,7 +150,7 @@ class Dispatcher:
         return self._backend
 
     # ---- the show's side (any thread) --------------------------------------------------
-    def start(self) -> "Dispatcher":
+    def start(self) -> "Sender":
         """Open the outputs and start the sender thread."""
         for out in self.outputs.values():
             out.open(quiet=True)  # a target that is down is said in describe()'s line
@@ -196,8 +190,7 @@ class Dispatcher:
         off = self.off_reason(chosen.target)
         if off is not None:
             raise PeteError(f"route {route + 1} ({describe_route(chosen)}) cannot be sent: {off}")
-        events = learn_events(chosen, self.mapping, seconds)
-        self._queue.put(_Learn(route, events))
+        self._queue.put(Learning(self.mapping, route, seconds))
         return describe_route(chosen)
 
     def routes(self) -> list[dict]:
@@ -243,7 +236,7 @@ class Dispatcher:
         if self.beat is not None:
             self.beat.close()
 
-    def __enter__(self) -> "Dispatcher":
+    def __enter__(self) -> "Sender":
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -265,8 +258,8 @@ class Dispatcher:
         next_tick = self.clock()
         while True:
             now = self.clock()
-            busy = self.router.busy(now) or self._learning or (
-                self._learn_router is not None and self._learn_router.busy(now)) or any(
+            busy = self.router.busy(now) or (
+                self._learning is not None and self._learning.busy(now)) or any(
                 p.waiting for p in self._paces.values())
             wait = max(0.0, next_tick - now) if busy else IDLE_WAKE
             due = self.router.next_due()
@@ -289,22 +282,24 @@ class Dispatcher:
                 self._send(self._due())
                 if isinstance(item, Event):
                     self.events += 1
-                    if self._learn_router is None:
+                    if self._learning is None:
                         self._send(self.router.event(item, now))
                     else:
                         self.muted += 1
-                elif isinstance(item, _Learn):
-                    self._start_learning(item, now)
+                elif isinstance(item, Learning):
+                    self._learning = item.start(now)
                 elif isinstance(item, FrameEnd):
-                    if self._learn_router is None:
+                    if self._learning is None:
                         self._send(self.router.end_frame(now))
                     for out in self.outputs.values():
                         self._sent(out.end_frame(item.frame_id))
                 elif isinstance(item, _Reload):
                     self._swap(item)
                 if now >= next_tick:
-                    if self._learn_router is not None:
-                        self._learn_step(now)
+                    if self._learning is not None:
+                        self._send(self._learning.step(now))
+                        if self._learning.done:
+                            self._learning = None
                     self._send(self.router.tick(now))
                     for name, pace in self._paces.items():
                         self._deliver(name, pace.due(now))
@@ -328,26 +323,6 @@ class Dispatcher:
         # Changes for the same boundary may differ by microseconds: one boundary, one send.
         return self.router.due(now + 0.0005)
 
-    def _start_learning(self, item: "_Learn", now: float) -> None:
-        from dataclasses import replace
-
-        alone = replace(self.mapping, routes=(self.mapping.routes[item.route],))
-        self._learn_router = Router(alone)
-        self._learning = [(now + at, event) for at, event in item.events]
-
-    def _learn_step(self, now: float) -> None:
-        stepped = False
-        while self._learning and self._learning[0][0] <= now:
-            _, event = self._learning.pop(0)
-            self._send(self._learn_router.event(event, now))
-            stepped = True
-        if stepped:  # each step of the sweep is a frame (a chord route sounds its chord)
-            self._send(self._learn_router.end_frame(now))
-        self._send(self._learn_router.tick(now))
-        if not self._learning and not self._learn_router.busy(now):
-            self._send(self._learn_router.closing())
-            self._learn_router = None
-
     def _swap(self, reload: _Reload) -> None:
         if reload.mapping.clock != self.mapping.clock:
             if self.beat is not None:
@@ -355,7 +330,7 @@ class Dispatcher:
             self.beat = self.router.clock = self._open_clock(reload.mapping)
         waiting = {name: pace.drain() for name, pace in self._paces.items()}
         self._coalesced_before += sum(p.coalesced for p in self._paces.values())
-        self._paces = _paces(reload.mapping)
+        self._paces = paces_for(reload.mapping)
         for messages in waiting.values():
             self._send(messages)
         self.router, released = self.router.reloaded(reload.mapping)
@@ -410,17 +385,10 @@ class Dispatcher:
                 for target, ch in sorted(channels)]
 
 
-def _paces(mapping: MappingConfig) -> dict[str, Pace]:
-    """A rate cap for each target with a max_rate, allowing one control period's burst."""
-    targets = list(mapping.osc.values()) + list(mapping.midi.values())
-    return {t.name: Pace(t.max_rate, max(1, int(t.max_rate / mapping.control_rate)))
-            for t in targets if t.max_rate > 0}
-
-
-def open_dispatcher(mapping: MappingConfig, midi_api: str | None = None, **kw) -> "Dispatcher":
-    """A started dispatcher; errors opening a device are PeteErrors naming it."""
+def open_sender(mapping: MappingConfig, midi_api: str | None = None, **kw) -> "Sender":
+    """A started sender; errors opening a device are PeteErrors naming it."""
     try:
-        return Dispatcher(mapping, midi_api, **kw).start()
+        return Sender(mapping, midi_api, **kw).start()
     except PeteError:
         raise
     except OSError as exc:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..director.schema import Director, parse_director
 from ..errors import PeteError
-from ..mapping.config import MappingConfig, parse_mapping
+from ..mapping.config import MappingConfig
+from ..mapping.load import parse_mapping
 
 
 @dataclass(frozen=True)

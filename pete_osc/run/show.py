@@ -115,9 +115,9 @@ class Show:
             if self.files.mapping is not None:
                 from collections import ChainMap
 
-                from ..outputs.sender import open_dispatcher
+                from ..outputs.sender import open_sender
 
-                self.sender = open_dispatcher(self.files.mapping, self.config.midi_api,
+                self.sender = open_sender(self.files.mapping, self.config.midi_api,
                                               state=ChainMap(self.daw, self.context))
                 for line in self.sender.describe():
                     self.say(f"sending {line}")
