@@ -158,3 +158,20 @@ def pytest_collection_modifyitems(config, items):
                 or item.module.__name__ in SLOW_MODULES
                 or "signal_at_any_stage" in item.name or "jack" in item.name):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def jack():
+    """A JACK dummy server for this module, named in the environment for its clients."""
+    from support.peers import Jack
+
+    server = Jack()
+    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ.update(JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

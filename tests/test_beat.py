@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from peers import Lines, free_port, pete
+from support.events import ev
 from support.midi import midi
+from support.peers import Lines, free_port, pete
 
 from pete_osc.errors import PeteError
 from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.router import Router
-from pete_osc.records import Event
 
 HEAD = "clock: link\nosc:\n  main: {port: 9000}\nmidi:\n  synth: {port: Pete Sounds}\nroutes:\n"
 
@@ -42,10 +42,6 @@ class Grid:
     def time_of(self, beat):
         self.calls += 1
         return beat * 0.5 - self.jitter * self.calls  # a little earlier each time asked
-
-
-def ev(key, value, kind="word"):
-    return Event(key, kind, value, "", 1, 1, "test", 0.0, 0.0)
 
 
 def test_changes_wait_for_the_beat_or_the_bar(director):
@@ -110,7 +106,7 @@ def test_a_second_link_peer_hears_the_changes_on_its_beats(tmp_path, cli_env):
     mapping.write_text(f"clock: link\nosc:\n  main: {{port: {port}}}\nroutes:\n"
                        "  - {event: mood, address: /m, quantize: beat}\n"
                        "  - {event: energy, address: /e, quantize: bar}\n")
-    peer = Lines([sys.executable, str(Path(__file__).parent / "link_peer.py"), str(port), "120"])
+    peer = Lines([sys.executable, str(Path(__file__).parent / "support" / "link_peer.py"), str(port), "120"])
     send = pete("send", "--mapping", str(mapping), env=cli_env)
     try:
         joined = json.loads(peer.take(1, timeout=20)[0])
@@ -153,8 +149,7 @@ def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env
     the check does not depend on when this test's own thread gets to read them."""
     import os
 
-    from peers import Jack, need
-    from test_midi_real import jack_backend, wait_for_port
+    from support.peers import Jack, jack_backend, need, wait_for_port
 
     jack_connect = need("jack_connect", "jackd2")
     server = Jack()
@@ -165,7 +160,7 @@ def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env
     mapping.write_text("clock: {source: midi, port: Clock Out}\nmidi:\n  synth: {port: Pete Sounds}\n"
                        "routes:\n  - {event: mood, note: {tense: C3, calm: E3}, length: 0.1, "
                        "quantize: bar}\n")
-    source = subprocess.Popen([sys.executable, str(Path(__file__).parent / "midi_clock_source.py"),
+    source = subprocess.Popen([sys.executable, str(Path(__file__).parent / "support" / "midi_clock_source.py"),
                                "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env=env)
     send = None
@@ -219,7 +214,7 @@ def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env
 
 
 def test_a_missing_clock_port_is_refused_at_start_with_the_line(tmp_path, cli_env):
-    from peers import Jack
+    from support.peers import Jack
 
     server = Jack()
     env = dict(cli_env, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")

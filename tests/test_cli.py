@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PETE = [sys.executable, "-m", "pete_osc"]
+from support.cli import PETE
 
 
 @pytest.mark.parametrize("max_tokens, clean", [

@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from peers import ROOT, free_port, need, oscdump, without_time
-from test_show import Run
+from support.cli import Run
+from support.events import ev
+from support.peers import ROOT, free_port, need, oscdump, without_time
 
 from pete_osc.director.prompt import Answers, answer_line, clean, render
 from pete_osc.director.schema import parse_director
@@ -26,10 +27,6 @@ def director_text(instruction=INSTRUCTION, previous=1):
     text = (ROOT / "DIRECTOR.md").read_text()
     text = text.replace("instruction: Describe this frame.", f"instruction: {json.dumps(instruction)}", 1)
     return text.replace("keys:\n", f"previous: {previous}\nkeys:\n", 1)
-
-
-def ev(key, value):
-    return Event(key, "number" if isinstance(value, float) else "word", value, "", 1, 0, "s", 0, 0)
 
 
 def test_render_fills_each_placeholder():
@@ -101,7 +98,7 @@ def test_the_daw_and_context_reach_the_next_frames_prompt(scripted_torch_model, 
     port = free_port()
     metrics = tmp_path / "metrics.jsonl"
     folder = tmp_path / "stills"
-    from test_show import stills
+    from support.cli import stills
 
     stills(folder)
     run = Run("--model", str(scripted_torch_model), "--size", "64", "--fps", "0",
@@ -144,7 +141,7 @@ def test_previous_answers_before_the_image_are_prefilled_ahead(scripted_torch_mo
     director.write_text(text.replace("keys:\n", "context: 'Your last answers: {previous}.'\nkeys:\n", 1))
     metrics = tmp_path / "metrics.jsonl"
     folder = tmp_path / "stills"
-    from test_show import stills
+    from support.cli import stills
 
     stills(folder)
     proc = subprocess.run(
@@ -232,7 +229,7 @@ def test_the_mapping_listens_and_scene_names_reach_the_prompt(scripted_torch_mod
                        "routes:\n  - {event: energy, address: /e}\n")
     metrics = tmp_path / "metrics.jsonl"
     folder = tmp_path / "stills"
-    from test_show import stills
+    from support.cli import stills
 
     stills(folder)
     run = Run("--model", str(scripted_torch_model), "--size", "64", "--fps", "0",

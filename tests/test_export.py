@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from peers import pete
+from support.peers import pete
 
 MAPPING = """\
 osc:
@@ -71,8 +71,7 @@ def test_export_keeps_the_recorded_timing(tmp_path, cli_env):
 
 
 def test_exported_file_matches_a_live_replay_into_jack(tmp_path, cli_env):
-    from peers import Jack
-    from test_midi_real import jack_backend, wait_for_port
+    from support.peers import Jack, jack_backend, wait_for_port
 
     answers = tmp_path / "answers.txt"
     # (The first frame says nothing: the live run's JACK input connects meanwhile.)

@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,88 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-from peers import ROOT, free_port
-
-PETE = [sys.executable, "-m", "pete_osc"]
-
-
-# ---- a server that answers as a script says ------------------------------------------------
-
-class Scripted(BaseHTTPRequestHandler):
-    """Chat completions whose n-th answer is ``script[n]`` (the last one again after the end):
-    a list of text chunks, ending in "stop" or "length" (a finish reason), "stall" (no more
-    bytes for 8 s), or "drop" (the connection closed mid-answer); a number among them is
-    a pause of that many seconds. ``models_delay``: seconds before /v1/models answers."""
-
-    script: list = []
-    requests: list = []
-    models_delay = 0.0
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # /v1/models
-        time.sleep(self.models_delay)
-        body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the client went away meanwhile
-            pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        cls = type(self)
-        answer = cls.script[min(len(cls.requests), len(cls.script) - 1)]
-        cls.requests.append(body)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        try:
-            for piece in answer:
-                if isinstance(piece, (int, float)):
-                    time.sleep(piece)
-                    continue
-                if piece == "stall":
-                    time.sleep(8)
-                    return
-                if piece == "drop":
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                finish = piece if piece in ("stop", "length") else None
-                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                         "choices": [{"index": 0, "delta": {"content": "" if finish else piece},
-                                      "finish_reason": finish}]}
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
-        except OSError:
-            pass
-
-
-class Server:
-    """A :class:`Scripted` server on a free local port (``with``: started and stopped)."""
-
-    def __init__(self, script, models_delay=0.0):
-        self.handler = type("Handler", (Scripted,), {"script": script, "requests": [],
-                                                     "models_delay": models_delay})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
+from support.cli import PETE, Run, dumped, osc_mapping, replace_text, stills
+from support.peers import ROOT, free_port
+from support.server import Server
 
 
 def remote_run(url, *extra, frames=2, env):
@@ -164,7 +84,7 @@ def test_a_line_cut_by_the_token_limit_is_never_sent(cli_env, tmp_path):
 
 @pytest.fixture(scope="module")
 def jack_env():
-    from peers import Jack
+    from support.peers import Jack
 
     server = Jack()
     yield {"JACK_DEFAULT_SERVER": server.name, "JACK_NO_START_SERVER": "1"}
@@ -201,7 +121,7 @@ STAGES = {
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_signal_at_any_stage_ends_the_show_cleanly(stage, signum, jack_env, cli_env, tmp_path):
-    from test_midi_real import jack_backend, wait_for_port
+    from support.peers import jack_backend, wait_for_port
 
     script, extra, (stream, wait_for), after, target = STAGES[stage]
     mapping = tmp_path / "m.yaml"
@@ -354,40 +274,8 @@ def test_ableton_that_never_answers_is_one_warning_after_a_few_seconds(cli_env, 
 
 # ---- the server goes away mid-show and comes back; the OSC host likewise --------------------
 
-class Live:
-    """``pete-osc run`` in the background with its stderr lines collected."""
-
-    def __init__(self, *argv, env):
-        self.proc = subprocess.Popen(PETE + ["run", *argv], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        self.err: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.err.extend(
-            line.rstrip("\n") for line in self.proc.stderr), daemon=True)
-        self._reader.start()
-
-    def wait_for(self, text, timeout=60.0, count=1):
-        end = time.monotonic() + timeout
-        while sum(text in line for line in list(self.err)) < count:
-            assert self.proc.poll() is None and time.monotonic() < end, "\n".join(self.err)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(30)
-        self._reader.join(5)
-        return rc
-
-    def sent(self) -> int:
-        """Messages sent, from the closing summary ("... 12 messages sent ...")."""
-        import re
-
-        found = re.search(r"; (\d+) messages sent", self.err[-1])
-        assert found, self.err[-1]
-        return int(found.group(1))
-
-
 def test_a_server_down_mid_show_is_one_line_and_frames_come_back(cli_env, tmp_path):
-    from peers import oscdump
+    from support.peers import oscdump
 
     osc = free_port()
     mapping = tmp_path / "m.yaml"
@@ -395,7 +283,7 @@ def test_a_server_down_mid_show_is_one_line_and_frames_come_back(cli_env, tmp_pa
     dump = oscdump(osc)
     server = Server([WHOLE]).__enter__()
     port = server.httpd.server_address[1]
-    run = Live("--engine", "remote", "--server", server.url, "--model", "m", "--source", "none",
+    run = Run("--engine", "remote", "--server", server.url, "--model", "m", "--source", "none",
                "--fps", "4", "--size", "64", "--no-warmup", "--constrain", "off", "--timeout", "1",
                "--mapping", str(mapping), env=cli_env)
     try:
@@ -431,7 +319,7 @@ def test_a_server_down_mid_show_is_one_line_and_frames_come_back(cli_env, tmp_pa
 def test_an_osc_host_down_then_back_gets_every_message_after_its_return(cli_env, tmp_path):
     """A TCP receiver that is not there at start: said once; once it listens, every
     message sent reaches it (the summary's count of sent messages is the count received)."""
-    from peers import oscdump
+    from support.peers import oscdump
 
     osc = free_port(kind=socket.SOCK_STREAM)
     mapping = tmp_path / "m.yaml"
@@ -439,7 +327,7 @@ def test_an_osc_host_down_then_back_gets_every_message_after_its_return(cli_env,
                        "routes:\n  - {event: energy, address: /e}\n")
     answer = tmp_path / "a.txt"
     answer.write_text("".join(f"--- frame {i}\nenergy: 0.{i}\n" for i in range(10)))
-    run = Live("--engine", "replay", "--replay", str(answer), "--loop", "--fps", "5",
+    run = Run("--engine", "replay", "--replay", str(answer), "--loop", "--fps", "5",
                "--mapping", str(mapping), env=cli_env)
     dump = None
     try:
@@ -467,7 +355,7 @@ def test_an_osc_host_down_then_back_gets_every_message_after_its_return(cli_env,
 def test_garbage_and_hostile_text_never_stop_the_show(cli_env, tmp_path):
     """Control characters, a 10 MB line with no newline, and a value that looks like an OSC
     address: each is refused or carried as a plain argument; the frames after it are fine."""
-    from peers import oscdump, without_time
+    from support.peers import oscdump, without_time
 
     osc = free_port()
     mapping = tmp_path / "m.yaml"
@@ -501,9 +389,12 @@ def test_garbage_and_hostile_text_never_stop_the_show(cli_env, tmp_path):
 # ---- a camera stream lost and back, a MIDI port gone and back, files broken live -------------
 # (moved here from test_show.py and test_midi_real.py, with the fault table)
 
-from peers import json_lines, oscdump, pete  # noqa: E402
-from test_midi_real import jack, jack_backend  # noqa: E402,F401 (jack: a fixture)
-from test_show import Run, dumped, osc_mapping, replace_text, stills  # noqa: E402
+from support.peers import (  # noqa: E402
+    jack_backend,  # noqa: E402
+    json_lines,
+    oscdump,
+    pete,
+)
 
 
 class MjpegServer:

@@ -6,18 +6,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.events import answer
 
 from pete_osc.director.grammar import answer_regex, lark_grammar
 from pete_osc.director.parser import parse_text_stream
-from pete_osc.director.schema import load_director, parse_director
+from pete_osc.director.schema import parse_director
 from pete_osc.records import Event
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def director():
-    return load_director(ROOT / "DIRECTOR.md")
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +39,6 @@ def matcher_for(director, tmp_path_factory):
 
 
 # A complete answer: every key of DIRECTOR.md once, in its order.
-LINES = {"color": "amber", "mood": "tense", "energy": "0.7", "tempo": "120",
-         "brightness": "0.4", "motion": "0.3", "scene": "city street at night",
-         "person": "two people", "object": "red car"}
-
-
-def answer(**changed) -> str:
-    """The complete answer with some values changed (None: the line left out)."""
-    values = {**LINES, **changed}
-    return "".join(f"{k}: {v}\n" for k, v in values.items() if v is not None)
-
-
 VALID = [answer(), answer(energy="1"), answer(energy="0"), answer(energy="0.25"),
          answer(energy="high"), answer(tempo="60"), answer(tempo="180"), answer(tempo="fast"),
          answer(mood="calm"), answer(color="warm white"), answer(color="darkred"),

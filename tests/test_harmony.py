@@ -6,8 +6,8 @@ import os
 import time
 
 import pytest
-from peers import pete
 from support.midi import data
+from support.peers import pete
 
 from pete_osc.errors import PeteError
 from pete_osc.mapping.harmony import QUALITIES, pitch_class, root_of, voicing
@@ -89,8 +89,7 @@ def test_bad_chord_routes_are_refused_with_the_line(director, old, new, message)
 
 
 def test_exact_notes_through_jack(tmp_path, cli_env):
-    from peers import Jack
-    from test_midi_real import jack_backend, wait_for_port
+    from support.peers import Jack, jack_backend, wait_for_port
 
     server = Jack()
     env = dict(cli_env, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")

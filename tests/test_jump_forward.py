@@ -23,11 +23,6 @@ NINE = ("color: amber\nmood: tense\nenergy: 0.7\ntempo: 120\nbrightness: 0.4\nmo
 
 
 @pytest.fixture(scope="module")
-def director():
-    return load_director(ROOT / "DIRECTOR.md")
-
-
-@pytest.fixture(scope="module")
 def constraint(director, qwen_tokenizer):
     from pete_osc.engines.constrain import Constraint
 

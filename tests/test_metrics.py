@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from peers import ROOT, free_port, oscdump
+from support.peers import ROOT, free_port, oscdump
 
 from pete_osc.run.metrics import StatusLine
 

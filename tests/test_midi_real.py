@@ -5,8 +5,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-from peers import Jack, pete
+from support.peers import jack_backend, pete, wait_for_port
 
 MAPPING = """\
 midi:
@@ -24,35 +23,6 @@ routes:
     velocity: 90
     length: 5
 """
-
-
-@pytest.fixture(scope="module")
-def jack():
-    server = Jack()
-    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ.update(JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
-
-
-def jack_backend():
-    import mido
-
-    return mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
-
-
-def wait_for_port(backend, name, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if name in backend.get_input_names():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{name} never appeared; ports: {backend.get_input_names()}")
 
 
 def test_cc_glide_program_note_and_exit(tmp_path, jack, cli_env):
@@ -120,7 +90,7 @@ def test_existing_port_by_name_and_missing_port(tmp_path, jack, cli_env):
 def test_a_note_of_a_route_removed_by_a_reload_ends_at_the_reload(tmp_path, jack, cli_env):
     """A long note sounds; the mapping is saved without its route: the note ends then,
     while the show runs on (not only when it stops)."""
-    from test_show import Run, replace_text
+    from support.cli import Run, replace_text
 
     mapping = tmp_path / "m.yaml"
     note_route = "  - {event: mood, note: {tense: C3}, length: 30}\n"

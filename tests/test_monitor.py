@@ -13,9 +13,15 @@ import urllib.error
 import urllib.request
 
 import pytest
-from peers import ROOT, free_port, oscdump, without_time
-from test_midi_real import jack, jack_backend, wait_for_port  # noqa: F401 (jack: a fixture)
-from test_show import Run
+from support.cli import Run
+from support.peers import (
+    ROOT,
+    free_port,
+    jack_backend,
+    oscdump,
+    wait_for_port,
+    without_time,
+)
 
 PETE = [sys.executable, "-m", "pete_osc"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import mido
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.events import ev as support_ev
 from support.midi import midi
 
 from pete_osc.director.values import parse_color
@@ -14,7 +15,7 @@ from pete_osc.mapping.harmony import QUALITIES
 from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.notes import Keys
 from pete_osc.mapping.router import Router
-from pete_osc.records import Event, MidiMessage
+from pete_osc.records import MidiMessage
 
 MOODS = ["calm", "happy", "tense", "sad", "dark", "dreamy", "energetic", "playful",
          "mysterious", "angry"]
@@ -82,7 +83,7 @@ def ev(key, value, frame=0):
     kinds = {"color": "color", "mood": "word"}
     if key == "color":
         value = parse_color(value, EXTRA_COLORS)
-    return Event(key, kinds.get(key, "number"), value, f"{key}: {value}", 1, frame, "cam", 0.0, 0.0)
+    return support_ev(key, value, kinds.get(key, "number"), frame, "cam", 0.0, 0.0)
 
 
 # One frame's answer: each key present or not (a model may leave one out), then the
@@ -161,7 +162,7 @@ def test_export_of_a_varied_recording_through_harmony(tmp_path, cli_env):
     import subprocess
     import sys
 
-    from peers import ROOT
+    from support.peers import ROOT
 
     lines = []
     combos = itertools.islice(itertools.product(COLORS[:9], MOODS, [0.0, 0.35, 0.7, 1.0],

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from peers import (
+from support.peers import (
     ROOT,
     Lines,
     free_port,

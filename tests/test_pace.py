@@ -4,8 +4,8 @@ control replaces the waiting one (pure, time passed in); then through a real OSC
 import subprocess
 import sys
 
-from peers import free_port, oscdump, without_time
 from support.midi import midi
+from support.peers import free_port, oscdump, without_time
 
 from pete_osc.outputs.pace import Pace, control_of
 from pete_osc.records import OscMessage

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from peers import ROOT, free_port, oscdump, without_time
+from support.peers import ROOT, free_port, oscdump, without_time
 
 from pete_osc.capture.pixels import PixelKeys, measure
 from pete_osc.capture.sources import open_source

@@ -1,59 +1,15 @@
 """The remote engine against a real mlx_vlm.server, and servers that stall or hang up."""
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from peers import free_port
-
-
-@contextlib.contextmanager
-def mlx_vlm_server(model, folder: Path, env: dict):
-    """``python -m mlx_vlm.server`` serving ``model`` on 127.0.0.1; yields its URL.
-
-    The server's processor sizes images from the model's preprocessor_config.json, so a
-    copy of the model folder (in ``folder``) says 64 px (mlx-vlm would otherwise encode
-    1024 px frames, which takes a minute on this CPU)."""
-    for f in Path(model).iterdir():
-        if f.name != "preprocessor_config.json":
-            (folder / f.name).symlink_to(f)
-    pre = json.loads((Path(model) / "preprocessor_config.json").read_text())
-    pre.update(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
-    (folder / "preprocessor_config.json").write_text(json.dumps(pre))
-    port = free_port(kind=1)
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlx_vlm.server", "--model", str(folder),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    end = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/v1/models", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > end:
-                    pytest.fail("mlx_vlm.server did not start: "
-                                + (folder / "server.log").read_text()[-2000:])
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+from support.peers import free_port
+from support.server import mlx_vlm_server, send_error, serving, start_events
 
 
 @pytest.fixture(scope="module")
@@ -83,38 +39,6 @@ def test_streams_from_a_real_mlx_vlm_server(mlx_server, shared_video, cli_env):
     assert [(e["key"], e["value"], e["frame"]) for e in events] == [
         ("energy", 0.7, 0), ("energy", 0.7, 0), ("energy", 0.7, 1), ("energy", 0.7, 1)]
     assert "remote engine" in proc.stderr
-
-
-@contextlib.contextmanager
-def serving(handler):
-    """A threaded HTTP server on a free local port for the test's duration; yields its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def send_error(handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
-    """An OpenAI-style JSON error response."""
-    payload = json.dumps({"error": {"message": message}}).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(payload)))
-    handler.end_headers()
-    handler.wfile.write(payload)
-
-
-def start_events(handler: BaseHTTPRequestHandler) -> None:
-    """The head of a server-sent-events answer."""
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/event-stream")
-    handler.end_headers()
 
 
 class _Fake(BaseHTTPRequestHandler):
@@ -208,7 +132,7 @@ def test_grammar_goes_to_the_server_and_falls_back_when_refused(cli_env, directo
     # The request carried DIRECTOR.md's language as a regex, for vLLM and SGLang alike.
     regex = first["guided_regex"]
     assert first["regex"] == regex and first["structured_outputs"] == {"regex": regex}
-    from test_grammar import answer
+    from support.events import answer
 
     assert re.fullmatch(regex, answer())
     assert not re.fullmatch(regex, answer(energy="7"))
@@ -260,7 +184,7 @@ def test_the_context_goes_before_the_image(cli_env, tmp_path):
     request, holding the answer of the frame before; the instruction comes after it."""
     import json as _json
 
-    from peers import ROOT
+    from support.peers import ROOT
 
     text = (ROOT / "DIRECTOR.md").read_text()
     director = tmp_path / "DIRECTOR.md"

@@ -1,11 +1,12 @@
 """The mapping applied to events, with explicit time: exact messages out."""
 
 import pytest
+from support.events import ev
 from support.midi import data, midi
 
 from pete_osc.mapping.load import parse_mapping
 from pete_osc.mapping.router import Router
-from pete_osc.records import Color, Event, OscMessage
+from pete_osc.records import Color, OscMessage
 
 HEAD = """
 osc:
@@ -18,10 +19,6 @@ routes:
 
 def router(director, routes: str) -> Router:
     return Router(parse_mapping(HEAD + routes, director))
-
-
-def ev(key, value, kind="number", frame=1):
-    return Event(key, kind, value, f"{key}: {value}", 1, frame, "test", 100.0, 100.1)
 
 
 AMBER = Color("amber", "#ffbf00", (255, 191, 0))
@@ -144,7 +141,7 @@ def test_hold_in_a_route_delays_a_change_until_the_last_one_stood(director):
 # ---- several sources -------------------------------------------------------------------
 
 def src(key, value, source, frame=1):
-    return Event(key, "number", value, f"{key}: {value}", 1, frame, source, 100.0, 100.1)
+    return ev(key, value, "number", frame, source)
 
 
 def test_source_in_address_and_args_and_a_state_per_source(director):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_startup import short_clip
+from support.cli import short_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 

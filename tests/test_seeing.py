@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from peers import ROOT, free_port
+from support.peers import ROOT, free_port
 
 PETE = [sys.executable, "-m", "pete_osc"]
 BGR = {"red": (20, 20, 220), "green": (30, 200, 10), "blue": (230, 20, 20),
@@ -227,7 +227,7 @@ def test_a_remote_server_answers_from_the_frame_sent(seeing_mlx_model, cli_env, 
     """The remote engine against a real mlx_vlm.server serving the mlx test model: each
     request carries its own frame (a dropped or stale image would answer the wrong
     colour)."""
-    from test_remote_engine import mlx_vlm_server
+    from support.server import mlx_vlm_server
 
     folder = stills(tmp_path / "frames", picture("green"), picture("red"), picture("blue"))
     served = tmp_path / "served"

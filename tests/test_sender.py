@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from peers import free_port
+from support.peers import free_port
 
 from pete_osc.mapping.load import parse_mapping
 from pete_osc.outputs.sender import Sender

@@ -4,104 +4,15 @@ real sources (the shared clip, a folder of images, an MJPEG-over-HTTP server), a
 model through the real engine, and oscdump as the receiver."""
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-import cv2
-import numpy as np
-from peers import ROOT, Lines, free_port, oscdump, stop_process, without_time
-from test_remote_engine import serving, start_events
-
-PETE = [sys.executable, "-m", "pete_osc"]
-
-
-def stills(folder, n=4):
-    """A folder of ``n`` different images (a slide show source)."""
-    folder.mkdir(exist_ok=True)
-    for i in range(n):
-        image = np.zeros((120, 160, 3), np.uint8)
-        image[:, : 40 * (i + 1)] = (40 * i, 200 - 40 * i, 90)
-        cv2.imwrite(str(folder / f"{i:02d}.png"), image)
-    return folder
-
-
-def osc_mapping(path, port, address="/pete/{source}/energy", extra=""):
-    path.write_text(f"osc:\n  main: {{host: 127.0.0.1, port: {port}}}\nroutes:\n"
-                    f"  - {{event: energy, address: '{address}', args: [$value, $frame, $source]}}\n"
-                    + extra)
-    return path
-
-
-def replace_text(path, text):
-    """Save as editors do: a new file renamed over the old one."""
-    tmp = path.with_name(path.name + ".saving")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-class Run:
-    """``pete-osc run`` in the background; stdout and stderr lines collected."""
-
-    def __init__(self, *argv, env, cwd=ROOT):
-        self.proc = subprocess.Popen(PETE + ["run", *argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._read, args=(s, into), daemon=True)
-                         for s, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _read(stream, into):
-        for line in stream:
-            into.append(line.rstrip("\n"))
-
-    def frames(self) -> list[int]:
-        return [int(m.group(1)) for m in map(re.compile(r"^--- frame (\d+)").match, list(self.out)) if m]
-
-    def wait_for(self, predicate, timeout=120.0, what=""):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
-                if predicate():
-                    return
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"never saw {what}; stderr:\n" + "\n".join(self.err[-30:]))
-
-    def interrupt(self, timeout=30.0) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(timeout)
-        for t in self._threads:
-            t.join(5)
-        return rc
-
-    def finish(self, timeout=300.0) -> int:
-        rc = self.proc.wait(timeout)
-        for t in self._threads:
-            t.join(5)
-        return rc
-
-    def kill(self):
-        if self.proc.poll() is None:
-            stop_process(self.proc)
-
-
-def dumped(dump: Lines, into: list, seconds=0.0) -> list:
-    """oscdump's lines so far (without times) added to ``into``."""
-    into.extend(without_time(l) for l in dump.take(10_000, timeout=seconds))
-    return into
-
+from support.cli import PETE, Run, dumped, osc_mapping, replace_text, stills
+from support.peers import ROOT, free_port, oscdump
+from support.server import serving, start_events
 
 # ---- several sources at once -----------------------------------------------------------
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from peers import free_port
+from support.cli import short_clip
+from support.peers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PETE = [sys.executable, "-m", "pete_osc"]
@@ -27,19 +28,6 @@ def pete(*argv, env, cwd=ROOT, timeout=120, **kw):
 
 def errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("pete-osc: error:")]
-
-
-def short_clip(folder: Path, frames: int = 5) -> Path:
-    """A clip of ``frames`` frames at 10 fps, each a different grey."""
-    import cv2
-    import numpy as np
-
-    path = folder / "short.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    for i in range(frames):
-        writer.write(np.full((120, 160, 3), 40 * i, np.uint8))
-    writer.release()
-    return path
 
 
 # ---- start-up failures: one line each, all at once, fast ---------------------------------

@@ -41,6 +41,7 @@ def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
     try:
         stream = engine.stream(square_rgb(frame.image, size), prompt)
         for token in stream:
+            tally.seen(token)  # the frame's prefill counts even if the frame ends here
             reason = cancel()
             if reason is not None:
                 tally.stopped = reason == "stop"
@@ -82,11 +83,13 @@ class _Tally:
         self.steps = self.finish = self.error = self.watchdog = None
         self.stopped = False
 
-    def take(self, token) -> None:
+    def seen(self, token) -> None:
         if token.prefill is not None:
             self.prefill = token.prefill
             self.started = token.prefill.started
         self.steps = token.steps if token.steps is not None else self.steps
+
+    def take(self, token) -> None:
         if token.finish is None:  # a new token (the closing record only flushes text)
             if self.last is None:
                 self.ttft = token.at - self.started

@@ -2,7 +2,7 @@
 line on stdin, then sends Start and 24 clock ticks a beat at the given tempo, printing
 the time.monotonic() of every bar's first tick (every 96 ticks) as it goes.
 
-    python tests/midi_clock_source.py BPM       (JACK_DEFAULT_SERVER names the server)
+    python tests/support/midi_clock_source.py BPM       (JACK_DEFAULT_SERVER names the server)
 """
 
 import sys

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NTP_TO_UNIX = 2208988800
 
 
@@ -156,3 +156,19 @@ def json_lines(path) -> list:
         return []
     text = Path(path).read_text()
     return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line]
+
+
+def jack_backend():
+    """mido's backend on JACK's MIDI (the dummy server a test started)."""
+    import mido
+
+    return mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+
+
+def wait_for_port(backend, name, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if name in backend.get_input_names():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} never appeared; ports: {backend.get_input_names()}")

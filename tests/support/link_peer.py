@@ -2,7 +2,7 @@
 session, sets its tempo, and for each OSC message it receives prints where on the shared
 beat timeline it arrived (one JSON line each).
 
-    python tests/link_peer.py OSC_PORT BPM
+    python tests/support/link_peer.py OSC_PORT BPM
 """
 
 import json
