@@ -120,7 +120,7 @@ def main() -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu()
     base = rows[0][4]
     weights = ("bf16, CUDA graphs" if torch.cuda.is_available() else
-               "int8 language model (the CPU default)" if getattr(engine, "quantized", False)
+               "int8 language model (the CPU default)" if getattr(engine, "int8", False)
                else "fp32")
     lines = [
         "### Context across frames: TTFT with the last N answers",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tes
 
 from common import commit, cpu, report  # noqa: E402
 
-from pete_osc.capture.latest import every_frame
+from pete_osc.capture.latest import EveryFrame
 from pete_osc.capture.sources import open_source  # noqa: E402
 from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
@@ -55,7 +55,7 @@ def measure(model: str, size: int, frames: int, max_tokens: int, director,
     began = time.perf_counter()
     source = open_source(str(VIDEO) if VIDEO.is_file() else "0", 320, 240)
     ttft, tbt, prompt_len = [], [], None
-    feed = every_frame(source)
+    feed = EveryFrame(source)
     for i, frame in enumerate(feed):
         if i % 24:  # one frame a second of footage: different pictures, same shapes
             continue

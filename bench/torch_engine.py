@@ -52,7 +52,7 @@ def measure_engine(model: Path, director, size: int, n: int, tokens: int, fast: 
     engine = TorchEngine(str(model), director.prompt, director.instruction,
                          GenerationSettings(tokens, 0.0, size), compile=fast,
                          progress=lambda m: print("  " + m, file=sys.stderr, flush=True),
-                         prefix_cache=prefix_cache, quantize=quantize, kernels=kernels)
+                         prefix_cache=prefix_cache, weights=quantize, kernels=kernels)
     if constrain:
         engine.constrain(director)
     load = time.perf_counter() - t0
@@ -126,7 +126,7 @@ def logits_agreement(model: Path, director, size: int, n: int) -> float:
     import torch
 
     engines = [TorchEngine(str(model), director.prompt, director.instruction,
-                           GenerationSettings(8, 0.0, size), device="cpu", quantize=q)
+                           GenerationSettings(8, 0.0, size), device="cpu", weights=q)
                for q in ("off", "int8")]
     lowest = 1.0
     for image in frames(size, n):
@@ -264,7 +264,7 @@ def main() -> int:
                     r = measure_engine(model, director, size, args.frames, args.tokens,
                                        mode.startswith("fast"), constrain="+grammar" in mode,
                                        prefix_cache="-noprefix" not in mode,
-                                       quantize="int8" if "-int8" in mode else "off",
+                                       weights="int8" if "-int8" in mode else "off",
                                        kernels="off" if "-hf" in mode else "auto")
             except Exception as exc:  # report and go on to the next row
                 import traceback

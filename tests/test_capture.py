@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pete_osc.capture.latest import LatestFrame, every_frame
+from pete_osc.capture.latest import EveryFrame, LatestFrame
 from pete_osc.capture.sources import fit, open_source
 from pete_osc.engines import check_size, square_rgb
 from pete_osc.errors import PeteError
@@ -30,7 +30,7 @@ def test_latest_frame_wins_and_counts_drops(shared_video):
 
 
 def test_every_frame_mode_loses_nothing(shared_video):
-    frames = every_frame(open_source(str(shared_video)))
+    frames = EveryFrame(open_source(str(shared_video)))
     ids = [next(frames).id for _ in range(30)]
     frames.close()
     assert ids == list(range(30))
@@ -41,7 +41,7 @@ def test_folder_of_images(tmp_path):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((100, 200, 3), colour, np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
     source = open_source(str(tmp_path), 320, 240)
-    frames = list(every_frame(source))
+    frames = list(EveryFrame(source))
     assert len(frames) == 2
     assert frames[0].image.shape == (160, 320, 3)
     assert tuple(frames[0].image[0, 0]) == (0, 0, 255)
@@ -91,7 +91,7 @@ def test_sizes_are_multiples_of_64(size, ok):
 @pytest.mark.parametrize("mode", ["every-frame", "latest-frame"])
 def test_loop_over_a_folder_with_no_readable_image_ends(tmp_path, mode):
     """--loop on a source that yields nothing ends instead of rewinding for ever."""
-    from pete_osc.capture.latest import LatestFrame, every_frame
+    from pete_osc.capture.latest import EveryFrame, LatestFrame
     from pete_osc.capture.sources import FolderSource
 
     (tmp_path / "broken.png").write_bytes(b"not a png")
@@ -100,7 +100,7 @@ def test_loop_over_a_folder_with_no_readable_image_ends(tmp_path, mode):
         import threading
 
         got = []
-        reader = threading.Thread(target=lambda: got.extend(every_frame(source, loop=True)),
+        reader = threading.Thread(target=lambda: got.extend(EveryFrame(source, loop=True)),
                                   daemon=True)  # a daemon: a broken loop must not hang the suite
         reader.start()
         reader.join(5)

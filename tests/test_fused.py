@@ -60,7 +60,7 @@ def check(model: str, constrained: bool) -> None:
     for kernels in ("off", "fused"):
         engine = TorchEngine(model, director.prompt, director.instruction,
                              GenerationSettings(16, 0.0, 64), static=True, kernels=kernels,
-                             quantize="off")
+                             weights="off")
         if constrained:
             engine.constrain(director)
         seen: list[int] = []

@@ -20,7 +20,7 @@ def open_engine(model, director, quantize):
     from pete_osc.engines.torch_engine import TorchEngine
 
     return TorchEngine(str(model), director.prompt, director.instruction,
-                       GenerationSettings(8, 0.0, 64), quantize=quantize)
+                       GenerationSettings(8, 0.0, 64), weights=quantize)
 
 
 def linears(engine):
@@ -57,7 +57,7 @@ def test_int8_logits_stay_close_to_fp32(tiny_torch_model, director):
 
     fp32 = open_engine(tiny_torch_model, director, "off")
     int8 = open_engine(tiny_torch_model, director, "auto")  # the CPU default
-    assert int8.quantized and not fp32.quantized
+    assert int8.int8 and not fp32.int8
     # Every projection of the language model's layers but the first, and the output
     # layer, is int8; the first layer's and the vision tower's are not.
     before, after = linears(fp32), linears(int8)

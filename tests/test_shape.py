@@ -31,8 +31,8 @@ def test_logarithmic_undoes_exponential():
     (-1.0, {}, 0.0),
     (1.5, {"clamp": False}, 190.5),                    # extrapolated
     (0.25, {"invert": True}, 95.25),
-    (0.5, {"quantize": 1}, 64.0),                      # round half to even: 63.5 -> 64
-    (0.3, {"quantize": 10}, 40.0),
+    (0.5, {"step": 1}, 64.0),                      # round half to even: 63.5 -> 64
+    (0.3, {"step": 10}, 40.0),
     (0.5, {"curve": "exponential"}, 127 * math.expm1(2) / math.expm1(4)),
     (0.5, {"out_lo": 20, "out_hi": 100}, 60.0),
     (0.5, {"out_lo": 100, "out_hi": 20}, 60.0),        # a falling range inverts too

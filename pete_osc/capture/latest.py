@@ -219,8 +219,3 @@ class EveryFrame:
         except ValueError:  # running on the main thread while the stop watchdog closes
             pass
         self.source.close()
-
-
-def every_frame(source: Source, loop: bool = False, name: str | None = None) -> EveryFrame:
-    """See :class:`EveryFrame`."""
-    return EveryFrame(source, loop, name)

@@ -27,7 +27,7 @@ class EngineOptions:
     loop: bool = False  # replay: start the recording over at its end (--loop)
     device: str | None = None  # torch: cuda, mps or cpu (None: the best there is)
     compile: bool = True  # torch on CUDA: static cache + CUDA graphs
-    quantize: str = "auto"  # torch: int8 weights (auto: on the CPU), see engines.quantize
+    weights: str = "auto"  # torch, --quantize: int8 weights (auto: on the CPU), see engines.int8
     kernels: str = "auto"  # torch: the fused decode step (auto: CUDA graphs), see engines.fused
     progress: Callable[[str], None] = lambda message: None  # start-up steps, for stderr
     path: str | None = None  # mlx, torch: the folder to load the model from (already found)
@@ -48,7 +48,7 @@ def open_engine(name: str, model: str | None, system_prompt: str, instruction: s
         return TorchEngine(model or default_model(name), system_prompt, instruction, settings,
                            device=options.device, compile=options.compile,
                            progress=options.progress, path=options.path,
-                           quantize=options.quantize, kernels=options.kernels)
+                           weights=options.weights, kernels=options.kernels)
     if name == "remote":
         from .remote import RemoteEngine
 

@@ -96,7 +96,3 @@ class Constraint:
     def finished(self) -> bool:
         """The answer is complete (the grammar allows nothing but the end)."""
         return self.matcher.is_stopped()
-
-    @property
-    def failed(self) -> str | None:
-        return self.matcher.get_error() if self.matcher.is_error() else None

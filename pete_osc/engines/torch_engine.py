@@ -48,7 +48,7 @@ class TorchEngine(BaseEngine):
                  settings: GenerationSettings, device: str | None = None, compile: bool = True,
                  progress: Callable[[str], None] = lambda message: None,
                  static: bool | None = None, prefix_cache: bool = True,
-                 path: str | None = None, jump_forward: bool = True, quantize: str = "auto",
+                 path: str | None = None, jump_forward: bool = True, weights: str = "auto",
                  kernels: str = "auto"):
         try:
             import torch
@@ -75,7 +75,7 @@ class TorchEngine(BaseEngine):
             raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
-        self.quantized = int8_language_model(self, quantize)
+        self.int8 = int8_language_model(self, weights)
         # transformers renamed the model's cache argument (past_key_values -> cache, with a
         # deprecation warning in between): pass whichever this version's forward takes.
         import inspect

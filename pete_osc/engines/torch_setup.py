@@ -29,7 +29,7 @@ def pick_device(torch, wanted: str | None):
 
 def int8_language_model(engine, mode: str) -> bool:
     """``--quantize``: int8 weights for the language model (auto: on the CPU only,
-    where a token's time is reading the weights; see engines.quantize)."""
+    where a token's time is reading the weights; see engines.int8)."""
     from .int8 import available, int8_weights
 
     torch = engine.torch
@@ -55,7 +55,7 @@ def fused_decoder(engine, kernels: str):
     transformers' step."""
     if kernels == "off" or not engine.static or (kernels == "auto" and not engine.fast):
         return None
-    if engine.quantized:
+    if engine.int8:
         if kernels == "fused":
             raise PeteError("--kernels fused reads bf16 or fp32 weights: use it with "
                             "--quantize off")

@@ -47,7 +47,7 @@ NAMES = {"scene": "/live/scene/get/name", "track": "/live/track/get/name"}
 ABLETON_SILENCE = 5.0
 
 
-class ContextInput:
+class DawInput:
     """The OSC input's server thread (owned: ``start``, ``close``) and what it heard."""
 
     def __init__(self, port: int, host: str = "127.0.0.1",
@@ -77,7 +77,7 @@ class ContextInput:
         self._thread = threading.Thread(target=self.server.serve_forever, name="context input")
         self._silence: threading.Timer | None = None  # says once if AbletonOSC never answers
 
-    def start(self) -> "ContextInput":
+    def start(self) -> "DawInput":
         self._thread.start()
         return self
 
@@ -189,9 +189,9 @@ def where_to_listen(config, mapping) -> tuple[int, str, str | None, str] | None:
 
 
 def open_input(port: int, host: str, ableton: str | None, said: str,
-               say: Callable[[str], None]) -> ContextInput:
+               say: Callable[[str], None]) -> DawInput:
     """The OSC input, started (and AbletonOSC asked to report, where named)."""
-    opened = ContextInput(port, host, on_change=lambda name, value: log.info(
+    opened = DawInput(port, host, on_change=lambda name, value: log.info(
         "context: %s = %r", name, value), said=said).start()
     say(f"listening for the DAW and /pete/context/NAME on {host}:{opened.port}")
     if ableton:

@@ -58,7 +58,7 @@ class Shape:
     steepness: float = 4.0
     invert: bool = False
     clamp: bool = True
-    quantize: float = 0.0  # output step; 0 = none
+    step: float = 0.0  # the output step (quantize: NUMBER in the file); 0 = none
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def _shape(doc: Located, where: tuple, spec: dict, key, kind: str, table, part) 
         steepness=_number(doc, where + ("steepness",), spec.get("steepness", 4.0), lo=0.1, hi=20),
         invert=_bool(doc, where + ("invert",), spec.get("invert", False)),
         clamp=_bool(doc, where + ("clamp",), spec.get("clamp", True)),
-        quantize=_number(doc, where + ("quantize",), spec.get("quantize", 0), lo=0),
+        step=_number(doc, where + ("quantize",), spec.get("quantize", 0), lo=0),
     )
 
 

@@ -151,7 +151,7 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     fields["glide_time"] = _number(doc, where + ("glide_time",), spec.get("glide_time", 0.5),
                                    lo=0.01, hi=60)
     shape_ = fields["shape"]
-    fields["integer"] = (shape_.quantize >= 1 and float(shape_.quantize).is_integer()) or (
+    fields["integer"] = (shape_.step >= 1 and float(shape_.step).is_integer()) or (
         table is not None and "in" not in spec and "out" not in spec
         and all(float(v).is_integer() for v in fields["table"].values()))
     if "exit" in spec:

@@ -31,7 +31,7 @@ def curve(x: float, kind: str, steepness: float = 4.0) -> float:
 def shape(value: float, s: Shape) -> float:
     """``value`` from the input range to the output range through the route's shape.
 
-    Order: normalise to 0..1, clamp (if on), invert, curve, scale, quantize. Without clamp
+    Order: normalise to 0..1, clamp (if on), invert, curve, scale, snap to the step. Without clamp
     a value outside the input range is extrapolated linearly, curve or not.
     """
     x = (value - s.lo) / (s.hi - s.lo)
@@ -42,10 +42,10 @@ def shape(value: float, s: Shape) -> float:
     if 0.0 <= x <= 1.0:
         x = curve(x, s.curve, s.steepness)
     y = s.out_lo + x * (s.out_hi - s.out_lo)
-    return quantize(y, s.quantize)
+    return snap(y, s.step)
 
 
-def quantize(y: float, step: float) -> float:
+def snap(y: float, step: float) -> float:
     """``y`` rounded to a multiple of ``step`` (0: unchanged)."""
     if step <= 0:
         return y

@@ -8,7 +8,6 @@ arrives), with the frame's capture time plus ``bundle_delay`` as the timetag.
 from __future__ import annotations
 
 import socket
-import time
 
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -125,8 +124,3 @@ class _Udp:
 
     def close(self) -> None:
         self.client._sock.close()
-
-
-def unix_time(monotonic_at: float) -> float:
-    """A time.monotonic() instant as Unix time, for bundle timetags."""
-    return time.time() - (time.monotonic() - monotonic_at)

@@ -32,7 +32,7 @@ import cv2
 
 from ..engines.base import square_rgb
 from ..errors import PeteError
-from ..records import Color, Event, FrameReport, FrameStart, Rejection, Text
+from ..records import Color, Event, FrameReport, FrameStart, Notice, Rejection, Text
 from .summary import step_times
 from .taps import Tap
 
@@ -121,7 +121,7 @@ class Monitor(Tap):
             self._note("rejected", f"frame {record.frame_id}: {record.raw!r}: {record.reason}")
         elif isinstance(record, FrameReport):
             self._report(record)
-        elif getattr(record, "what", None) in ("reloaded", "refused"):
+        elif isinstance(record, Notice) and record.what in ("reloaded", "refused"):
             self._note(record.what, record.text)
             with self._lock:
                 self._files["reload"] = {"ok": record.what == "reloaded", "text": record.text}

@@ -95,7 +95,7 @@ class Show:
         self.answers = Answers(files.director.previous)  # for {previous}
         self.daw: dict[str, object] = {}  # {daw.NAME}: the DAW's state (see daw.py)
         self.context: dict[str, object] = {}  # {context.NAME}: /pete/context/NAME values
-        self.input = None  # the ContextInput, with --context-port
+        self.input = None  # the DawInput, with --context-port
         mapping = files.mapping
         self.watch = Watch(files.director.path, mapping.path if mapping else None, config.reload)
         self.prompt = Prompt.of(files.director)
