@@ -22,8 +22,9 @@ from ..records import Frame
 from .latest import EveryFrame, LatestFrame
 from .sources import Source
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)=(.+)$")
+# A source's name: what events carry and a mapping's routes name (``source:``).
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_NAMED = re.compile(r"^(" + SOURCE_NAME.pattern[1:-1] + r")=(.+)$")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def default_name(spec: str) -> str:
     else:
         name = Path(spec.rstrip("/\\")).stem or "source"
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_") or "source"
-    return name if _NAME.match(name) else f"s-{name}"
+    return name if SOURCE_NAME.match(name) else f"s-{name}"
 
 
 # A paced tick waits for the next camera frame where frames come at least this often.

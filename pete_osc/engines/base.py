@@ -129,6 +129,18 @@ class BaseEngine:
         pass
 
 
+def require(engine: str, needs: str, install: str, *modules: str) -> list:
+    """The ``modules`` an engine is made of, imported; a missing one is one line saying
+    what the engine needs and how to install it."""
+    import importlib
+
+    try:
+        return [importlib.import_module(m) for m in modules]
+    except ImportError as exc:
+        raise PeteError(f"the {engine} engine needs {needs} ({exc.name} is missing): "
+                        f"{install}") from None
+
+
 def model_source(model: str) -> str:
     """What to load ``model`` from: a local folder (given, or the Hugging Face cache's),
     else the id itself, for the library to download; see :func:`pete_osc.engines.models.locate`."""

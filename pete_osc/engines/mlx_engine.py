@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import PeteError
 from ..records import Prefill, Token
-from .base import BaseEngine, GenerationSettings, Prompt, model_source
+from .base import BaseEngine, GenerationSettings, Prompt, model_source, require
 from .decode import IncrementalDecoder, decode
 from .models import DEFAULT_MODELS
 
@@ -40,12 +40,8 @@ class MlxEngine(BaseEngine):
     def __init__(self, model: str, system_prompt: str, instruction: str,
                  settings: GenerationSettings, prefix_cache: bool = True,
                  path: str | None = None, jump_forward: bool = True):
-        try:
-            import mlx_vlm
-            from mlx_vlm.prompt_utils import apply_chat_template
-        except ImportError as exc:
-            raise PeteError(f"the mlx engine needs mlx-vlm ({exc.name} is missing): "
-                            "pip install 'pete-osc[mlx]' or run ./install.sh") from None
+        mlx_vlm, prompt_utils = require("mlx", "mlx-vlm", "pip install 'pete-osc[mlx]' or run "
+                                        "./install.sh", "mlx_vlm", "mlx_vlm.prompt_utils")
         super().__init__()
         self.model_id = model
         self.settings = settings
@@ -53,7 +49,7 @@ class MlxEngine(BaseEngine):
         self.model, self.processor = _load(mlx_vlm, model, path)
         _upcast_on_cpu(self.model)
         self._sized = _set_input_size(self.processor, settings.size)
-        self._template = apply_chat_template
+        self._template = prompt_utils.apply_chat_template
         self._use_prefix = prefix_cache and self._sized
         self.constraint = None  # a pete_osc.engines.constrain.Constraint, see constrain()
         # Text the grammar forces runs through the model with the token before it, in one

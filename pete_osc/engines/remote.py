@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import PeteError
 from ..records import Prefill, Token
-from .base import BaseEngine, GenerationSettings, Prompt
+from .base import BaseEngine, GenerationSettings, Prompt, require
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,8 @@ class RemoteEngine(BaseEngine):
     def __init__(self, server: str, model: str | None, system_prompt: str, instruction: str,
                  settings: GenerationSettings, read_timeout: float = READ_TIMEOUT,
                  api_key: str | None = None):
-        try:
-            import openai
-        except ImportError as exc:
-            raise PeteError(f"the remote engine needs the openai package ({exc.name} is "
-                            "missing): pip install 'pete-osc[remote]'") from None
+        (openai,) = require("remote", "the openai package", "pip install 'pete-osc[remote]'",
+                            "openai")
         super().__init__()
         self._openai = openai
         self._response = None  # the answer being streamed (abort() cuts its connection)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import PeteError
 from ..records import Prefill, Token
-from .base import BaseEngine, GenerationSettings, Prompt, model_source
+from .base import BaseEngine, GenerationSettings, Prompt, model_source, require
 from .decode import IncrementalDecoder, decode
 from .models import DEFAULT_MODELS
 from .torch_setup import fused_decoder, int8_language_model, pick_device, split_prompt
@@ -50,13 +50,11 @@ class TorchEngine(BaseEngine):
                  static: bool | None = None, prefix_cache: bool = True,
                  path: str | None = None, jump_forward: bool = True, weights: str = "auto",
                  kernels: str = "auto"):
-        try:
-            import torch
-            import transformers
-            from transformers import AutoTokenizer, FastVlmForConditionalGeneration
-        except ImportError as exc:
-            raise PeteError(f"the torch engine needs torch, torchvision, timm and transformers "
-                            f"({exc.name} is missing): pip install 'pete-osc[torch]'") from None
+        # (transformers.models.fast_vlm: a transformers without FastVLM says it is missing)
+        torch, transformers, _ = require("torch", "torch, torchvision, timm and transformers",
+                                         "pip install 'pete-osc[torch]'", "torch", "transformers",
+                                         "transformers.models.fast_vlm")
+        from transformers import AutoTokenizer, FastVlmForConditionalGeneration
         super().__init__()
         self.torch = torch
         self.model_id = model

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from ..capture.feeds import SOURCE_NAME
 from ..director.located import Located
 from ..director.schema import Director
 from .config import ADDRESS_FIELDS, COLOR_PARTS, GLIDES, ChordSpec, Route, Shape
@@ -27,9 +27,6 @@ from .fields import (
     _when,
     note_number,
 )
-
-_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
 
 _ROUTE_COMMON = {"event", "to", "table", "default", "part", "in", "out", "curve", "steepness",
                  "invert", "clamp", "quantize", "change_only", "max_rate", "hold", "settle", "heartbeat",
@@ -158,7 +155,7 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
         fields["exit_value"] = _number(doc, where + ("exit",), spec["exit"])
     if "source" in spec:
         source = spec["source"]
-        if not isinstance(source, str) or not _SOURCE_NAME.match(source):
+        if not isinstance(source, str) or not SOURCE_NAME.match(source):
             raise doc.error(where + ("source",), f"source must be a source's name (letters, "
                             f"digits, - and _), as in --source stage=0; got {source!r}")
         fields["source"] = source
