@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builder (tests/support)
 VENV = ROOT / ".venv" / "bin"
 CLIP = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 # Library noise that means a deprecated call or a broken install, not our own lines.
