@@ -336,7 +336,7 @@ def main() -> int:
     blocks = Blocks(args.block, switches)
     usage = {True: [0.0, 0.0], False: [0.0, 0.0]}  # state -> [seconds, browser CPU seconds]
     with show:
-        monitor = Monitor(_free_port(), size=config.size, activity=show.sender.activity,
+        monitor = Monitor(_free_port(), activity=show.sender.activity,
                           learn=show.sender.learn, routes=show.sender.routes,
                           files=show.files.paths()).start()
         show.subscribe(monitor)

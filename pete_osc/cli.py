@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
         shared = same_terminal(sys.stdout, sys.stderr)
         echo = TokenEcho(sys.stdout, on_closed=show.stop.set, tokens=not args.json,
                          events=args.json, sources=len(plan.sources), end_lines=shared)
-        show.subscribe(_monitor(args, show, plan.size) if args.monitor else None)
+        show.subscribe(_monitor(args, show) if args.monitor else None)
         show.subscribe(echo,
                        MetricsFile(args.metrics) if args.metrics else None,
                        Recording(args.record) if args.record else None,
@@ -147,12 +147,12 @@ def _on_this_cpu(engine) -> bool:
     return getattr(getattr(engine, "device", None), "type", None) == "cpu"
 
 
-def _monitor(args, show, size: int):
+def _monitor(args, show):
     """``--monitor``: the page, listening before the model loads (a busy port is one line)."""
     from .run.monitor import Monitor
 
     sender = show.sender
-    monitor = Monitor(args.monitor, args.monitor_host, size,
+    monitor = Monitor(args.monitor, args.monitor_host,
                       activity=sender.activity if sender else None,
                       learn=sender.learn if sender else None,
                       routes=sender.routes if sender else None,

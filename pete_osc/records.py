@@ -160,9 +160,11 @@ class FrameEnd:
 
 @dataclass(frozen=True)
 class FrameStart:
-    """A frame goes to the engine now (its pixels at capture size, for who wants them)."""
+    """A frame goes to the engine now: as captured, and as the model takes it (square RGB
+    at --size, made once by the show; None where nobody made it)."""
 
     frame: Frame
+    image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

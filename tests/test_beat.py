@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cli import pete
 from support.events import ev
 from support.midi import midi
-from support.peers import Lines, free_port, pete
+from support.peers import Lines, free_port
 
 from pete_osc.errors import PeteError
 from pete_osc.mapping.load import parse_mapping

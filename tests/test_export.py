@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from support.peers import pete
+from support.cli import pete
 
 MAPPING = """\
 osc:

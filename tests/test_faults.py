@@ -32,17 +32,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-from support.cli import PETE, Run, dumped, osc_mapping, replace_text, stills
+from support.cli import PETE, Run, dumped, osc_mapping, pete_run, replace_text, stills
 from support.peers import ROOT, free_port
 from support.server import Server
 
 
 def remote_run(url, *extra, frames=2, env):
-    return subprocess.run(
-        PETE + ["run", "--engine", "remote", "--server", url, "--model", "m", "--source", "none",
-                "--fps", "0", "--size", "64", "--max-frames", str(frames), "--no-warmup",
-                "--constrain", "off", "--json", *extra],
-        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    return pete_run("run", "--engine", "remote", "--server", url, "--model", "m", "--source",
+                    "none", "--fps", "0", "--size", "64", "--max-frames", str(frames),
+                    "--no-warmup", "--constrain", "off", "--json", *extra, env=env, timeout=120)
 
 
 # ---- a line cut mid-way is never an event ---------------------------------------------------
@@ -389,12 +387,8 @@ def test_garbage_and_hostile_text_never_stop_the_show(cli_env, tmp_path):
 # ---- a camera stream lost and back, a MIDI port gone and back, files broken live -------------
 # (moved here from test_show.py and test_midi_real.py, with the fault table)
 
-from support.peers import (  # noqa: E402
-    jack_backend,  # noqa: E402
-    json_lines,
-    oscdump,
-    pete,
-)
+from support.cli import pete  # noqa: E402
+from support.peers import jack_backend, json_lines, oscdump  # noqa: E402
 
 
 class MjpegServer:

@@ -6,8 +6,8 @@ import os
 import time
 
 import pytest
+from support.cli import pete
 from support.midi import data
-from support.peers import pete
 
 from pete_osc.errors import PeteError
 from pete_osc.mapping.harmony import QUALITIES, pitch_class, root_of, voicing

@@ -5,7 +5,8 @@ import subprocess
 import sys
 import time
 
-from support.peers import jack_backend, pete, wait_for_port
+from support.cli import pete
+from support.peers import jack_backend, wait_for_port
 
 MAPPING = """\
 midi:

@@ -168,6 +168,7 @@ def test_the_page_is_sent_only_what_changed():
     but a beat once a second."""
     import numpy as np
 
+    from pete_osc.engines.base import square_rgb
     from pete_osc.records import Event, Frame, FrameReport, FrameStart, Text
     from pete_osc.run.monitor import Monitor
 
@@ -175,7 +176,8 @@ def test_the_page_is_sent_only_what_changed():
     updates = []
     try:
         t0 = time.time()
-        monitor.take(FrameStart(Frame(7, np.full((48, 64, 3), 90, np.uint8), t0, "cam")))
+        frame = Frame(7, np.full((48, 64, 3), 90, np.uint8), t0, "cam")
+        monitor.take(FrameStart(frame, square_rgb(frame.image, 128)))
         monitor.take(Event("energy", "number", 0.5, "0.5", 1, 7, "cam", t0, t0))
         stream = urllib.request.urlopen(f"http://127.0.0.1:{monitor.port}/events", timeout=5)
 

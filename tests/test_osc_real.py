@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from support.cli import pete
 from support.peers import (
     ROOT,
     Lines,
@@ -14,7 +15,6 @@ from support.peers import (
     need,
     ntp_seconds,
     oscdump,
-    pete,
     wait_listening,
     without_time,
 )

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from support.cli import pete_run
 from support.peers import free_port
 from support.server import mlx_vlm_server, send_error, serving, start_events
 
@@ -26,8 +25,7 @@ def cli_env_module():
 
 
 def run(*argv, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pete_osc", "run", *argv], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    return pete_run("run", *argv, env=env, timeout=timeout)
 
 
 def test_streams_from_a_real_mlx_vlm_server(mlx_server, shared_video, cli_env):

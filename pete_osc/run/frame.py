@@ -1,6 +1,7 @@
 """One frame through the engine and the parser, as a stream of typed records.
 
-:func:`frame_records` yields, in order: a :class:`Text` per streamed token (the raw
+:func:`frame_records` yields, in order: the :class:`FrameStart` (the frame as the model
+takes it: square RGB at --size, made once here), a :class:`Text` per streamed token (the raw
 stream), each :class:`~pete_osc.records.Event` or :class:`~pete_osc.records.Rejection` the
 moment its line completes, and last the frame's :class:`FrameReport`. It runs on the
 calling (main) thread: MLX's streams are per thread, and a signal handler on the main
@@ -17,7 +18,16 @@ from typing import Callable, Iterator
 from ..director.parser import LineParser
 from ..director.schema import Director
 from ..engines import Engine, Prompt, square_rgb
-from ..records import Event, Frame, FrameInfo, FrameReport, Record, Rejection, Text
+from ..records import (
+    Event,
+    Frame,
+    FrameInfo,
+    FrameReport,
+    FrameStart,
+    Record,
+    Rejection,
+    Text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +49,9 @@ def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
     started_at = time.time()
     stream = None
     try:
-        stream = engine.stream(square_rgb(frame.image, size), prompt)
+        image = square_rgb(frame.image, size)  # as the model takes it, made once
+        yield FrameStart(frame, image)
+        stream = engine.stream(image, prompt)
         for token in stream:
             tally.seen(token)  # the frame's prefill counts even if the frame ends here
             reason = cancel()

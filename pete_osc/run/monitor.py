@@ -30,7 +30,6 @@ from urllib.parse import parse_qs, urlparse
 
 import cv2
 
-from ..engines.base import square_rgb
 from ..errors import PeteError
 from ..records import Color, Event, FrameReport, FrameStart, Notice, Rejection, Text
 from .summary import step_times
@@ -51,13 +50,12 @@ class Monitor(Tap):
 
     name = "the monitor page"
 
-    def __init__(self, port: int, host: str = "127.0.0.1", size: int = 128,
+    def __init__(self, port: int, host: str = "127.0.0.1",
                  activity: Callable[[], dict] | None = None,
                  learn: Callable[[int], str] | None = None,
                  routes: Callable[[], list[dict]] | None = None,
                  notes: list[str] = (),
                  files: list[str] | None = None):
-        self.size = size
         self.activity = activity or (lambda: {})
         self.learn = learn
         self.routes = routes or (lambda: [])
@@ -105,7 +103,8 @@ class Monitor(Tap):
         if isinstance(record, FrameStart):
             frame = record.frame
             with self._lock:
-                self._pictures[frame.source] = (frame.id, frame.image)
+                if record.image is not None:
+                    self._pictures[frame.source] = (frame.id, record.image)
                 self._sources[frame.source] = {"frame": frame.id, "text": "",
                                                "at": frame.captured_at}
                 self._touch("sources")
@@ -225,8 +224,7 @@ class Monitor(Tap):
             return None
         if made is not None and made[0] == picture[0]:
             return made[1]
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(square_rgb(picture[1], self.size),
-                                                     cv2.COLOR_RGB2BGR))
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(picture[1], cv2.COLOR_RGB2BGR))
         if not ok:
             return None
         with self._lock:

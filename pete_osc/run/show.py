@@ -27,7 +27,7 @@ from ..engines import EngineOptions, Prompt
 from ..engines.setup import constrain_again, load_engine, prepare
 from ..errors import PeteError
 from ..inputs.daw import open_input, where_to_listen
-from ..records import Event, FrameReport, FrameStart, Notice, Sent, Text
+from ..records import Event, FrameReport, Notice, Sent, Text
 from .frame import frame_records
 from .reload import Files, Watch
 from .stopping import StopGuard, signals_held
@@ -184,7 +184,7 @@ class Show:
 
     def _frame(self, frame, dog: "Watchdog") -> FrameReport:
         self.summary.begin()
-        self.taps.take(FrameStart(frame))
+
         dog.begin(frame.id, frame.source)
         stop = self.stop
         cancel = lambda: "stop" if stop.is_set() else dog.tripped  # noqa: E731

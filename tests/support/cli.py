@@ -21,10 +21,16 @@ from support.peers import ROOT, Lines, stop_process, without_time
 PETE = [sys.executable, "-m", "pete_osc"]
 
 
-def pete(*argv: str, env: dict, timeout: float = 300, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
+def pete_run(*argv: str, env: dict, timeout: float = 300, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
     """``pete-osc ARGV`` to its end; stdout and stderr as text."""
     return subprocess.run(PETE + list(argv), capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=cwd, **kw)
+
+
+def pete(*argv: str, env: dict, stdin=subprocess.PIPE) -> subprocess.Popen:
+    """``pete-osc ARGV`` started, its pipes open (the caller reads and ends it)."""
+    return subprocess.Popen(PETE + list(argv), stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def stills(folder, n=4):

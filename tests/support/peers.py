@@ -117,11 +117,6 @@ def ntp_seconds(line: str) -> float:
     return int(sec, 16) - NTP_TO_UNIX + int(frac, 16) / 2**32
 
 
-def pete(*argv: str, env: dict, stdin=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pete_osc", *argv], stdin=stdin,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
 class Jack:
     """A private ``jackd -d dummy`` server (its own name, so a user's JACK is left alone)."""
 
