@@ -94,3 +94,18 @@ def test_the_house_stays_in_shape():
     by_hand = [f"{n}:{i}" for n, p in known.items() if n != "pete_osc.inputs.clock"
                for i, line in enumerate(p.read_text().splitlines(), 1) if status.search(line)]
     assert by_hand == []
+
+
+def test_the_readme_map_names_every_module():
+    """README's Layout names each stage's folder and every module in it, and no module
+    that is gone: a newcomer finds any stage's file from the map."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    named = set(re.findall(r"`([a-z_0-9]+\.(?:py|html))`", layout))
+    files = {p.name for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    files |= {p.name for p in PACKAGE.rglob("*.html")}
+    assert files - named == set()
+    for folder in {p.parent.name for p in PACKAGE.rglob("__init__.py")} - {"pete_osc"}:
+        assert f"`{folder}/`" in layout, folder
