@@ -53,7 +53,7 @@ def clip(folder: Path) -> Path:
     return path
 
 
-def run_main_job(work: Path) -> None:
+def run_main_job(work: Path) -> Path:
     from support.models import build_fastvlm_torch
 
     model = build_fastvlm_torch(work / "model", script="energy: 0.7\n")
@@ -84,6 +84,7 @@ def run_main_job(work: Path) -> None:
                                     for r in records),
           "three frames, each a complete answer that ended by itself, in --metrics",
           metrics.read_text())
+    return model
 
 
 def install_wheel(work: Path) -> Path:
@@ -125,11 +126,35 @@ def run_wheel(pete: Path, work: Path) -> None:
               repr(packet))
 
 
+def bench_from_wheel(work: Path, model: Path) -> None:
+    """``pete-osc bench`` from the wheel's own files (its shipped frames), outside the
+    clone, on the tiny model with this venv's torch (the fresh environment has no engine)."""
+    target = work / "wheel-only"
+    wheel = next((work / "wheels").glob("pete_osc-*.whl"))
+    subprocess.run([str(VENV / "python"), "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, timeout=600)
+    env = dict(os.environ, PYTHONPATH=str(target), HF_HUB_OFFLINE="1")
+    where = subprocess.run([str(VENV / "python"), "-c", "import pete_osc; print(pete_osc.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=work / "elsewhere")
+    check(where.stdout.startswith(str(target)), "the wheel's files are the ones run", where.stdout)
+    bench = subprocess.run([str(VENV / "python"), "-m", "pete_osc", "bench", "--engine", "torch",
+                            "--model", str(model), "--size", "64", "--frames", "2", "--sources",
+                            "1,2", "--json"], capture_output=True, text=True, env=env,
+                           cwd=work / "elsewhere", timeout=600)
+    check(bench.returncode == 0, "pete-osc bench runs from the wheel", bench.stderr)
+    result = json.loads(bench.stdout)
+    shares = [run["per_source"] for run in result["runs"]]
+    check(shares == [{"s1": 1}, {"s1": 1, "s2": 1}] and all(
+        run["frames_per_s"] and run["tbt_ms"] for run in result["runs"]),
+        "pete-osc bench measures 1 and 2 sources on the shipped frames", bench.stdout)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pete-user-path-") as tmp:
         work = Path(tmp)
-        run_main_job(work)
+        model = run_main_job(work)
         run_wheel(install_wheel(work), work)
+        bench_from_wheel(work, model)
     print("user path: all checks passed", flush=True)
 
 

@@ -36,6 +36,17 @@ def _number(kind=float, low: float | None = None, above: float | None = None):
     return check
 
 
+def _counts(text: str) -> list[int]:
+    """``1,4``: how many sources at once, per run."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers (1,4)") from None
+    if not counts or min(counts) < 1 or max(counts) > 16:
+        raise argparse.ArgumentTypeError(f"{text}: each count must be from 1 to 16")
+    return counts
+
+
 def _port(text: str) -> int:
     """An argparse type: a TCP port number."""
     port = _number(int, low=1)(text)
@@ -206,6 +217,40 @@ def arguments() -> argparse.ArgumentParser:
                           help=f"Hugging Face id (default: the auto engine's model, "
                                f"{DEFAULT_MODELS['mlx']} on Apple Silicon, "
                                f"{DEFAULT_MODELS['torch']} elsewhere)")
+
+    bench = sub.add_parser("bench", parents=[common],
+                           help="measure this machine with your model: one block to paste "
+                                "into an issue")
+    bench.add_argument("--engine", default="auto", choices=("auto", "mlx", "torch", "remote"),
+                       help="auto (mlx on Apple Silicon, torch elsewhere), mlx, torch or remote")
+    bench.add_argument("--model", default=None,
+                       help="Hugging Face id or local folder (default: the engine's model)")
+    bench.add_argument("--server", default=None, metavar="URL", help="remote engine: the server")
+    bench.add_argument("--timeout", type=_number(above=0), default=10.0,
+                       help="remote engine: seconds to wait for each piece of an answer")
+    bench.add_argument("--device", default=None, choices=("cuda", "mps", "cpu"),
+                       help="torch engine: where to run (default: cuda, else mps, else cpu)")
+    bench.add_argument("--quantize", default="auto", choices=("auto", "int8", "off"),
+                       help="torch engine: int8 weights (default auto: on the CPU)")
+    bench.add_argument("--kernels", default="auto", choices=("auto", "fused", "off"),
+                       help="torch engine: the fused decode step (default auto: on CUDA)")
+    bench.add_argument("--no-compile", action="store_true",
+                       help="torch engine on CUDA: skip the CUDA-graph decode")
+    bench.add_argument("--constrain", default="auto", choices=("auto", "on", "off"),
+                       help="decode only lines DIRECTOR.md allows (default auto, as run)")
+    bench.add_argument("--size", type=_number(int), default=128,
+                       help="model input size in pixels, a multiple of 64 (default 128)")
+    bench.add_argument("--frames", type=_number(int, low=2), default=10,
+                       help="frames per source in each run (default 10; the first of each "
+                            "source warms up and is left out)")
+    bench.add_argument("--sources", type=_counts, default=[1, 4], metavar="N,N",
+                       help="how many sources at once, one run each (default 1,4)")
+    bench.add_argument("--source", action="append", default=None, metavar="FILE|FOLDER",
+                       help="a video file or a folder of images to use instead of the "
+                            "shipped frames (opened once per source)")
+    bench.add_argument("--json", action="store_true", help="the result as one JSON object")
+    bench.set_defaults(capture_size="320x240", director=None, mapping=None, replay=None,
+                       max_tokens=None)
 
     parse = sub.add_parser("parse", parents=[common],
                            help="DIRECTOR text (file or stdin) to events as JSON lines")

@@ -301,6 +301,34 @@ def _open_text(file: str):
         raise PeteError(f"{file}: cannot read: {exc.strerror}") from None
 
 
+def cmd_bench(args) -> int:
+    """``pete-osc bench``: the user's model on this machine, measured (see pete_osc.run.bench)."""
+    from .capture.sources import open_source
+    from .engines import EngineOptions
+    from .preflight import prepare
+    from .run.bench import FRAMES, block, run_bench
+
+    args.source = args.source or [str(FRAMES)]
+    plan = prepare(args, say)  # every problem at once, before the slow imports
+    for _, source in plan.sources:  # (opened there to check them; each run opens its own)
+        source.close()
+    spec = args.source[0]
+
+    def open_sources(n: int) -> list:
+        return [(f"s{i + 1}", open_source(spec, *plan.capture_size)) for i in range(n)]
+
+    def load(show) -> None:
+        say(f"loading {plan.model or args.server} ...")
+        show.load(plan.engine, plan.model, EngineOptions(
+            server=args.server, timeout=args.timeout, device=args.device,
+            compile=not args.no_compile, weights=args.quantize, kernels=args.kernels,
+            progress=say, path=plan.model_path))
+
+    result = run_bench(plan, args, load, open_sources, say)
+    print(json.dumps(result) if args.json else block(result), flush=True)
+    return 0
+
+
 def cmd_ports(args) -> int:
     """``pete-osc ports``: the MIDI ports a mapping can name."""
     from .outputs.midi import list_ports, open_midi_api
@@ -344,4 +372,5 @@ if __name__ == "__main__":
 
 # Each command's function, by the name pete_osc.arguments gives it.
 COMMANDS = {"run": cmd_run, "send": cmd_send, "export": cmd_export, "learn": cmd_learn,
-            "ports": cmd_ports, "download": cmd_download, "parse": cmd_parse, "init": cmd_init}
+            "ports": cmd_ports, "download": cmd_download, "parse": cmd_parse, "init": cmd_init,
+            "bench": cmd_bench}
