@@ -18,14 +18,10 @@ RESULTS = ROOT / "docs" / "benchmarks.md"
 
 def cpu() -> str:
     """'Linux x86_64, AMD EPYC ..., 2 cores'."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    sys.path.insert(0, str(ROOT))
+    from pete_osc.run.bench import cpu_name
+
+    name = cpu_name()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -95,27 +95,31 @@ def _ms(values: list[float]) -> float | None:
     return round(statistics.median(values) * 1000, 2) if values else None
 
 
-def _machine() -> str:
+def cpu_name() -> str:
+    """The processor's name as the system says it ("Apple M2 Pro", "AMD EPYC 7B13")."""
     name = platform.processor() or platform.machine()
     if sys.platform == "linux":
         try:
             for line in Path("/proc/cpuinfo").read_text().splitlines():
                 if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
         except OSError:
             pass
     elif sys.platform == "darwin":
         import subprocess
 
         try:
-            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
                                   capture_output=True, text=True, timeout=5).stdout.strip() or name
         except (OSError, subprocess.SubprocessError):
             pass
+    return name
+
+
+def _machine() -> str:
     import os
 
-    return f"{name}, {os.cpu_count()} cores, {platform.machine()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def _device(engine) -> str:
