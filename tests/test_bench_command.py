@@ -51,3 +51,27 @@ def test_bench_refuses_bad_counts_and_a_missing_model_in_one_line(cli_env, tmp_p
                        env=cli_env, timeout=120)
     assert missing.returncode == 2 and missing.stdout == ""
     assert len([line for line in missing.stderr.splitlines() if line.strip()]) == 1, missing.stderr
+
+
+def test_ctrl_c_ends_the_bench_with_what_was_measured(tiny_torch_model, cli_env):
+    import signal
+    import time
+
+    from support.cli import pete
+
+    proc = pete("bench", "--engine", "torch", "--model", str(tiny_torch_model), "--size", "64",
+                "--frames", "500", "--sources", "1,4", "--json", env=cli_env)
+    try:
+        for line in proc.stderr:
+            if line.startswith("pete-osc: running on s1 "):
+                break
+        time.sleep(2.0)  # a few frames in
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    runs = json.loads(out)["runs"]
+    # The first run ends where it was stopped, and the next (4 sources) never starts.
+    assert [r["sources"] for r in runs] == [1] and 0 < runs[0]["frames"] < 499

@@ -60,7 +60,10 @@ def run_bench(plan, args, load, open_sources, say) -> dict:
             show.run()
             took = time.monotonic() - began
             show.engine = None  # kept for the next run; closed at the end
+            stopped = show.stop.is_set()
         runs.append(_run(n, tap.reports[n:] or tap.reports, took))  # the first round warms
+        if stopped:  # Ctrl-C: what was measured so far is the result
+            break
     memory = _memory(engine)
     result = {"machine": _machine(), "os": f"{platform.system()} {platform.release()}",
               "python": platform.python_version(), "engine": engine.name,
