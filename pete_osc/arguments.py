@@ -76,8 +76,12 @@ def arguments() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", default=None, metavar="[NAME=]SOURCE",
                      help="camera number, video file, folder of images, URL, or 'none' (blank "
                           "frames; the default with --engine replay) (default 0). Give it "
-                          "again for several sources, served in turn; NAME (stage=0) is what "
+                          "again for several sources, answered together in one batch where "
+                          "the engine can (torch), else in turn; NAME (stage=0) is what "
                           "events carry and {source} in a mapping becomes")
+    run.add_argument("--no-batch", action="store_true",
+                     help="several sources: answer their frames in turn, one at a time, "
+                          "instead of together")
     run.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
                      help="auto (mlx on Apple Silicon, torch elsewhere), mlx, torch, remote "
                           "(--server) or replay (--replay)")
@@ -248,6 +252,9 @@ def arguments() -> argparse.ArgumentParser:
     bench.add_argument("--source", action="append", default=None, metavar="FILE|FOLDER",
                        help="a video file or a folder of images to use instead of the "
                             "shipped frames (opened once per source)")
+    bench.add_argument("--no-batch", action="store_true",
+                       help="several sources: answer their frames in turn (as before "
+                            "batching), to compare")
     bench.add_argument("--json", action="store_true", help="the result as one JSON object")
     bench.set_defaults(capture_size="320x240", director=None, mapping=None, replay=None,
                        max_tokens=None)

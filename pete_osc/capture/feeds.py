@@ -241,9 +241,12 @@ class Feeds:
         """Every source has ended (files at their end; live sources never end)."""
         return all(f.exhausted for f in self.feeds)
 
-    def next(self, stop: threading.Event, timeout: float = 0.25) -> Frame | None:
+    def next(self, stop: threading.Event, timeout: float = 0.25,
+             busy: frozenset[str] | set[str] = frozenset()) -> Frame | None:
         """The next frame, the sources taken in turn; None if none is ready within
-        ``timeout`` (the caller looks after other things, then asks again) or all ended."""
+        ``timeout`` (the caller looks after other things, then asks again) or all ended.
+        Sources in ``busy`` (a frame of theirs is still being answered, in a batch) are
+        passed over: a source's frames are answered in order, one at a time."""
         deadline = time.monotonic() + timeout
         while not stop.is_set():
             self._fresh.clear()  # before looking: a frame that lands after sets it again
@@ -251,6 +254,8 @@ class Feeds:
             n = len(self.feeds)
             for k in range(n):
                 feed = self.feeds[(self._turn + k) % n]
+                if feed.name in busy:
+                    continue
                 frame = feed.take(now)
                 if frame is not None:
                     self._turn = (self._turn + k + 1) % n
@@ -263,8 +268,9 @@ class Feeds:
                     self.notify(feed.name, "ended", f"source {feed.name} {feed.end_reason}")
             if self.ended or now >= deadline:
                 return None
-            due = min((f.next_at for f in self.feeds if f.next_at > now), default=deadline)
-            if any(f.period and f.next_at <= now for f in self.feeds):
+            idle = [f for f in self.feeds if f.name not in busy]
+            due = min((f.next_at for f in idle if f.next_at > now), default=deadline)
+            if any(f.period and f.next_at <= now for f in idle):
                 due = min(due, now + FRESH_WAIT)  # a tick waiting for its fresh frame
             self._fresh.wait(max(0.0, min(deadline, due) - now))
         return None

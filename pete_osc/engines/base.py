@@ -88,6 +88,12 @@ class Engine(Protocol):
         """Throw-away work so the first frame is not the slow one: the seconds it took."""
         ...
 
+    def batch(self, slots: int):
+        """A :class:`~pete_osc.engines.batch.Batch` of up to ``slots`` rows decoded
+        together (several sources' frames in one step), or None where this engine answers
+        one frame at a time."""
+        ...
+
     def abort(self) -> None:
         """From another thread (the watchdog): end the answer being streamed now; its
         stream stops at the next token, or its blocked read fails at once."""
@@ -113,6 +119,9 @@ class BaseEngine:
 
     def constrain(self, director) -> None:
         raise PeteError(f"the {self.name} engine cannot constrain decoding")
+
+    def batch(self, slots: int):
+        return None
 
     def set_max_tokens(self, max_tokens: int) -> None:
         from dataclasses import replace

@@ -52,6 +52,14 @@ class Constraint:
         self.matcher = self._start.deep_copy()
         self.eos = self.tokenizer.eos_token
 
+    def fork(self) -> "Constraint":
+        """Another answer's grammar state, at its start (a batch's row has its own)."""
+        import copy
+
+        other = copy.copy(self)
+        other.reset()
+        return other
+
     def reset(self) -> None:
         """Back to the start of an answer (a new frame)."""
         self.matcher = self._start.deep_copy()

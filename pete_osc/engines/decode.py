@@ -47,51 +47,80 @@ def decode(steps: Steps, first, *, start: list[int], max_tokens: int, eos: set[i
     """The tokens of one answer. ``first``: the token chosen after the prefill; ``start``:
     the forced text prefilled with the frame (it comes out before ``first``). ``stop`` set
     (the watchdog's abort) ends the answer before the next step, with finish "abort"."""
-    count = 0  # forward passes after the prefill
-
-    def tokens(ids: list[int], index: int, now: float) -> Iterator[Token]:
-        # A chosen token and the text forced after it arrive together, at one time.
-        for offset, token_id in enumerate(ids):
-            yield Token(decoder.add(token_id), index + offset, now, None, prefill, count)
-
-    def end(index: int, now: float, finish: str) -> Token:
-        return Token(decoder.flush(), index, now, finish, prefill, count)
-
-    token, index, forced = first, 0, start
+    answer = Answer(start, max_tokens, eos, constraint, jump, decoder, prefill)
+    token = first
     while True:
         queued = None
-        if steps.ahead and not jump and index + 1 < max_tokens and not stop.is_set():
+        if steps.ahead and not jump and answer.index + 1 < max_tokens and not stop.is_set():
             queued = steps.run(token)
-        token_id = steps.read(token)
-        now = time.perf_counter()
-        yield from tokens(forced, index, now)  # (the start, before the first choice)
-        index += len(forced)
-        if token_id in eos:
-            yield end(index, now, "stop")
-            return
-        forced, done = ([], False) if constraint is None else \
-            constraint.follow(token_id, max_tokens - index - 1, jump)
-        last = index + 1 + len(forced) >= max_tokens
-        if queued is not None:
-            count += 1
-        elif not (last or done or stop.is_set()):
+        ids = answer.choose(steps.read(token), time.perf_counter(),
+                            go_on=queued is not None or not stop.is_set())
+        if ids is not None and queued is None:
             # Launch the next step before handing this token on: the device computes
             # while the parser, the outputs and the grammar do their part.
-            queued = steps.run([token_id] + forced)
-            count += 1
-        yield from tokens([token_id] + forced, index, now)
-        index += 1 + len(forced)
-        if done:
-            yield end(index, time.perf_counter(), "stop")
+            queued = steps.run(ids)
+        yield from answer.tokens()
+        if ids is None:
             return
-        if last:
-            break
-        if queued is None:  # stopped (the watchdog's abort)
-            yield end(index, time.perf_counter(), "abort")
-            return
-        forced = []
         token = steps.choose(queued)
-    yield end(max_tokens, time.perf_counter(), "length")
+
+
+class Answer:
+    """One answer's state between two model steps: its position in the answer, the
+    grammar's forced text, the end token and the token limit. :func:`decode` keeps one for
+    its frame; a batch (pete_osc.engines.batch) keeps one per row, so every row follows the
+    same rules."""
+
+    def __init__(self, start: list[int], max_tokens: int, eos: set[int], constraint,
+                 jump: bool, decoder: "IncrementalDecoder", prefill: Prefill):
+        self.max_tokens, self.eos, self.constraint, self.jump = max_tokens, eos, constraint, jump
+        self.decoder, self.prefill = decoder, prefill
+        self.index = 0  # tokens handed on so far
+        self.count = 0  # forward passes after the prefill
+        self._forced = start  # (the start comes out before the first choice)
+        self._out: list[Token] = []
+
+    def choose(self, token_id: int, now: float, go_on: bool = True) -> list[int] | None:
+        """The model chose ``token_id``: the ids to run through the model next (the token
+        and the text the grammar forces after it), or None where the answer is over (the
+        end token, the grammar's end, the token limit, or not ``go_on``: the watchdog's
+        abort). Its tokens (and the closing one) wait in :meth:`tokens`."""
+        self._emit(self._forced, now)
+        self._forced = []
+        if token_id in self.eos:
+            return self._end(self.index, now, "stop")
+        forced, done = ([], False) if self.constraint is None else \
+            self.constraint.follow(token_id, self.max_tokens - self.index - 1, self.jump)
+        last = self.index + 1 + len(forced) >= self.max_tokens
+        ids = [token_id] + forced
+        more = not (last or done) and go_on
+        if more:
+            self.count += 1
+        self._emit(ids, now)
+        if done:
+            return self._end(self.index, time.perf_counter(), "stop")
+        if last:
+            return self._end(self.max_tokens, time.perf_counter(), "length")
+        if not more:
+            return self._end(self.index, time.perf_counter(), "abort")
+        return ids
+
+    def tokens(self) -> list[Token]:
+        """The tokens of the last choice, in order (the closing record last, at the end)."""
+        out, self._out = self._out, []
+        return out
+
+    def _emit(self, ids: list[int], now: float) -> None:
+        # A chosen token and the text forced after it arrive together, at one time.
+        for token_id in ids:
+            self._out.append(Token(self.decoder.add(token_id), self.index, now, None,
+                                   self.prefill, self.count))
+            self.index += 1
+
+    def _end(self, index: int, now: float, finish: str) -> None:
+        self._out.append(Token(self.decoder.flush(), index, now, finish, self.prefill,
+                               self.count))
+        return None
 
 
 class IncrementalDecoder:

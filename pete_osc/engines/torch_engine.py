@@ -74,20 +74,17 @@ class TorchEngine(BaseEngine):
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
         self.int8 = int8_language_model(self, weights)
-        # transformers renamed the model's cache argument (past_key_values -> cache, with a
-        # deprecation warning in between): pass whichever this version's forward takes.
+        # The cache argument's name in this transformers (past_key_values, later cache).
         import inspect
 
         self._cache_arg = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
                            else "past_key_values")
         self.image_tokens = (settings.size // 64) ** 2
-        # Off only to measure what the cache saves: the prefix is then prefilled per frame.
-        self.prefix_cache = prefix_cache
+        self.prefix_cache = prefix_cache  # (off: to measure what the cache saves)
         self.eos = {t for t in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id)
                     if t is not None for t in (t if isinstance(t, list) else [t])}
         self.constraint = None  # a pete_osc.engines.constrain.Constraint, see constrain()
-        # Text the grammar forces runs through the model with the token before it, in one
-        # pass (off only to measure it against one step per token).
+        # Forced text runs with the token before it, in one pass (off: to measure it).
         self.jump_forward = jump_forward
         self.fast = compile and self.device.type == "cuda"
         # A static cache for the compiled path (and, for tests, on request anywhere).
@@ -232,6 +229,12 @@ class TorchEngine(BaseEngine):
                 self._rewind()
         return time.perf_counter() - t0
 
+    def batch(self, slots: int):
+        """Several sources' frames decoded together (see pete_osc.engines.torch_rows)."""
+        from .torch_rows import open_batch
+
+        return open_batch(self, slots)
+
     # ---- per frame ---------------------------------------------------------------------
     def stream(self, image_rgb: np.ndarray, prompt: Prompt | None = None) -> Iterator[Token]:
         """Stream the answer for one square RGB frame (see Engine.stream)."""
@@ -335,9 +338,8 @@ class TorchEngine(BaseEngine):
         return self.model.get_input_embeddings()(ids)
 
     def _positions(self, start: int, length: int):
-        # Made outside the compiled prefill and passed in as a tensor: a Python int there
-        # would be specialised on, and a DIRECTOR.md of another length would recompile
-        # (36 s on an H100) at the first frame after the reload.
+        # A tensor made outside the compiled prefill: an int would be specialised on, and
+        # a DIRECTOR.md of another length would recompile (36 s on an H100) after a reload.
         return self.torch.arange(start, start + length, device=self.device)
 
     def _forward(self, ids=None, embeds=None, pos=None):

@@ -38,6 +38,10 @@ def build_bundle(messages: list, timetag: float | None = None):
     return builder.build()
 
 
+# Frames whose messages may be held at once (more: the oldest leaves).
+HELD_FRAMES = 32
+
+
 class OscOutput(BaseOutput):
     """One OSC target; ``send`` takes an :class:`OscMessage` and never raises."""
 
@@ -48,7 +52,9 @@ class OscOutput(BaseOutput):
         super().__init__(target)
         self.bundle = bundle
         self.bundle_delay = bundle_delay
-        self._held: list[OscMessage] = []  # this frame's messages, while bundling
+        # Each frame's messages while bundling, by frame id (several sources' frames are
+        # answered at once in a batch: each answer is its own bundle).
+        self._held: dict[int, list[OscMessage]] = {}
 
     def describe(self) -> str:
         t = self.target
@@ -69,15 +75,16 @@ class OscOutput(BaseOutput):
         if not (self.bundle and message.frame_id is not None):
             return [(build_message(message.address, message.args), [message])]
         out = []
-        if self._held and self._held[0].frame_id != message.frame_id:
-            out = self._bundle()  # a newer frame's message: the older answer is over
-        self._held.append(message)
+        if message.frame_id not in self._held and len(self._held) >= HELD_FRAMES:
+            out = self._bundle(next(iter(self._held)))  # (an answer whose end never came)
+        self._held.setdefault(message.frame_id, []).append(message)
         return out
 
     def end_frame(self, frame_id: int) -> list:
-        if self._held and self._held[0].frame_id == frame_id:
-            return self._flush()
-        return []
+        out = []
+        for packet, messages in self._bundle(frame_id):
+            out += self._deliver(packet, messages)
+        return out
 
     def close(self) -> list:
         out = self._flush()
@@ -86,13 +93,13 @@ class OscOutput(BaseOutput):
 
     def _flush(self) -> list:
         out = []
-        for packet, messages in self._bundle():
-            out += self._deliver(packet, messages)
+        for frame_id in list(self._held):
+            out += self.end_frame(frame_id)
         return out
 
-    def _bundle(self) -> list[tuple[object, list]]:
-        """The held messages as one bundle (none where none are held)."""
-        held, self._held = self._held, []
+    def _bundle(self, frame_id: int) -> list[tuple[object, list]]:
+        """Frame ``frame_id``'s held messages as one bundle (none where none are held)."""
+        held = self._held.pop(frame_id, [])
         if not held:
             return []
         first = held[0]

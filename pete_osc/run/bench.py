@@ -46,7 +46,8 @@ def run_bench(plan, args, load, open_sources, say) -> dict:
     for n in args.sources:
         config = ShowConfig(size=plan.size, fps=0, every_frame=True, loop=True,
                             max_frames=args.frames * n, constrain=args.constrain,
-                            warm_up=engine is None, reload=False, max_tokens=args.max_tokens)
+                            warm_up=engine is None, reload=False, max_tokens=args.max_tokens,
+                            batch=not getattr(args, "no_batch", False))
         show = Show(config, Files.of(director, None), open_sources(n), say)
         tap = _Reports()
         with show:
@@ -61,7 +62,7 @@ def run_bench(plan, args, load, open_sources, say) -> dict:
             took = time.monotonic() - began
             show.engine = None  # kept for the next run; closed at the end
             stopped = show.stop.is_set()
-        runs.append(_run(n, tap.reports[n:] or tap.reports, took))  # the first round warms
+        runs.append(_run(n, tap.reports[n:] or tap.reports, took, show.batched))  # the first round warms
         if stopped:  # Ctrl-C: what was measured so far is the result
             break
     memory = _memory(engine)
@@ -73,7 +74,7 @@ def run_bench(plan, args, load, open_sources, say) -> dict:
     return result
 
 
-def _run(n: int, reports: list[FrameReport], took: float) -> dict:
+def _run(n: int, reports: list[FrameReport], took: float, batched: bool = False) -> dict:
     answered = [r for r in reports if r.error is None and r.watchdog is None]
     steps = [t for r in answered for t in step_times(r)]
     began = min((r.started_at for r in answered if r.started_at), default=None)
@@ -83,7 +84,8 @@ def _run(n: int, reports: list[FrameReport], took: float) -> dict:
     per_source: dict[str, int] = {}
     for r in answered:
         per_source[r.source] = per_source.get(r.source, 0) + 1
-    return {"sources": n, "frames": len(answered), "failed": len(reports) - len(answered),
+    return {"sources": n, "together": batched, "frames": len(answered),
+            "failed": len(reports) - len(answered),
             "frames_per_s": round(len(answered) / span, 2) if span > 0 else None,
             "per_source": per_source,
             "ttft_ms": _ms([r.ttft for r in answered if r.ttft is not None]),
@@ -165,12 +167,14 @@ def block(result: dict) -> str:
              "memory: peak " + ", ".join(f"{k.replace('peak_', '').replace('_mb', '')} "
                                          f"{v:g} MB" for k, v in result.items()
                                          if k.startswith("peak_")),
-             "| sources | frames/s (all) | per source | TTFT | TBT (one step) | frame → first event "
+             "| sources | answered | frames/s (all) | per source | TTFT | TBT (one step) | frame → first event "
              "| tokens/frame | failed |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for run in result["runs"]:
         share = ", ".join(f"{name} {count}" for name, count in run["per_source"].items())
-        lines.append(f"| {run['sources']} | {_num(run['frames_per_s'])} | {share} | "
+        how = "together" if run.get("together") else ("alone" if run["sources"] == 1
+                                                       else "in turn")
+        lines.append(f"| {run['sources']} | {how} | {_num(run['frames_per_s'])} | {share} | "
                      f"{_num(run['ttft_ms'], ' ms')} | {_num(run['tbt_ms'], ' ms')} | "
                      f"{_num(run['first_event_ms'], ' ms')} | {_num(run['tokens_per_frame'])} "
                      f"| {run['failed']} |")

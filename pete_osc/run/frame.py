@@ -44,40 +44,80 @@ def frame_records(engine: Engine, director: Director, frame: Frame, size: int,
     ``settle`` is called once the answer is over (the caller's part of the report: the
     sender's timing, the drops) and its fields go into the report, made once, frozen.
     """
-    tally = _Tally(frame)
-    parser = LineParser(director, FrameInfo(frame.id, frame.source, frame.captured_at))
-    started_at = time.time()
+    run = FrameRun(director, frame)
     stream = None
     try:
-        image = square_rgb(frame.image, size)  # as the model takes it, made once
-        yield FrameStart(frame, image)
-        stream = engine.stream(image, prompt)
+        yield run.start(size)
+        stream = engine.stream(run.image, prompt)
         for token in stream:
-            tally.seen(token)  # the frame's prefill counts even if the frame ends here
             reason = cancel()
             if reason is not None:
-                tally.stopped = reason == "stop"
-                tally.watchdog = None if tally.stopped else reason
+                run.seen(token)  # the frame's prefill counts even if the frame ends here
+                run.cancel(reason)
                 break
-            tally.take(token)
-            if token.text or token.finish:
-                yield Text(frame.id, frame.source, token.text, token.at - tally.started,
-                           token.finish)
-            if token.text:
-                yield from _counted(parser.feed(token.text), tally)
+            yield from run.take(token)
     except Exception as exc:  # one bad frame never ends the show
         reason = cancel()
         if reason is not None and reason != "stop":
-            tally.watchdog = reason  # the engine gave up because the watchdog ended it
+            run.cancel(reason)  # the engine gave up because the watchdog ended it
         else:
-            tally.error = f"{type(exc).__name__}: {exc}"
+            run.fail(exc)
     finally:
         close = getattr(stream, "close", None)
         if close:
             close()
-    truncated = tally.finish == "length"
-    yield from _counted(parser.finish(truncated=truncated, cut=_cut(tally)), tally)
-    yield tally.report(started_at, truncated, **settle())
+    yield from run.finish(**settle())
+
+
+class FrameRun:
+    """One frame's way through the parser, pushed a token at a time: :func:`frame_records`
+    drives it from the engine's stream, a batch (pete_osc.run.rows) from its rows' steps.
+    ``start``, then ``take`` per token (``cancel`` or ``fail`` where the answer is cut),
+    then ``finish``: the records each gives, in order."""
+
+    def __init__(self, director: Director, frame: Frame):
+        self.frame = frame
+        self.tally = _Tally(frame)
+        self.parser = LineParser(director, FrameInfo(frame.id, frame.source, frame.captured_at))
+        self.started_at = time.time()
+        self.image = None
+
+    def start(self, size: int) -> FrameStart:
+        """The frame as the model takes it (square RGB at ``size``), made once."""
+        self.image = square_rgb(self.frame.image, size)
+        return FrameStart(self.frame, self.image)
+
+    def seen(self, token) -> None:
+        self.tally.seen(token)
+
+    def take(self, token) -> list[Text | Record]:
+        """A token from the engine: its text, and the lines it completes."""
+        tally, frame = self.tally, self.frame
+        tally.seen(token)
+        tally.take(token)
+        out: list = []
+        if token.text or token.finish:
+            out.append(Text(frame.id, frame.source, token.text, token.at - tally.started,
+                            token.finish))
+        if token.text:
+            out.extend(_counted(self.parser.feed(token.text), tally))
+        return out
+
+    def cancel(self, reason: str) -> None:
+        """Ended before the model ended it: "stop" (Ctrl-C) or the watchdog's reason."""
+        self.tally.stopped = reason == "stop"
+        self.tally.watchdog = None if self.tally.stopped else reason
+
+    def fail(self, exc: BaseException) -> None:
+        self.tally.error = f"{type(exc).__name__}: {exc}"
+
+    def finish(self, **settled) -> list[Record | FrameReport]:
+        """The last line (cut where the answer was), then the frozen report."""
+        truncated = self.tally.finish == "length"
+        out: list = list(_counted(self.parser.finish(truncated=truncated, cut=_cut(self.tally)),
+                                  self.tally))
+        out.append(self.tally.report(self.started_at, truncated, **settled))
+        return out
 
 
 class _Tally:

@@ -28,6 +28,7 @@ from ..engines.setup import constrain_again, load_engine, prepare
 from ..errors import PeteError
 from ..inputs.daw import open_input, where_to_listen
 from ..records import Event, FrameReport, Notice, Sent, Text
+from .batched import Batched, open_batch
 from .frame import frame_records
 from .reload import Files, Watch
 from .stopping import StopGuard, signals_held
@@ -62,6 +63,7 @@ class ShowConfig:
     context_port: int | None = None
     context_host: str | None = None  # None: the mapping's, else 127.0.0.1
     ableton: str | None = None  # AbletonOSC's HOST:PORT, asked to report its state
+    batch: bool = True  # several sources' frames decoded together where the engine can
 
     @classmethod
     def from_args(cls, args, size: int) -> "ShowConfig":
@@ -71,7 +73,7 @@ class ShowConfig:
                    warm_up=not args.no_warmup, reload=not args.no_reload,
                    stall=args.stall, frame_limit=args.frame_limit, midi_api=args.midi_api,
                    context_port=args.context_port, context_host=args.context_host,
-                   ableton=args.ableton)
+                   ableton=args.ableton, batch=not getattr(args, "no_batch", False))
 
 
 class Show:
@@ -102,6 +104,7 @@ class Show:
         self._ahead_s = 0.0  # seconds spent prefilling the next frame's context ahead
         self._ahead_failed = False
         self.failures = Failures()  # failed frames said once, their return once
+        self.batched = False  # whether this run's sources were answered together
 
     # ---- set-up ------------------------------------------------------------------------
     def open(self) -> "Show":
@@ -159,7 +162,12 @@ class Show:
         self._sources = []
         self.say(f"running on {', '.join(self._describe_sources())}; Ctrl-C to stop")
         dog = Watchdog(c.stall, c.frame_limit, self.engine)
+        batch = open_batch(self)
+        self.batched = batch is not None
         with StopGuard(self.stop, on_force=self._forced_end), self.watch, dog:
+            if batch is not None:
+                Batched(self, batch).run()
+                return self.summary
             while not self.stop.is_set():
                 self._boundary()
                 self._ahead()
@@ -184,48 +192,55 @@ class Show:
 
     def _frame(self, frame, dog: "Watchdog") -> FrameReport:
         self.summary.begin()
-
         dog.begin(frame.id, frame.source)
         stop = self.stop
         cancel = lambda: "stop" if stop.is_set() else dog.tripped  # noqa: E731
         report = None
         director = self.files.director
         prompt = self._prompt_for(director, frame.source)
-        said = []
-
-        def settle() -> dict:
-            # The answer is over: the sender's part, the drops, the prompt as sent.
-            out = dict(dropped=self.feeds.dropped, skipped=self.feeds.skipped)
-            if self.sender is not None:
-                self.sender.end_frame(frame.id)
-                out["sent"] = Sent(self.sender.first_sent(frame.id), self.sender.coalesced)
-            if director.placeholders:
-                out.update(instruction=prompt.instruction, context=prompt.context,
-                           ahead_s=self._ahead_s)
-                self._ahead_s = 0.0
-            return out
-
+        said: list[Event] = []
         try:
             for record in frame_records(self.engine, director, frame, self.config.size,
-                                        prompt, cancel, settle):
+                                        prompt, cancel, lambda: self._settle(frame, prompt)):
                 if isinstance(record, Text):
                     dog.token()
-                    self._drain()
-                elif isinstance(record, Event):
-                    said.append(record)
-                    if self.sender is not None:
-                        self.sender.event(record)
-                elif isinstance(record, FrameReport):
+                if isinstance(record, FrameReport):
                     report = record
-                    continue
-                self.taps.take(record)
+                else:
+                    self._pass(record, said)
         finally:
             dog.end()
+        self._ended(frame, said, report)
+        return report
+
+    def _pass(self, record, said: list[Event]) -> None:
+        """A frame's record on its way: an event to the sender, every record to the taps;
+        at each token, what the capture threads noticed meanwhile."""
+        if isinstance(record, Text):
+            self._drain()
+        elif isinstance(record, Event):
+            said.append(record)
+            if self.sender is not None:
+                self.sender.event(record)
+        self.taps.take(record)
+
+    def _settle(self, frame, prompt: Prompt) -> dict:
+        """The answer is over: the sender's part, the drops, the prompt as sent."""
+        out = dict(dropped=self.feeds.dropped, skipped=self.feeds.skipped)
+        if self.sender is not None:
+            self.sender.end_frame(frame.id)
+            out["sent"] = Sent(self.sender.first_sent(frame.id), self.sender.coalesced)
+        if self.files.director.placeholders:
+            out.update(instruction=prompt.instruction, context=prompt.context,
+                       ahead_s=self._ahead_s)
+            self._ahead_s = 0.0
+        return out
+
+    def _ended(self, frame, said: list[Event], report: FrameReport) -> None:
         self.answers.add(frame.source, said)
         self.failures.add(report)
         self.summary.add(report)
         self.taps.take(report)
-        return report
 
     def _prompt_for(self, director, source: str) -> Prompt:
         """The prompt of ``source``'s next frame: {previous}, {daw.*} and {context.*}

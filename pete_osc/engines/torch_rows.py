@@ -1,0 +1,330 @@
+"""The torch engine's model calls for a batch (pete_osc.engines.batch): FastVLM's language
+model run over several rows at once, each row a frame with its own positions, its own
+KV cache rows and its own grammar mask.
+
+The DIRECTOR prefix (the system prompt and the start of the user turn, the same for every
+source) is run through the model once, by the engine's own prefix cache, and its keys and
+values are read by every row from that one copy: attention is computed against the shared
+prefix and against the row's own tail (its context, the image, the instruction and the
+answer so far) and the two are softmaxed together, so no row holds a copy of the prefix.
+A row's tail lives in a slot of a fixed buffer per layer; a new frame takes a free slot and
+is prefilled there, a finished one frees it (continuous batching).
+
+Each layer calls the model's own modules (norms, projections, MLP), so int8 weights on the
+CPU (pete_osc.engines.int8) serve the batch too; the rest is a handful of plain torch ops
+written so that every shape is fixed for a row-count bucket: on CUDA the decode step of
+each bucket (1, 2, 4, 8, 16 rows) is one CUDA graph, recorded the first time it is needed
+(:meth:`warm_up` records them at start).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+# Row counts with their own CUDA graph: a batch of 3 runs in the graph for 4 (one idle row).
+BUCKETS = (1, 2, 4, 8, 16)
+# Tail positions allocated per slot beyond the first frame's need (a longer context later).
+TAIL_HEADROOM = 64
+
+
+def open_batch(engine, slots: int):
+    """The torch engine's :class:`~pete_osc.engines.batch.Batch` of ``slots`` rows (on
+    CUDA its decode graphs are recorded now, not on stage)."""
+    from .batch import Batch
+    from .torch_setup import split_prompt
+
+    split: dict = {}
+
+    def parts(prompt):
+        if prompt not in split:
+            if len(split) > 64:
+                split.clear()
+            split[prompt] = split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
+                                         prompt.context)
+        return split[prompt]
+
+    rows = TorchRows(engine, slots)
+    rows.use_system(engine.prompt.system)
+    rows.warm_up()
+    return Batch(engine, rows, parts)
+
+
+class TorchRows:
+    """See the module docstring. ``slots``: how many rows can run at once."""
+
+    def __init__(self, engine, slots: int):
+        torch = self.torch = engine.torch
+        self.engine = engine
+        model = engine.model
+        self.lm = getattr(model.model, "language_model", None) or model.language_model
+        self.head = model.get_output_embeddings()
+        config = self.lm.config
+        self.layers = list(self.lm.layers)[: config.num_hidden_layers]
+        attn = self.layers[0].self_attn
+        self.head_dim = attn.head_dim
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.scale = attn.scaling
+        self.device, self.dtype = engine.device, engine.dtype
+        self.slots = max(1, slots)
+        self.free = list(range(self.slots))
+        self.length = [0] * self.slots  # positions filled in each slot's tail
+        self.tail = 0
+        self.k: list = []
+        self.v: list = []
+        self.system = None  # the system prompt whose prefix the rows read
+        self.graphs: dict[int, tuple] = {}  # bucket -> (graph, inputs, logits)
+        self.graph = engine.device.type == "cuda" and engine.fast
+        self.runs = 0  # model calls (prefills and steps)
+        self.rows_run = 0  # rows those calls ran
+        self.prefix_reads = 0  # times the prefix's keys and values were taken from the engine
+        self._bitmask = None  # (slots, words of the grammar's mask), made at the first use
+        self._bit = torch.arange(32, dtype=torch.int32, device=self.device)
+
+    # ---- the shared prefix and the slots -----------------------------------------------
+    def use_system(self, system: str) -> None:
+        """Read the DIRECTOR prefix's keys and values for ``system`` (prefilled by the
+        engine's prefix cache if not yet) once; every row reads them from here."""
+        if system == self.system:
+            return
+        engine, torch = self.engine, self.torch
+        prompt = engine.prompt
+        if prompt is None or prompt.system != system:
+            from .base import Prompt
+
+            engine.use_prompt(Prompt(system, prompt.instruction if prompt else ""))
+        n = engine.system_len
+        layers = engine.cache.layers
+        with torch.inference_mode():
+            self.pk = [layer.keys[0, :, :n].clone() for layer in layers]
+            self.pv = [layer.values[0, :, :n].clone() for layer in layers]
+        self.prefix_len = n
+        self.system = system
+        self.prefix_reads += 1
+        self.graphs.clear()
+
+    def open(self, need: int) -> int:
+        """A free slot for a row that will fill ``need`` tail positions (the buffers grow
+        when a row needs more than they hold)."""
+        if need > self.tail:
+            self._grow(need + TAIL_HEADROOM)
+        slot = self.free.pop(0)
+        self.length[slot] = 0
+        return slot
+
+    def close(self, slot: int) -> None:
+        self.free.append(slot)
+        self.free.sort()
+
+    def _grow(self, tail: int) -> None:
+        torch = self.torch
+        shape = (self.slots, self.kv_heads, tail, self.head_dim)
+        with torch.inference_mode():
+            k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+            v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+            for old, new in zip(self.k + self.v, k + v):
+                new[:, :, : old.shape[2]] = old
+        self.k, self.v, self.tail = k, v, tail
+        self.graphs.clear()  # (they hold the old buffers' addresses)
+
+    # ---- model calls -------------------------------------------------------------------
+    def prefill(self, rows: list[tuple[int, np.ndarray, list[int], list[int], list[int]]]):
+        """Prefill joining rows, each ``(slot, image, context ids, instruction ids, start
+        ids)``: the images through the vision tower together, then every row's tail in
+        one call. Returns (logits per row, seconds in the vision tower, positions per row)."""
+        torch, engine = self.torch, self.engine
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            pixels = torch.from_numpy(np.stack([np.ascontiguousarray(r[1]) for r in rows]))
+            pixels = pixels.to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255.0
+            features = self._vision(pixels)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            vision = time.perf_counter() - t0
+            embed = engine.model.get_input_embeddings()
+            parts = []
+            for (_, _, context, suffix, start), image in zip(rows, features):
+                ids = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+                parts.append(torch.cat([embed(ids(context)), image.to(self.dtype),
+                                        embed(ids(suffix + start))]))
+            counts = [p.shape[0] for p in parts]
+            width = max(counts)
+            embeds = torch.zeros((len(rows), width, parts[0].shape[1]), dtype=self.dtype,
+                                 device=self.device)
+            for i, p in enumerate(parts):
+                embeds[i, : p.shape[0]] = p
+            logits = self._forward([r[0] for r in rows], embeds, counts)
+        return logits, vision, counts
+
+    def _vision(self, pixels):
+        """(frames, image tokens, hidden): one call for all the frames that join."""
+        engine = self.engine
+        if engine.fast:  # the engine's CUDA graph is for one frame: one replay each
+            return [engine._vision(p[None])[0] for p in pixels]
+        features = engine.model.model.get_image_features(pixel_values=pixels).pooler_output
+        if isinstance(features, (list, tuple)):
+            return [f.reshape(-1, f.shape[-1]) for f in features]
+        return list(features)
+
+    def run(self, slots: list[int], ids: list[list[int]]):
+        """Run each row's ids (a chosen token and the grammar's forced text) at its next
+        positions, all rows in one call; the logits after each row's last id."""
+        torch = self.torch
+        with torch.inference_mode():
+            if self.graph and all(len(x) == 1 for x in ids):
+                return self._replay(slots, [x[0] for x in ids])
+            width = max(len(x) for x in ids)
+            padded = [x + [x[-1]] * (width - len(x)) for x in ids]
+            embeds = self.engine.model.get_input_embeddings()(
+                torch.tensor(padded, dtype=torch.long, device=self.device))
+            return self._forward(slots, embeds, [len(x) for x in ids])
+
+    def _forward(self, slots: list[int], embeds, counts: list[int]):
+        """Rows ``slots`` take ``embeds`` (rows, width, hidden) at their next positions,
+        ``counts`` of each row real (the rest is padding, written past the row's end and
+        overwritten by its next call); the logits after each row's last real position."""
+        torch = self.torch
+        need = max(self.length[s] for s in slots) + embeds.shape[1]
+        if need > self.tail:
+            self._grow(need + TAIL_HEADROOM)
+        idx = torch.tensor(slots, dtype=torch.long, device=self.device)
+        start = torch.tensor([self.length[s] for s in slots], dtype=torch.long, device=self.device)
+        last = torch.tensor([c - 1 for c in counts], dtype=torch.long, device=self.device)
+        logits = self._layers(embeds, idx, start, last)
+        for s, c in zip(slots, counts):
+            self.length[s] += c
+        self.runs += 1
+        self.rows_run += len(slots)
+        return logits
+
+    def _layers(self, x, idx, start, last):
+        """The language model over the rows: every shape here depends only on the rows'
+        count and width (for a CUDA graph); positions and slots come as tensors."""
+        torch = self.torch
+        rows, width = x.shape[:2]
+        d, heads, kvh = self.head_dim, self.heads, self.kv_heads
+        group = heads // kvh
+        tail_pos = start[:, None] + torch.arange(width, device=self.device)  # (rows, width)
+        cos, sin = self.lm.rotary_emb(x, tail_pos + self.prefix_len)
+        cos, sin = cos[:, None], sin[:, None]
+        keys = torch.arange(self.tail, device=self.device)
+        hidden = torch.where(keys[None, None] <= tail_pos[:, :, None], 0.0, float("-inf"))
+        hidden = hidden[:, None, None].to(torch.float32)  # (rows, 1, 1, width, tail)
+        write_rows = idx[:, None].expand(rows, width)
+        for n, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(rows, width, heads, d).transpose(1, 2)
+            k = attn.k_proj(h).view(rows, width, kvh, d).transpose(1, 2)
+            v = attn.v_proj(h).view(rows, width, kvh, d).transpose(1, 2)
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            kc, vc = self.k[n], self.v[n]
+            # (slot, head, position): each row writes its own positions
+            kc[write_rows, :, tail_pos] = k.transpose(1, 2)
+            vc[write_rows, :, tail_pos] = v.transpose(1, 2)
+            kt, vt = kc.index_select(0, idx), vc.index_select(0, idx)
+            qg = q.reshape(rows, kvh, group, width, d)
+            sp = torch.einsum("bkgsd,kpd->bkgsp", qg, self.pk[n]).float()
+            st = torch.einsum("bkgsd,bktd->bkgst", qg, kt).float() + hidden
+            p = torch.softmax(torch.cat([sp, st], dim=-1) * self.scale, dim=-1).to(self.dtype)
+            plen = sp.shape[-1]
+            out = (torch.einsum("bkgsp,kpd->bkgsd", p[..., :plen], self.pv[n])
+                   + torch.einsum("bkgst,bktd->bkgsd", p[..., plen:], vt))
+            out = out.reshape(rows, heads, width, d).transpose(1, 2).reshape(rows, width, heads * d)
+            x = x + attn.o_proj(out)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x[torch.arange(rows, device=self.device), last]
+        return self.head(self.lm.norm(x)).float()
+
+    # ---- CUDA graphs, one per row-count bucket -----------------------------------------
+    def _replay(self, slots: list[int], tokens: list[int]):
+        torch = self.torch
+        n = len(slots)
+        bucket = next((b for b in BUCKETS if b >= n), n)
+        if max(self.length[s] for s in slots) + 1 > self.tail:
+            self._grow(self.tail + TAIL_HEADROOM)
+        if bucket not in self.graphs:
+            self._capture(bucket)
+        graph, (tok, idx, start), logits = self.graphs[bucket]
+        # Idle rows of the bucket repeat the first row (same slot, same position, same
+        # values written: harmless); their logits are not read.
+        pad = bucket - n
+        tok.copy_(torch.tensor(tokens + [tokens[0]] * pad), non_blocking=True)
+        idx.copy_(torch.tensor(slots + [slots[0]] * pad), non_blocking=True)
+        start.copy_(torch.tensor([self.length[s] for s in slots] + [self.length[slots[0]]] * pad),
+                    non_blocking=True)
+        graph.replay()
+        for s in slots:
+            self.length[s] += 1
+        self.runs += 1
+        self.rows_run += n
+        return logits[:n]
+
+    def _capture(self, bucket: int) -> None:
+        torch = self.torch
+        embed = self.engine.model.get_input_embeddings()
+        tok = torch.zeros(bucket, dtype=torch.long, device=self.device)
+        idx = torch.zeros(bucket, dtype=torch.long, device=self.device)
+        start = torch.full((bucket,), self.tail - 1, dtype=torch.long, device=self.device)
+        last = torch.zeros(bucket, dtype=torch.long, device=self.device)
+        # (slot 0's last position: written during the recording, never read before written)
+        body = lambda: self._layers(embed(tok[:, None]), idx, start, last)  # noqa: E731
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = body()
+        self.graphs[bucket] = (graph, (tok, idx, start), logits)
+
+    def warm_up(self) -> None:
+        """Record the decode step's CUDA graph for every bucket up to the slots."""
+        if not self.graph:
+            return
+        with self.torch.inference_mode():
+            for bucket in BUCKETS:
+                if bucket not in self.graphs:
+                    self._capture(bucket)
+                if bucket >= self.slots:
+                    break
+
+    def choose(self, logits, constraints: list) -> list[int]:
+        """Each row's next token (greedy or sampled), its grammar's mask applied."""
+        torch = self.torch
+        with torch.inference_mode():
+            words = next((c.words for c in constraints if c is not None), 0)
+            if words:
+                rows = logits.shape[0]
+                if self._bitmask is None or self._bitmask.shape != (self.slots, words):
+                    self._bitmask = torch.full((self.slots, words), -1, dtype=torch.int32,
+                                               pin_memory=self.device.type == "cuda")
+                self._bitmask[:rows].fill_(-1)
+                for i, c in enumerate(constraints):
+                    if c is not None:
+                        c.fill(self._bitmask[i].data_ptr(), words * 4)
+                bits = self._bitmask[:rows].to(self.device, non_blocking=True)
+                allowed = ((bits[:, :, None] >> self._bit) & 1).view(rows, -1)[:, : logits.shape[-1]]
+                logits = logits.masked_fill(allowed == 0, float("-inf"))
+            temperature = self.engine.settings.temperature
+            if temperature <= 0:
+                chosen = logits.argmax(dim=-1)
+            else:
+                probs = torch.softmax(logits.float() / temperature, dim=-1)
+                chosen = torch.multinomial(probs, 1)[:, 0]
+            return chosen.tolist()
+
+
+def _rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    return x * cos + _turned(x, half) * sin
+
+
+def _turned(x, half):
+    import torch
+
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
