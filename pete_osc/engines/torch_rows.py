@@ -19,12 +19,18 @@ each bucket (1, 2, 4, 8, 16 rows) is one CUDA graph, recorded the first time it 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 # Row counts with their own CUDA graph: a batch of 3 runs in the graph for 4 (one idle row).
 BUCKETS = (1, 2, 4, 8, 16)
+# Tokens per row a graph takes: a chosen token, or one and the grammar's forced text after
+# it, or a joining frame's prefill (padded up to the next width; longer runs as it is).
+WIDTHS = (1, 4, 8, 16, 32, 64)
 # Tail positions allocated per slot beyond the first frame's need (a longer context later).
 TAIL_HEADROOM = 64
 
@@ -67,6 +73,7 @@ class TorchRows:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.scale = attn.scaling
+        self.hidden = config.hidden_size
         self.device, self.dtype = engine.device, engine.dtype
         self.slots = max(1, slots)
         self.free = list(range(self.slots))
@@ -75,8 +82,12 @@ class TorchRows:
         self.k: list = []
         self.v: list = []
         self.system = None  # the system prompt whose prefix the rows read
-        self.graphs: dict[int, tuple] = {}  # bucket -> (graph, inputs, logits)
+        self.graphs: dict[tuple, tuple] = {}  # (rows, width) -> (graph, inputs, logits)
+        self._vision_graphs: dict | None = {}  # frames -> (graph, pixels, features)
         self.graph = engine.device.type == "cuda" and engine.fast
+        # Steps padded to the buckets: on CUDA each bucket is a recorded graph; elsewhere
+        # (tests) the same padded inputs run as they are.
+        self.bucketed = self.graph
         self.runs = 0  # model calls (prefills and steps)
         self.rows_run = 0  # rows those calls ran
         self.prefix_reads = 0  # times the prefix's keys and values were taken from the engine
@@ -159,22 +170,63 @@ class TorchRows:
         return logits, vision, counts
 
     def _vision(self, pixels):
-        """(frames, image tokens, hidden): one call for all the frames that join."""
+        """(frames, image tokens, hidden): one call for all the frames that join (on
+        CUDA a recorded graph per count of frames, see BUCKETS)."""
         engine = self.engine
+        if self.graph and self._vision_graphs is not None:
+            try:
+                return self._vision_replay(pixels)
+            except Exception as exc:  # (a tower that cannot be recorded: one frame a call)
+                log.warning("the vision tower could not run in one recorded call for "
+                            "several frames (%s: %s); each frame runs on its own",
+                            type(exc).__name__, exc)
+                self._vision_graphs = None
         if engine.fast:  # the engine's CUDA graph is for one frame: one replay each
-            return [engine._vision(p[None])[0] for p in pixels]
-        features = engine.model.model.get_image_features(pixel_values=pixels).pooler_output
+            # (copied out: the next replay writes over the graph's output)
+            return [engine._vision(p[None])[0].clone() for p in pixels]
+        return list(self._encode(pixels))
+
+    def _encode(self, pixels):
+        features = self.engine.model.model.get_image_features(pixel_values=pixels).pooler_output
         if isinstance(features, (list, tuple)):
-            return [f.reshape(-1, f.shape[-1]) for f in features]
-        return list(features)
+            features = self.torch.stack([f.reshape(-1, f.shape[-1]) for f in features])
+        return features
+
+    def _vision_replay(self, pixels):
+        torch = self.torch
+        n = pixels.shape[0]
+        bucket = next((b for b in BUCKETS if b >= n), n)
+        if bucket not in self._vision_graphs:
+            buffer = torch.zeros((bucket, *pixels.shape[1:]), dtype=pixels.dtype,
+                                 device=self.device)
+            graph, out = self._record(lambda: self._encode(buffer))
+            self._vision_graphs[bucket] = (graph, buffer, out)
+        graph, buffer, out = self._vision_graphs[bucket]
+        buffer[:n] = pixels
+        buffer[n:] = pixels[:1]
+        graph.replay()
+        return list(out[:n])
+
+    def _record(self, body):
+        """``body`` recorded as a CUDA graph (after two runs on a side stream, as
+        torch.cuda.graphs asks): (the graph, its output)."""
+        torch = self.torch
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = body()
+        return graph, out
 
     def run(self, slots: list[int], ids: list[list[int]]):
         """Run each row's ids (a chosen token and the grammar's forced text) at its next
         positions, all rows in one call; the logits after each row's last id."""
         torch = self.torch
         with torch.inference_mode():
-            if self.graph and all(len(x) == 1 for x in ids):
-                return self._replay(slots, [x[0] for x in ids])
             width = max(len(x) for x in ids)
             padded = [x + [x[-1]] * (width - len(x)) for x in ids]
             embeds = self.engine.model.get_input_embeddings()(
@@ -184,19 +236,42 @@ class TorchRows:
     def _forward(self, slots: list[int], embeds, counts: list[int]):
         """Rows ``slots`` take ``embeds`` (rows, width, hidden) at their next positions,
         ``counts`` of each row real (the rest is padding, written past the row's end and
-        overwritten by its next call); the logits after each row's last real position."""
+        overwritten by its next call); the logits after each row's last real position.
+        Bucketed (CUDA): padded to a recorded graph's rows and width, replayed."""
         torch = self.torch
-        need = max(self.length[s] for s in slots) + embeds.shape[1]
-        if need > self.tail:
-            self._grow(need + TAIL_HEADROOM)
-        idx = torch.tensor(slots, dtype=torch.long, device=self.device)
-        start = torch.tensor([self.length[s] for s in slots], dtype=torch.long, device=self.device)
-        last = torch.tensor([c - 1 for c in counts], dtype=torch.long, device=self.device)
-        logits = self._layers(embeds, idx, start, last)
+        n, width = embeds.shape[:2]
+        bucket = None
+        if self.bucketed and width <= WIDTHS[-1]:
+            bucket = (next((b for b in BUCKETS if b >= n), n), next(w for w in WIDTHS if w >= width))
+            width = bucket[1]
+        if max(self.length[s] for s in slots) + width > self.tail:
+            self._grow(max(self.length[s] for s in slots) + width + TAIL_HEADROOM)
+        starts = [self.length[s] for s in slots]
+        if bucket is None:
+            meta = torch.tensor([slots, starts, [c - 1 for c in counts]], dtype=torch.long,
+                                device=self.device)
+            logits = self._layers(embeds, *meta)
+        else:
+            if bucket not in self.graphs:
+                self._capture(*bucket)
+            graph, (x, meta), out = self.graphs[bucket]
+            # Idle rows repeat the first row (its slot, its positions, its values: the
+            # same values written twice); only the real rows' logits are read.
+            pad = bucket[0] - n
+            meta.copy_(torch.tensor([slots + slots[:1] * pad, starts + starts[:1] * pad,
+                                     [c - 1 for c in counts] + [counts[0] - 1] * pad]),
+                       non_blocking=True)
+            x[:n, : embeds.shape[1]] = embeds
+            x[n:] = x[:1]
+            if graph is None:
+                logits = out()[:n]
+            else:
+                graph.replay()
+                logits = out[:n]
         for s, c in zip(slots, counts):
             self.length[s] += c
         self.runs += 1
-        self.rows_run += len(slots)
+        self.rows_run += n
         return logits
 
     def _layers(self, x, idx, start, last):
@@ -239,58 +314,35 @@ class TorchRows:
         return self.head(self.lm.norm(x)).float()
 
     # ---- CUDA graphs, one per row-count bucket -----------------------------------------
-    def _replay(self, slots: list[int], tokens: list[int]):
+    def _capture(self, rows: int, width: int) -> None:
         torch = self.torch
-        n = len(slots)
-        bucket = next((b for b in BUCKETS if b >= n), n)
-        if max(self.length[s] for s in slots) + 1 > self.tail:
-            self._grow(self.tail + TAIL_HEADROOM)
-        if bucket not in self.graphs:
-            self._capture(bucket)
-        graph, (tok, idx, start), logits = self.graphs[bucket]
-        # Idle rows of the bucket repeat the first row (same slot, same position, same
-        # values written: harmless); their logits are not read.
-        pad = bucket - n
-        tok.copy_(torch.tensor(tokens + [tokens[0]] * pad), non_blocking=True)
-        idx.copy_(torch.tensor(slots + [slots[0]] * pad), non_blocking=True)
-        start.copy_(torch.tensor([self.length[s] for s in slots] + [self.length[slots[0]]] * pad),
-                    non_blocking=True)
-        graph.replay()
-        for s in slots:
-            self.length[s] += 1
-        self.runs += 1
-        self.rows_run += n
-        return logits[:n]
-
-    def _capture(self, bucket: int) -> None:
-        torch = self.torch
-        embed = self.engine.model.get_input_embeddings()
-        tok = torch.zeros(bucket, dtype=torch.long, device=self.device)
-        idx = torch.zeros(bucket, dtype=torch.long, device=self.device)
-        start = torch.full((bucket,), self.tail - 1, dtype=torch.long, device=self.device)
-        last = torch.zeros(bucket, dtype=torch.long, device=self.device)
-        # (slot 0's last position: written during the recording, never read before written)
-        body = lambda: self._layers(embed(tok[:, None]), idx, start, last)  # noqa: E731
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                body()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = body()
-        self.graphs[bucket] = (graph, (tok, idx, start), logits)
+        x = torch.zeros((rows, width, self.hidden), dtype=self.dtype, device=self.device)
+        meta = torch.zeros((3, rows), dtype=torch.long, device=self.device)  # slot, start, last
+        meta[1].fill_(self.tail - width)  # (slot 0's last positions: junk, overwritten later)
+        body = lambda: self._layers(x, *meta)  # noqa: E731
+        if not self.graph:
+            self.graphs[(rows, width)] = (None, (x, meta), body)
+            return
+        graph, out = self._record(body)
+        self.graphs[(rows, width)] = (graph, (x, meta), out)
 
     def warm_up(self) -> None:
-        """Record the decode step's CUDA graph for every bucket up to the slots."""
+        """Record the CUDA graphs for every bucket up to the slots: the step's (a row
+        count, and a width: 1 for a chosen token, more for the grammar's forced text and
+        for the frames that join) and the vision tower's (a count of frames)."""
         if not self.graph:
             return
-        with self.torch.inference_mode():
-            for bucket in BUCKETS:
-                if bucket not in self.graphs:
-                    self._capture(bucket)
-                if bucket >= self.slots:
+        if not self.k:  # the buffers for a frame of the current prompt, and room to spare
+            self._grow(self.engine.max_len - self.prefix_len + TAIL_HEADROOM)
+        torch, size = self.torch, self.engine.settings.size
+        with torch.inference_mode():
+            for rows in BUCKETS:
+                for width in WIDTHS:
+                    if (rows, width) not in self.graphs:
+                        self._capture(rows, width)
+                self._vision(torch.zeros((rows, 3, size, size), dtype=self.dtype,
+                                         device=self.device))
+                if rows >= self.slots:
                     break
 
     def choose(self, logits, constraints: list) -> list[int]:

@@ -19,8 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..engines.batch import Batch, Ended
 from ..engines.base import Prompt
+from ..engines.batch import Batch, Ended
 from ..records import Event, Frame, FrameReport
 from .frame import FrameRun
 
