@@ -76,12 +76,16 @@ def arguments() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", default=None, metavar="[NAME=]SOURCE",
                      help="camera number, video file, folder of images, URL, or 'none' (blank "
                           "frames; the default with --engine replay) (default 0). Give it "
-                          "again for several sources, answered together in one batch where "
-                          "the engine can (torch), else in turn; NAME (stage=0) is what "
+                          "again for several sources, answered together (torch: one batch; "
+                          "remote: a request in flight per source), else in turn; NAME "
+                          "(stage=0) is what "
                           "events carry and {source} in a mapping becomes")
     run.add_argument("--no-batch", action="store_true",
                      help="several sources: answer their frames in turn, one at a time, "
                           "instead of together")
+    run.add_argument("--concurrency", type=_number(int, low=1), default=0, metavar="N",
+                     help="remote engine with several sources: requests in flight at once "
+                          "(default: one per source; 1: in turn)")
     run.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
                      help="auto (mlx on Apple Silicon, torch elsewhere), mlx, torch, remote "
                           "(--server) or replay (--replay)")

@@ -126,7 +126,8 @@ def cmd_run(args) -> int:
         show.load(plan.engine, plan.model, EngineOptions(
             server=args.server, timeout=args.timeout, replay=args.replay,
             replay_speed=args.replay_speed, loop=args.loop, device=args.device, compile=not args.no_compile,
-            weights=args.quantize, kernels=args.kernels, progress=say, path=plan.model_path))
+            weights=args.quantize, kernels=args.kernels, progress=say, path=plan.model_path,
+            concurrency=args.concurrency))
         if args.monitor and _on_this_cpu(show.engine) and args.monitor_host in ("127.0.0.1", "localhost"):
             say(f"monitor page: the model runs on this computer's {os.cpu_count()} cores, and a "
                 "browser here takes some from it (on 2 cores: TBT +11%, docs/benchmarks.md); "

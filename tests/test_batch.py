@@ -289,3 +289,54 @@ def test_the_watchdog_ends_each_frame_of_a_batch_and_the_show_goes_on(seeing_tor
     # frames of both sources still speak).
     spoke = {(f, s) for f, s, _ in got}
     assert len(spoke) >= 4 and {s for f, s in spoke if f >= 2} == {"r", "b"}, sorted(spoke)
+
+
+# ---- the remote engine: one request in flight per source ----------------------------------
+def test_remote_requests_of_several_sources_overlap(cli_env):
+    """Two sources on the remote engine: their requests are in flight together (the
+    server's own clock says so), each source's events in its order; with --concurrency 1
+    they take turns, one request at a time. A stalled request is cut by the watchdog and
+    the other source goes on."""
+    from support.server import Scripted, Server
+
+    class Timed(Scripted):
+        spans: list = []
+
+        def do_POST(self):
+            began = time.monotonic()
+            super().do_POST()
+            type(self).spans.append((began, time.monotonic()))
+
+    def run(*extra, script):
+        with Server(script) as server:
+            server.handler = type("H", (Timed,), {"script": script, "requests": [],
+                                                  "closed": [], "spans": []})
+            server.httpd.RequestHandlerClass = server.handler
+            proc = subprocess.run(
+                PETE + ["run", "--engine", "remote", "--server", server.url, "--model", "m",
+                        "--source", "a=none", "--source", "b=none", "--fps", "0", "--size",
+                        "64", "--max-frames", "4", "--no-warmup", "--constrain", "off",
+                        "--json", "--stall", "1", *extra],
+                capture_output=True, text=True, env=cli_env, timeout=120)
+        return proc, sorted(server.handler.spans)
+
+    slow = [["color: red\n", 0.4, "mood: calm\n", "stop"]]
+    together, spans = run(script=slow)
+    assert together.returncode == 0, together.stderr
+    assert "2 sources answered together" in together.stderr
+    assert len(spans) == 4
+    overlapping = sum(1 for (b1, e1), (b2, _) in zip(spans, spans[1:]) if b2 < e1)
+    assert overlapping >= 2, spans  # the second request began before the first ended
+    got = events(together.stdout)
+    for source in ("a", "b"):
+        mine = [raw for _, s, raw in got if s == source]
+        assert mine == ["color: red", "mood: calm"] * 2
+    in_turn, spans = run("--concurrency", "1", script=slow)
+    assert in_turn.returncode == 0, in_turn.stderr
+    assert "answered together" not in in_turn.stderr
+    assert all(b2 >= e1 - 0.01 for (_, e1), (b2, _) in zip(spans, spans[1:])), spans
+    # One request stalls: the watchdog cuts it alone, the other source is answered.
+    stalled, spans = run(script=[["color: red\n", "stall"], ["color: blue\n", "stop"]])
+    assert stalled.returncode == 0, stalled.stderr
+    assert stalled.stderr.count("no token for 1 s") >= 1, stalled.stderr
+    assert {raw for _, _, raw in events(stalled.stdout)} >= {"color: blue"}

@@ -31,6 +31,7 @@ class EngineOptions:
     kernels: str = "auto"  # torch: the fused decode step (auto: CUDA graphs), see engines.fused
     progress: Callable[[str], None] = lambda message: None  # start-up steps, for stderr
     path: str | None = None  # mlx, torch: the folder to load the model from (already found)
+    concurrency: int = 0  # remote: requests in flight at once with several sources (0: one each)
 
 
 def open_engine(name: str, model: str | None, system_prompt: str, instruction: str,
@@ -55,7 +56,7 @@ def open_engine(name: str, model: str | None, system_prompt: str, instruction: s
         if not options.server:
             raise PeteError("--engine remote needs --server URL (such as http://gpu-box:8000)")
         return RemoteEngine(options.server, model, system_prompt, instruction, settings,
-                            read_timeout=options.timeout)
+                            read_timeout=options.timeout, concurrency=options.concurrency)
     if name == "replay":
         from .replay import ReplayEngine
 

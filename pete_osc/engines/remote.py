@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
 import time
 from typing import Iterator
 
@@ -21,6 +20,7 @@ import numpy as np
 from ..errors import PeteError
 from ..records import Prefill, Token
 from .base import BaseEngine, GenerationSettings, Prompt, require
+from .requests import Request
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ class RemoteEngine(BaseEngine):
 
     def __init__(self, server: str, model: str | None, system_prompt: str, instruction: str,
                  settings: GenerationSettings, read_timeout: float = READ_TIMEOUT,
-                 api_key: str | None = None):
+                 api_key: str | None = None, concurrency: int = 0):
         (openai,) = require("remote", "the openai package", "pip install 'pete-osc[remote]'",
                             "openai")
         super().__init__()
         self._openai = openai
-        self._response = None  # the answer being streamed (abort() cuts its connection)
+        self._request = Request(self.aborted)  # the answer streamed alone (abort() cuts it)
         self.server = server.rstrip("/")
         base_url = self.server if self.server.endswith("/v1") else self.server + "/v1"
         self.client = openai.OpenAI(
@@ -57,6 +57,8 @@ class RemoteEngine(BaseEngine):
         self.current = Prompt(system_prompt, instruction)
         self.model_id = model or self._served_model()
         self.extra_body: dict | None = None  # a guided regex, see constrain()
+        # Requests in flight at once with several sources (0: one per source).
+        self.concurrency = concurrency
 
     def _served_model(self) -> str:
         """The server's first model, for servers that serve one (vLLM, mlx_vlm.server)."""
@@ -102,21 +104,28 @@ class RemoteEngine(BaseEngine):
         return self._stream(image_rgb, self.settings.max_tokens, prompt or self.current)
 
     def abort(self) -> None:
-        """Cut the answer being streamed: its connection is shut down, so a read blocked
-        on a server that stalls fails at once (closing alone would not wake it)."""
+        """Cut the answer being streamed (see :meth:`Request.cut`)."""
         super().abort()
-        response = self._response
-        stream = getattr(getattr(response, "response", None), "extensions", {}).get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed
-                pass
+        self._request.cut()
 
-    def _stream(self, image_rgb: np.ndarray, max_tokens: int,
-                prompt: Prompt | None = None) -> Iterator[Token]:
+    def batch(self, slots: int):
+        """Several sources: one request in flight per source (up to ``concurrency``), so
+        a server that batches (vLLM, SGLang, mlx_vlm.server) answers them together; see
+        pete_osc.engines.requests."""
+        from .requests import Requests
+
+        slots = min(slots, self.concurrency) if self.concurrency else slots
+        return Requests(self, slots) if slots > 1 else None
+
+    def _stream(self, image_rgb: np.ndarray, max_tokens: int, prompt: Prompt | None = None,
+                request: Request | None = None) -> Iterator[Token]:
+        """One request's tokens; ``request`` (default: the engine's own, which ``abort``
+        cuts) holds its connection and whether it was cut."""
         prompt = prompt or self.current
+        if request is None:
+            request = self._request
+            self.aborted.clear()
+        aborted = request.aborted
         # The context before the image, as the local engines place it: a server's prefix
         # cache then keeps the system prompt (and the context, while it stays the same).
         lead = [{"type": "text", "text": prompt.context}] if prompt.context else []
@@ -127,11 +136,10 @@ class RemoteEngine(BaseEngine):
                 {"type": "text", "text": prompt.instruction},
             ]},
         ]
-        self.aborted.clear()
         prefill = Prefill(time.perf_counter())
         index = 0
         try:
-            self._response = response = self._create(messages, max_tokens)
+            request.response = response = self._create(messages, max_tokens)
             with response:
                 for chunk in response:
                     if not chunk.choices:
@@ -146,18 +154,18 @@ class RemoteEngine(BaseEngine):
                         yield Token("", index, now, choice.finish_reason, prefill)
                         return
         except self._openai.APIError as exc:
-            if self.aborted.is_set():
+            if aborted.is_set():
                 raise RemoteError(f"{self.server}: the answer was cut after {index} tokens") from None
             raise RemoteError(f"{self.server}: {_reason(exc, self.read_timeout)}") from None
         except Exception as exc:  # httpx errors that escape the client's own wrapping
-            if self.aborted.is_set():
+            if aborted.is_set():
                 raise RemoteError(f"{self.server}: the answer was cut after {index} tokens") from None
             raise RemoteError(f"{self.server}: {_reason(exc, self.read_timeout)}") from None
         finally:
-            self._response = None
+            request.response = None
         # The stream ended without a finish reason: the server closed it early (or the
         # watchdog's abort cut it).
-        if self.aborted.is_set():
+        if aborted.is_set():
             raise RemoteError(f"{self.server}: the answer was cut after {index} tokens")
         raise RemoteError(f"{self.server}: the answer stopped after {index} tokens "
                           "(connection closed without a finish reason)")
