@@ -76,7 +76,7 @@ def arguments() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", default=None, metavar="[NAME=]SOURCE",
                      help="camera number, video file, folder of images, URL, or 'none' (blank "
                           "frames; the default with --engine replay) (default 0). Give it "
-                          "again for several sources, answered together (torch: one batch; "
+                          "again for several sources, answered together (torch, mlx: one batch; "
                           "remote: a request in flight per source), else in turn; NAME "
                           "(stage=0) is what "
                           "events carry and {source} in a mapping becomes")

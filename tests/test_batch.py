@@ -43,6 +43,18 @@ def torch_engine(model, max_tokens=48, constrain=True, weights="off"):
     return engine, prompt
 
 
+def mlx_engine(model, max_tokens=48, constrain=True):
+    from pete_osc.engines.mlx_engine import MlxEngine
+
+    director = load_director(ROOT / "DIRECTOR.md")
+    prompt = Prompt.of(director)
+    engine = MlxEngine(str(model), prompt.system, prompt.instruction,
+                       GenerationSettings(max_tokens=max_tokens))
+    if constrain:
+        engine.constrain(director)
+    return engine, prompt
+
+
 def drive(batch, frames, join_at):
     """Run ``frames`` (key -> (image, prompt)) through ``batch``; frame ``key`` joins at
     step ``join_at[key]`` (0: before the first). Returns key -> its tokens."""
@@ -106,6 +118,35 @@ def test_each_row_answers_its_own_frame(seeing_torch_model):
     frames = {i: (np.full((128, 128, 3), COLOURS[n], np.uint8), prompt)
               for i, n in enumerate(names)}
     got = drive(engine.batch(4), frames, {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 5})
+    for i, name in enumerate(names):
+        text = "".join(t.text for t in got[i])
+        assert text.startswith(f"color: {name}\ncolor: {name}"), (name, text)
+
+
+def test_mlx_batched_answers_equal_each_answer_alone(qwen_mlx_model):
+    """The mlx engine's batch (pete_osc.engines.mlx_rows): the same rules, its own model
+    calls; grammar and jump-forward on, contexts of their own, rows joining mid-batch."""
+    engine, prompt = mlx_engine(qwen_mlx_model)
+    rng = np.random.default_rng(2)
+    contexts = ["", "earlier: color: red\nmood: calm", "the stage is dark"]
+    frames = {i: (rng.integers(0, 255, (128, 128, 3), dtype=np.uint8),
+                  Prompt(prompt.system, prompt.instruction, contexts[i % 3])) for i in range(4)}
+    alone = {key: answer(engine, *frame) for key, frame in frames.items()}
+    batch = engine.batch(3)
+    got = drive(batch, frames, {0: 0, 1: 0, 2: 2, 3: 4})
+    for key in frames:
+        assert "".join(t.text for t in got[key]) == alone[key].text, key
+        assert got[key][-1].prefill.prompt_len == alone[key].prompt_len
+    assert batch.rows.prefix_reads == 1 and max(batch.rows_per_step) == 3
+    assert batch.rows.runs == batch.steps + len(batch.prefills)
+
+
+def test_mlx_each_row_answers_its_own_frame(seeing_mlx_model):
+    engine, prompt = mlx_engine(seeing_mlx_model, max_tokens=12, constrain=False)
+    names = ["red", "blue", "green", "white"]
+    frames = {i: (np.full((128, 128, 3), COLOURS[n], np.uint8), prompt)
+              for i, n in enumerate(names)}
+    got = drive(engine.batch(3), frames, {0: 0, 1: 0, 2: 1, 3: 2})
     for i, name in enumerate(names):
         text = "".join(t.text for t in got[i])
         assert text.startswith(f"color: {name}\ncolor: {name}"), (name, text)

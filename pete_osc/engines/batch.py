@@ -28,6 +28,12 @@ class Rows(Protocol):
     """An engine's model calls for a batch; rows live in numbered slots."""
 
     slots: int
+    image_tokens: int  # a frame's image tokens at the engine's size
+    eos: set[int]  # the end tokens (the model's, the grammar's)
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids to text (special tokens left out)."""
+        ...
 
     def use_system(self, system: str) -> None:
         """The DIRECTOR prefix every row reads (prefilled once, shared)."""
@@ -179,7 +185,7 @@ class Batch:
                 _, context, suffix = self.split(prompt)
                 constraint = base.fork() if base is not None else None
                 start = constraint.forced()[:max_tokens - 1] if jump else []
-                need = len(context) + len(suffix) + len(start) + engine.image_tokens \
+                need = len(context) + len(suffix) + len(start) + self.rows.image_tokens \
                     + max_tokens + 1
                 slot = self.rows.open(need)
             except Exception as exc:
@@ -198,10 +204,10 @@ class Batch:
             return [], None
         self.prefills.append(len(calls))
         joined = []
-        decode = lambda ids: engine.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        decode = self.rows.decode
         for (key, slot, constraint, start, started), count in zip(made, counts):
             prefill = Prefill(started, self.rows.prefix_len + count - len(start), count, vision)
-            answer = Answer(start, max_tokens, engine.eos, constraint, jump,
+            answer = Answer(start, max_tokens, self.rows.eos, constraint, jump,
                             IncrementalDecoder(decode), prefill)
             row = _Row(key, slot, answer, constraint, started)
             self._rows[key] = row

@@ -123,6 +123,12 @@ class MlxEngine(BaseEngine):
         vocab = self.model.config.text_config.vocab_size
         self.constraint = Constraint(director, tokenizer, vocab)
 
+    def batch(self, slots: int):
+        """Several sources' frames decoded together (see pete_osc.engines.mlx_rows)."""
+        from .mlx_rows import open_batch
+
+        return open_batch(self, slots)
+
     warms_up = True
 
     def warm_up(self) -> float:

@@ -76,6 +76,7 @@ class TorchRows:
         self.hidden = config.hidden_size
         self.device, self.dtype = engine.device, engine.dtype
         self.slots = max(1, slots)
+        self.image_tokens = engine.image_tokens
         self.free = list(range(self.slots))
         self.length = [0] * self.slots  # positions filled in each slot's tail
         self.tail = 0
@@ -93,6 +94,13 @@ class TorchRows:
         self.prefix_reads = 0  # times the prefix's keys and values were taken from the engine
         self._bitmask = None  # (slots, words of the grammar's mask), made at the first use
         self._bit = torch.arange(32, dtype=torch.int32, device=self.device)
+
+    @property
+    def eos(self) -> set[int]:
+        return self.engine.eos
+
+    def decode(self, ids: list[int]) -> str:
+        return self.engine.tokenizer.decode(ids, skip_special_tokens=True)
 
     # ---- the shared prefix and the slots -----------------------------------------------
     def use_system(self, system: str) -> None:
