@@ -11,6 +11,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_VIDEO = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
 
 
+@pytest.fixture(autouse=True)
+def _denormals_back():
+    """The torch engine flushes denormal floats to zero on the CPU (for the whole process:
+    pete-osc is its own process). A test that loads it in this process would leave that
+    on for the tests after it, where hypothesis refuses to draw floats: set it back."""
+    yield
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def tiny_mlx_model(tmp_path_factory) -> Path:
     """A FastVLM folder (config, safetensors, trained tokenizer, chat template,
