@@ -57,71 +57,70 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     model = args.model
-    if True:
-        if model is None:
-            tmp = scratch("batch-bench")
-            from support.models import FULL, build_fastvlm_torch, qwen_ranks
+    if model is None:
+        tmp = scratch("batch-bench")
+        from support.models import FULL, build_fastvlm_torch, qwen_ranks
 
-            model = str(build_fastvlm_torch(tmp / "model", FULL, qwen=qwen_ranks()))
-        from pete_osc.engines.torch_engine import TorchEngine
+        model = str(build_fastvlm_torch(tmp / "model", FULL, qwen=qwen_ranks()))
+    from pete_osc.engines.torch_engine import TorchEngine
 
-        director = load_director(ROOT / "DIRECTOR.md")
-        prompt = Prompt.of(director)
-        engine = TorchEngine(model, prompt.system, prompt.instruction,
-                             GenerationSettings(max_tokens=84))
-        engine.constrain(director)
-        engine.warm_up()
-        torch, device = engine.torch, engine.device
-        counts = [int(n) for n in args.rows.split(",")]
-        result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                  "commit": commit(), "steps": {}}
-        # The single-frame step, as the engine runs it (fused where it can).
-        with torch.inference_mode():
-            engine._rewind()
-            result["single_step_ms"] = timed(torch, device,
-                                             lambda: engine._run([5], engine.prefix_len + 20))
-            engine._rewind()
-        batch = engine.batch(max(counts))
-        rows = batch.rows
-        image = np.zeros((128, 128, 3), np.uint8)
-        for n in counts:
-            slots = [rows.open(200) for _ in range(n)]
-            rows.prefill([(s, image, [], [1, 2, 3], []) for s in slots])
-            base = list(rows.length)
+    director = load_director(ROOT / "DIRECTOR.md")
+    prompt = Prompt.of(director)
+    engine = TorchEngine(model, prompt.system, prompt.instruction,
+                         GenerationSettings(max_tokens=84))
+    engine.constrain(director)
+    engine.warm_up()
+    torch, device = engine.torch, engine.device
+    counts = [int(n) for n in args.rows.split(",")]
+    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "commit": commit(), "steps": {}}
+    # The single-frame step, as the engine runs it (fused where it can).
+    with torch.inference_mode():
+        engine._rewind()
+        result["single_step_ms"] = timed(torch, device,
+                                         lambda: engine._run([5], engine.prefix_len + 20))
+        engine._rewind()
+    batch = engine.batch(max(counts))
+    rows = batch.rows
+    image = np.zeros((128, 128, 3), np.uint8)
+    for n in counts:
+        slots = [rows.open(200) for _ in range(n)]
+        rows.prefill([(s, image, [], [1, 2, 3], []) for s in slots])
+        base = list(rows.length)
 
-            def step():
-                for s in slots:
-                    rows.length[s] = base[s]
-                rows.run(slots, [[5]] * n)
-            result["steps"][n] = timed(torch, device, step)
+        def step():
             for s in slots:
-                rows.close(s)
-            print(f"{n} rows: {result['steps'][n]:.3f} ms a step "
-                  f"(single-frame step {result['single_step_ms']:.3f} ms)", file=sys.stderr)
-        # The same frames alone and together.
-        rng = np.random.default_rng(0)
-        images = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(args.frames)]
-        alone = ["".join(t.text for t in engine.stream(im, prompt)) for im in images]
-        batch = engine.batch(args.frames)
-        texts = {i: "" for i in range(args.frames)}
-        for i, im in enumerate(images):
-            batch.join(i, im, prompt)
-        t0 = time.perf_counter()
-        while batch.size:
-            for result_row in batch.step():
-                key, tokens = result_row
-                texts[key] += "".join(t.text for t in tokens)
-        took = time.perf_counter() - t0
-        result["same_answers"] = sum(texts[i] == alone[i] for i in range(args.frames))
-        result["frames"] = args.frames
-        result["batch_s"] = round(took, 4)
-        result["batch_steps"] = batch.steps
-        result["rows_per_step"] = batch.rows_per_step
-        result["memory_mb"] = (round(torch.cuda.max_memory_allocated() / 2**20, 1)
-                               if device.type == "cuda" else None)
-        print(json.dumps(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
+                rows.length[s] = base[s]
+            rows.run(slots, [[5]] * n)
+        result["steps"][n] = timed(torch, device, step)
+        for s in slots:
+            rows.close(s)
+        print(f"{n} rows: {result['steps'][n]:.3f} ms a step "
+              f"(single-frame step {result['single_step_ms']:.3f} ms)", file=sys.stderr)
+    # The same frames alone and together.
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(args.frames)]
+    alone = ["".join(t.text for t in engine.stream(im, prompt)) for im in images]
+    batch = engine.batch(args.frames)
+    texts = {i: "" for i in range(args.frames)}
+    for i, im in enumerate(images):
+        batch.join(i, im, prompt)
+    t0 = time.perf_counter()
+    while batch.size:
+        for result_row in batch.step():
+            key, tokens = result_row
+            texts[key] += "".join(t.text for t in tokens)
+    took = time.perf_counter() - t0
+    result["same_answers"] = sum(texts[i] == alone[i] for i in range(args.frames))
+    result["frames"] = args.frames
+    result["batch_s"] = round(took, 4)
+    result["batch_steps"] = batch.steps
+    result["rows_per_step"] = batch.rows_per_step
+    result["memory_mb"] = (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                           if device.type == "cuda" else None)
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,37 @@ class Rows(Protocol):
         ...
 
 
+class Slots:
+    """The slots of a :class:`Rows`: which are free, how many tail positions each row has
+    filled; ``_grow(tail)`` (the subclass's) makes every slot hold ``tail`` positions."""
+
+    tail = 0
+
+    def __init__(self, slots: int):
+        self.slots = max(1, slots)
+        self.free = list(range(self.slots))
+        self.length = [0] * self.slots
+
+    def open(self, need: int) -> int:
+        """A free slot for a row that will fill ``need`` tail positions."""
+        if need > self.tail:
+            self._grow(need + TAIL_HEADROOM)
+        slot = self.free.pop(0)
+        self.length[slot] = 0
+        return slot
+
+    def close(self, slot: int) -> None:
+        self.free.append(slot)
+        self.free.sort()
+
+    def _grow(self, tail: int) -> None:
+        raise NotImplementedError
+
+
+# Tail positions a slot gets beyond what the row that made it grow needs.
+TAIL_HEADROOM = 64
+
+
 @dataclass
 class _Row:
     key: Hashable
@@ -86,12 +117,22 @@ class Batch:
     def __init__(self, engine, rows: Rows, split):
         self.engine = engine
         self.rows = rows
-        self.split = split  # Prompt -> (system ids, context ids, instruction ids)
+        self._split = split  # Prompt -> (system ids, context ids, instruction ids)
+        self._splits: dict[Prompt, tuple] = {}
         self._rows: dict[Hashable, _Row] = {}
         self._joining: list[tuple[Hashable, np.ndarray, Prompt, float]] = []
         self.steps = 0  # model steps after the prefills
         self.rows_per_step: list[int] = []  # how many rows each step ran
         self.prefills: list[int] = []  # how many frames each prefill call took
+
+    def split(self, prompt: Prompt) -> tuple:
+        """The prompt's token ids (kept for the last few prompts: a source's prompt
+        changes only with its {previous} answers)."""
+        if prompt not in self._splits:
+            if len(self._splits) > 64:
+                self._splits.clear()
+            self._splits[prompt] = self._split(prompt)
+        return self._splits[prompt]
 
     @property
     def size(self) -> int:

@@ -15,24 +15,17 @@ import time
 
 import numpy as np
 
-TAIL_HEADROOM = 64
+from .batch import TAIL_HEADROOM, Batch, Slots
 
 
 def open_batch(engine, slots: int):
     """The mlx engine's :class:`~pete_osc.engines.batch.Batch` of ``slots`` rows (FastVLM's
     prefix-cached path only; None for other models)."""
-    from .batch import Batch
 
     if engine.prefix is None:
         return None
-    split: dict = {}
-
     def parts(prompt):
-        if prompt not in split:
-            if len(split) > 64:
-                split.clear()
-            split[prompt] = _split(engine, prompt)
-        return split[prompt]
+        return _split(engine, prompt)
 
     rows = MlxRows(engine, slots)
     rows.use_system(engine.current.system)
@@ -50,7 +43,7 @@ def _split(engine, prompt) -> tuple[list[int], list[int], list[int]]:
     return engine.encode(before), engine.encode(lead), engine.encode(after)
 
 
-class MlxRows:
+class MlxRows(Slots):
     """See the module docstring. ``slots``: how many rows can run at once."""
 
     def __init__(self, engine, slots: int):
@@ -63,12 +56,9 @@ class MlxRows:
         self.layers = list(self.lm.model.layers)
         attn = self.layers[0].self_attn
         self.heads, self.kv_heads, self.scale = attn.n_heads, attn.n_kv_heads, attn.scale
-        self.slots = max(1, slots)
+        Slots.__init__(self, slots)
         self.image_tokens = (engine.settings.size // 64) ** 2
         self.tokenizer = getattr(engine.processor, "tokenizer", engine.processor)
-        self.free = list(range(self.slots))
-        self.length = [0] * self.slots
-        self.tail = 0
         self.k: list = []
         self.v: list = []
         self.system = None
@@ -99,17 +89,6 @@ class MlxRows:
         self.mx.eval(self.pk, self.pv)
         self.prefix_len, self.system = n, system
         self.prefix_reads += 1
-
-    def open(self, need: int) -> int:
-        if need > self.tail:
-            self._grow(need + TAIL_HEADROOM)
-        slot = self.free.pop(0)
-        self.length[slot] = 0
-        return slot
-
-    def close(self, slot: int) -> None:
-        self.free.append(slot)
-        self.free.sort()
 
     def _grow(self, tail: int) -> None:
         mx = self.mx

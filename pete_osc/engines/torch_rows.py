@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from .batch import TAIL_HEADROOM, Batch, Slots
+
 log = logging.getLogger(__name__)
 
 # Row counts with their own CUDA graph: a batch of 3 runs in the graph for 4 (one idle row).
@@ -31,25 +33,16 @@ BUCKETS = (1, 2, 4, 8, 16)
 # Tokens per row a graph takes: a chosen token, or one and the grammar's forced text after
 # it, or a joining frame's prefill (padded up to the next width; longer runs as it is).
 WIDTHS = (1, 4, 8, 16, 32, 64)
-# Tail positions allocated per slot beyond the first frame's need (a longer context later).
-TAIL_HEADROOM = 64
 
 
 def open_batch(engine, slots: int):
     """The torch engine's :class:`~pete_osc.engines.batch.Batch` of ``slots`` rows (on
     CUDA its decode graphs are recorded now, not on stage)."""
-    from .batch import Batch
     from .torch_setup import split_prompt
 
-    split: dict = {}
-
     def parts(prompt):
-        if prompt not in split:
-            if len(split) > 64:
-                split.clear()
-            split[prompt] = split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
-                                         prompt.context)
-        return split[prompt]
+        return split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
+                            prompt.context)
 
     rows = TorchRows(engine, slots)
     rows.use_system(engine.prompt.system)
@@ -57,7 +50,7 @@ def open_batch(engine, slots: int):
     return Batch(engine, rows, parts)
 
 
-class TorchRows:
+class TorchRows(Slots):
     """See the module docstring. ``slots``: how many rows can run at once."""
 
     def __init__(self, engine, slots: int):
@@ -75,11 +68,8 @@ class TorchRows:
         self.scale = attn.scaling
         self.hidden = config.hidden_size
         self.device, self.dtype = engine.device, engine.dtype
-        self.slots = max(1, slots)
+        Slots.__init__(self, slots)
         self.image_tokens = engine.image_tokens
-        self.free = list(range(self.slots))
-        self.length = [0] * self.slots  # positions filled in each slot's tail
-        self.tail = 0
         self.k: list = []
         self.v: list = []
         self.system = None  # the system prompt whose prefix the rows read
@@ -123,19 +113,6 @@ class TorchRows:
         self.system = system
         self.prefix_reads += 1
         self.graphs.clear()
-
-    def open(self, need: int) -> int:
-        """A free slot for a row that will fill ``need`` tail positions (the buffers grow
-        when a row needs more than they hold)."""
-        if need > self.tail:
-            self._grow(need + TAIL_HEADROOM)
-        slot = self.free.pop(0)
-        self.length[slot] = 0
-        return slot
-
-    def close(self, slot: int) -> None:
-        self.free.append(slot)
-        self.free.sort()
 
     def _grow(self, tail: int) -> None:
         torch = self.torch

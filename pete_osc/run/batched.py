@@ -23,6 +23,7 @@ from ..engines.base import Prompt
 from ..engines.batch import Batch, Ended
 from ..records import Event, Frame, FrameReport
 from .frame import FrameRun
+from .watchdog import overdue
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,8 @@ class Batched:
         """The watchdog's rules, per frame (time passed in)."""
         c = self.show.config
         for source, active in list(self.active.items()):
-            if c.stall and now - active.last > c.stall:
-                reason = f"no token for {c.stall:g} s"
-            elif c.frame_limit and now - active.started > c.frame_limit:
-                reason = f"the frame ran past {c.frame_limit:g} s"
-            else:
+            reason = overdue(now, active.started, active.last, c.stall, c.frame_limit)
+            if reason is None:
                 continue
             log.warning("frame %d (%s): %s; ended by the watchdog, the show goes on with "
                         "the next frame", active.frame.id, source, reason)

@@ -9,6 +9,17 @@ import time
 log = logging.getLogger(__name__)
 
 
+def overdue(now: float, started: float, last: float, stall: float, limit: float) -> str | None:
+    """Why a frame begun at ``started`` whose last token came at ``last`` is to be ended
+    ``now`` (no token for ``stall`` seconds, or longer than ``limit``); None: it goes on.
+    A limit of 0 is none."""
+    if stall and now - last > stall:
+        return f"no token for {stall:g} s"
+    if limit and now - started > limit:
+        return f"the frame ran past {limit:g} s"
+    return None
+
+
 class Watchdog:
     """Ends a frame whose generation stalls (no token for ``stall`` seconds: a server that
     stops answering mid-stream, a wedged device) or runs away (longer than ``limit``).
@@ -47,12 +58,9 @@ class Watchdog:
             with self._lock:
                 if self._frame is None or self.tripped is not None:
                     continue
-                now = time.monotonic()
-                if self.stall and now - self._last > self.stall:
-                    reason = f"no token for {self.stall:g} s"
-                elif self.limit and now - self._started > self.limit:
-                    reason = f"the frame ran past {self.limit:g} s"
-                else:
+                reason = overdue(time.monotonic(), self._started, self._last, self.stall,
+                                 self.limit)
+                if reason is None:
                     continue
                 self.tripped = reason
                 frame_id, source = self._frame
