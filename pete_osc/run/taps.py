@@ -110,6 +110,11 @@ class TokenEcho(Tap):
     before each frame's answer (``--- frame N from NAME`` when the run has several
     sources).
 
+    Several sources answered together (a batch) stream at once: then each frame's text is
+    written a whole line at a time, under its frame's line again whenever the frame
+    changes, and never in the middle of another frame's line; with one frame open, token
+    by token as before.
+
     When the reader goes away (``pete-osc run | head``), writing stops, ``on_closed`` is
     called once (the run then ends quietly) and ``closed`` is set. ``end_lines``: each
     frame's text ends its line when the frame ends (stdout shares a terminal with the
@@ -128,20 +133,86 @@ class TokenEcho(Tap):
         self.end_lines = end_lines
         self.closed = False
         self._at_line_start = True
+        self._open: dict[int, str] = {}  # frames begun and not over -> their marker line
+        self._markers: dict[int, str] = {}
+        self._held: dict[int, str] = {}  # text not yet written, while several are open
+        self._over: set[int] = set()
+        self._last: int | None = None  # the frame whose text was written last
+        self._partial: int | None = None  # the frame whose line is half written
 
     def take(self, record) -> None:
         if self.tokens and isinstance(record, FrameStart):
             frame = record.frame
-            self._write(("" if self._at_line_start else "\n") + f"--- frame {frame.id}"
-                        + (f" from {frame.source}" if self.named else "") + "\n")
+            self._markers[frame.id] = (f"--- frame {frame.id}"
+                                       + (f" from {frame.source}" if self.named else "") + "\n")
+            self._open[frame.id] = self._markers[frame.id]
+            if len(self._open) == 1 and not self._held:
+                self._give(frame.id, "")  # its line now, before the answer begins
         elif self.tokens and isinstance(record, Text):
-            self._write(record.text)
+            if len(self._open) <= 1 and not self._held:
+                self._give(record.frame_id, record.text)
+            else:
+                self._held[record.frame_id] = self._held.get(record.frame_id, "") + record.text
+                self._flush()
         elif self.events and isinstance(record, Event):
             self._write(json.dumps(record.to_dict()) + "\n")
-        elif self.end_lines and isinstance(record, FrameReport) and not self._at_line_start:
-            self._write("\n")
+        elif isinstance(record, FrameReport):
+            frame_id = record.frame_id
+            self._open.pop(frame_id, None)
+            self._over.add(frame_id)
+            self._flush()  # all of its text
+            if self._partial == frame_id:
+                self._partial = None
+                if self.end_lines and not self._at_line_start:
+                    self._write("\n")
+            if frame_id not in self._held:
+                self._over.discard(frame_id)
+                self._markers.pop(frame_id, None)
+            self._flush()  # the other frames' lines it held back
+
+    def _flush(self) -> None:
+        """Every whole line held (all of an ended frame's text), frame by frame, while no
+        frame's line is half written but its own."""
+        progressed = True
+        while progressed:  # (a line that ends lets the lines it held back out)
+            progressed = False
+            for frame_id in list(self._held):
+                progressed |= self._flush_one(frame_id)
+
+    def _flush_one(self, frame_id: int) -> bool:
+        if self._partial is not None and self._partial != frame_id:
+            return False
+        text = self._held[frame_id]
+        cut = len(text) if frame_id in self._over else text.rfind("\n") + 1
+        if cut:
+            self._give(frame_id, text[:cut])
+            text = text[cut:]
+        if text:
+            self._held[frame_id] = text
+        else:
+            del self._held[frame_id]
+        if frame_id in self._over and frame_id not in self._held:
+            self._over.discard(frame_id)
+            self._markers.pop(frame_id, None)
+            if self._partial == frame_id:
+                self._partial = None
+        return bool(cut)
+
+    def _give(self, frame_id: int, text: str) -> None:
+        """Write ``text`` of ``frame_id``, under its frame's line where the last text
+        written was another frame's."""
+        if self._last != frame_id and frame_id in self._markers:
+            self._write(("" if self._at_line_start else "\n") + self._markers[frame_id])
+            self._last = frame_id
+        self._write(text)
+        if text:
+            self._partial = None if text.endswith("\n") else frame_id
 
     def close(self) -> None:
+        for frame_id in list(self._held):
+            self._over.add(frame_id)
+        self._partial = None
+        self._flush()
         if not self._at_line_start:
             self._write("\n")
 
