@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C or SIGTERM before the live loop took charge of it (loading the model,
         # warming it up); what was opened is closed by then.
         say(f"{exc or 'SIGINT'} received before the run started; stopped")
+        if args.command == "run":
+            # What was opened is closed; the interpreter's teardown could meet the signal
+            # again in a library's thread (seen as exit status -2 one run in five).
+            _quick_exit(0)
         return 0
     except BrokenPipeError:
         # The reader of stdout went away (`pete-osc send --echo | head`): a normal end.
