@@ -210,6 +210,20 @@ def test_a_dropped_row_leaves_and_its_slot_is_reused(qwen_torch_model):
         for key, tokens in batch.step():
             texts[key] += "".join(t.text for t in tokens)
     assert texts["c"] == alone and alone.endswith(texts["b"]) and texts["b"]
+    # A frame asked with another DIRECTOR prompt cannot join rows that read this one's
+    # prefix: it ends alone, the row in flight is answered as before.
+    from pete_osc.engines.batch import Ended
+
+    batch.join("a", image, prompt)
+    batch.step()
+    batch.join("new", image, Prompt("another system prompt", prompt.instruction))
+    results = batch.step()
+    assert [r.key for r in results if isinstance(r, Ended)] == ["new"]
+    text = ""
+    while batch.size:
+        for key, tokens in batch.step():
+            text += "".join(t.text for t in tokens)
+    assert alone.endswith(text) and text
 
 
 def test_interleaved_frames_each_leave_as_their_own_bundle():

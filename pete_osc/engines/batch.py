@@ -14,7 +14,7 @@ in pete_osc.engines.torch_rows).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Hashable, Protocol
 
 import numpy as np
@@ -30,6 +30,8 @@ class Rows(Protocol):
     slots: int
     image_tokens: int  # a frame's image tokens at the engine's size
     eos: set[int]  # the end tokens (the model's, the grammar's)
+    system: str | None  # the system prompt whose prefix the rows read
+    prefix_len: int  # its positions
 
     def decode(self, ids: list[int]) -> str:
         """Token ids to text (special tokens left out)."""
@@ -99,7 +101,6 @@ class _Row:
     constraint: object | None
     started: float
     ids: list[int] | None = None  # to run at the next step
-    out: list[Token] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class Batch:
             return []
         self.rows.close(row.slot)
         if row.ids is not None:  # chosen but not yet run: it ends here
-            row.answer._end(row.answer.index, time.perf_counter(), "abort")
+            row.answer.abort(time.perf_counter())
         return row.answer.tokens()
 
     def step(self) -> list[tuple[Hashable, list[Token]] | Ended]:
@@ -222,6 +223,10 @@ class Batch:
         jump = base is not None and getattr(engine, "jump_forward", True)
         for key, image, prompt, started in joining:
             try:
+                if self._rows and prompt.system != self.rows.system:
+                    # (the rows in flight read the prefix: a new DIRECTOR prompt waits for
+                    # the batch to drain, as the show's reload does)
+                    raise ValueError("a new system prompt cannot join rows of another")
                 self.rows.use_system(prompt.system)
                 _, context, suffix = self.split(prompt)
                 constraint = base.fork() if base is not None else None

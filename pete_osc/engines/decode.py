@@ -105,6 +105,10 @@ class Answer:
             return self._end(self.index, time.perf_counter(), "abort")
         return ids
 
+    def abort(self, now: float) -> None:
+        """End the answer before the ids last chosen run (the watchdog, the stop)."""
+        self._end(self.index, now, "abort")
+
     def tokens(self) -> list[Token]:
         """The tokens of the last choice, in order (the closing record last, at the end)."""
         out, self._out = self._out, []
