@@ -1,6 +1,8 @@
 """The fused decode step (pete_osc/engines/fused.py), the kernels the CUDA path runs, here
 through Triton's interpreter on the CPU: the same answers as transformers' own step, over
-a static cache shared with transformers' prefill and forced runs, and the work done."""
+a static cache shared with transformers' prefill and forced runs, and the work done; and
+the batch's fused step (pete_osc/engines/fused_rows.py), the same answers as each frame
+alone."""
 
 from __future__ import annotations
 
@@ -95,5 +97,65 @@ def check(model: str, constrained: bool) -> None:
     print(f"{engine.fused_steps} fused steps agree")
 
 
+def test_fused_batch_answers_as_each_frame_alone(tiny_torch_model):
+    """Several frames decoded together through the batch's fused kernels
+    (engines/fused_rows.py: every call of up to 128 tokens, a chosen token a row or the
+    grammar's forced text after it) answer as each frame alone, rows joining mid-batch;
+    the kernels ran those steps and wrote each row's keys and values where the plain
+    torch step reads them (the logits of one more step agree)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+    proc = subprocess.run([sys.executable, __file__, str(tiny_torch_model), "batch"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("fused batch agrees")
+
+
+def check_batch(model: str) -> None:
+    import torch
+    from test_batch import drive
+
+    from pete_osc.director.schema import load_director
+    from pete_osc.engines.base import Prompt
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    director = load_director(ROOT / "DIRECTOR.md")
+    prompt = Prompt.of(director)
+    engine = TorchEngine(model, prompt.system, prompt.instruction,
+                         GenerationSettings(24, 0.0, 64), static=True, kernels="fused",
+                         weights="off")
+    engine.constrain(director)
+    images = frames(3)
+    contexts = ["", "earlier: color: red", ""]
+    prompts = [Prompt(prompt.system, prompt.instruction, c) for c in contexts]
+    alone = [answer(engine, im, p).text for im, p in zip(images, prompts)]
+    batch = engine.batch(4)
+    rows = batch.rows
+    rows.bucketed = True  # each step padded to a CUDA graph's bucket, as on CUDA
+    assert rows.fused is not None
+    got = drive(batch, {i: (im, p) for i, (im, p) in enumerate(zip(images, prompts))},
+                {0: 0, 1: 0, 2: 2})
+    texts = ["".join(t.text for t in got[i]) for i in range(3)]
+    assert texts == alone, (texts, alone)
+    assert all(len(set(t)) > 5 for t in texts)  # real, varied text
+    # The fused kernels ran every step and the narrow prefills (a frame joining alone;
+    # wider ones run as plain torch ops), forced runs of several tokens a row among them.
+    assert batch.steps <= rows.fused.calls <= batch.steps + len(batch.prefills)
+    assert rows.fused.tokens > sum(batch.rows_per_step)
+    # One more step of two rows from where they stand, fused against plain torch ops.
+    slots = [rows.open(8) for _ in range(2)]
+    rows.prefill([(s, im, [], [1, 2, 3], []) for s, im in zip(slots, images)])
+    x = engine.model.get_input_embeddings()(torch.tensor([[5, 9, 11], [7, 8, 2]]))
+    meta = [torch.tensor(slots), torch.tensor([rows.length[s] for s in slots]),
+            torch.tensor([2, 1])]
+    with torch.inference_mode():
+        plain = rows._layers(x, *meta).clone()
+        fused = rows.fused.forward(x, *meta)
+    assert torch.allclose(plain, fused, atol=1e-4), float((plain - fused).abs().max())
+    print(f"{rows.fused.calls} calls, {rows.fused.tokens} tokens: fused batch agrees")
+
+
 if __name__ == "__main__":
-    check(sys.argv[1], sys.argv[2] == "True")
+    if sys.argv[2] == "batch":
+        check_batch(sys.argv[1])
+    else:
+        check(sys.argv[1], sys.argv[2] == "True")

@@ -104,3 +104,14 @@ class Constraint:
     def finished(self) -> bool:
         """The answer is complete (the grammar allows nothing but the end)."""
         return self.matcher.is_stopped()
+
+
+def fill_rows(constraints: list, pointer: int, nbytes: int) -> None:
+    """Each row's next-token bitmask (as :meth:`Constraint.fill`), row ``i`` at ``pointer
+    + i * nbytes``; a row whose constraint is None is left as it is. One row after
+    another: llguidance's parallel executor (``LLExecutor``) was no faster for eight
+    rows on a 2-core machine, and not shown faster on the GPU host (docs/benchmarks.md,
+    session 12)."""
+    for i, c in enumerate(constraints):
+        if c is not None:
+            c.matcher.unsafe_compute_mask_ptr(pointer + i * nbytes, nbytes)

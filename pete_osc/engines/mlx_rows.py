@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .batch import TAIL_HEADROOM, Batch, Slots
+from .constrain import fill_rows
 
 
 def open_batch(engine, slots: int):
@@ -192,12 +193,14 @@ class MlxRows(Slots):
 
     def choose(self, logits, constraints: list) -> list[int]:
         mx = self.mx
-        if any(c is not None for c in constraints):
+        first = next((c for c in constraints if c is not None), None)
+        if first is not None:
+            bits = np.full((len(constraints), first.words), -1, np.int32)
+            fill_rows(constraints, bits.ctypes.data, first.words * 4)
+            vocab = min(first.vocab_size, logits.shape[-1])
             allowed = np.ones((len(constraints), logits.shape[-1]), bool)
-            for row, c in zip(allowed, constraints):
-                if c is not None:
-                    mask = c.allowed()[: logits.shape[-1]]
-                    row[: len(mask)] = mask
+            allowed[:, :vocab] = np.unpackbits(bits.view(np.uint8), axis=1,
+                                               bitorder="little")[:, :vocab]
             logits = mx.where(mx.array(allowed), logits, -mx.inf)
         temperature = self.engine.settings.temperature
         if temperature <= 0:

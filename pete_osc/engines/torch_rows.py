@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .batch import TAIL_HEADROOM, Batch, Slots
+from .constrain import fill_rows
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,14 @@ class TorchRows(Slots):
         self.prefix_reads = 0  # times the prefix's keys and values were taken from the engine
         self._bitmask = None  # (slots, words of the grammar's mask), made at the first use
         self._bit = torch.arange(32, dtype=torch.int32, device=self.device)
+        self.fused = None  # the fused kernels (engines.fused_rows) where the engine runs its own
+        if engine._fused is not None:
+            from .fused_rows import FusedRows
+
+            try:
+                self.fused = FusedRows(self, engine._fused)
+            except ValueError as exc:
+                log.info("batch steps as plain torch ops (%s)", exc)
 
     @property
     def eos(self) -> set[int]:
@@ -304,7 +313,10 @@ class TorchRows(Slots):
         x = torch.zeros((rows, width, self.hidden), dtype=self.dtype, device=self.device)
         meta = torch.zeros((3, rows), dtype=torch.long, device=self.device)  # slot, start, last
         meta[1].fill_(self.tail - width)  # (slot 0's last positions: junk, overwritten later)
-        body = lambda: self._layers(x, *meta)  # noqa: E731
+        layers = self._layers
+        if self.fused is not None and rows * width <= self.fused.max_tokens:
+            layers = self.fused.forward
+        body = lambda: layers(x, *meta)  # noqa: E731
         if not self.graph:
             self.graphs[(rows, width)] = (None, (x, meta), body)
             return
@@ -341,9 +353,7 @@ class TorchRows(Slots):
                     self._bitmask = torch.full((self.slots, words), -1, dtype=torch.int32,
                                                pin_memory=self.device.type == "cuda")
                 self._bitmask[:rows].fill_(-1)
-                for i, c in enumerate(constraints):
-                    if c is not None:
-                        c.fill(self._bitmask[i].data_ptr(), words * 4)
+                fill_rows(constraints, self._bitmask.data_ptr(), words * 4)
                 bits = self._bitmask[:rows].to(self.device, non_blocking=True)
                 allowed = ((bits[:, :, None] >> self._bit) & 1).view(rows, -1)[:, : logits.shape[-1]]
                 logits = logits.masked_fill(allowed == 0, float("-inf"))
