@@ -3,9 +3,10 @@
 Run with the .venv that `./install.sh --no-model` made (the README's first command, no
 --dev extras). A dependency that only the dev extras bring fails here:
 
-1. `pete-osc run` as the README shows it, on the shared clip, with the default engine and
-   the default --constrain, on a tiny model built here (no weights can be downloaded in
-   CI): events come out, decoding is constrained, stderr has no traceback or warning.
+1. `pete-osc run --play` as the README shows it, on the shared clip, with the default
+   engine and the default --constrain, on a tiny model built here (no weights can be
+   downloaded in CI), playing into a WAV file (CI has no sound card): events come out,
+   decoding is constrained, the WAV has sound, stderr has no traceback or warning.
 2. The wheel, built from the clone and installed in a fresh environment outside it:
    `pete-osc parse` and `pete-osc send --mapping default` work there with the DIRECTOR.md
    and mapping the wheel carries.
@@ -58,10 +59,11 @@ def run_main_job(work: Path) -> Path:
 
     model = build_fastvlm_torch(work / "model", script="energy: 0.7\n")
     metrics = work / "metrics.jsonl"
+    sound = work / "show.wav"  # --play: the README's first command plays (here into a file)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run([str(VENV / "pete-osc"), "run", "--model", str(model),
                            "--source", str(clip(work)), "--size", "64", "--max-frames", "3",
-                           "--metrics", str(metrics)],
+                           "--metrics", str(metrics), "--play", str(sound)],
                           capture_output=True, text=True, env=env, timeout=600)
     check(proc.returncode == 0, "pete-osc run exits 0", proc.stderr)
     check("decoding constrained to the DIRECTOR.md schema" in proc.stderr,
@@ -84,6 +86,15 @@ def run_main_job(work: Path) -> Path:
                                     for r in records),
           "three frames, each a complete answer that ended by itself, in --metrics",
           metrics.read_text())
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(sound)) as f:
+        pcm = np.frombuffer(f.readframes(f.getnframes()), "<i2")
+    check(len(pcm) > 0 and np.abs(pcm).max() > 300,
+          f"--play wrote the built-in synth's sound into a WAV ({len(pcm) / 96000:.1f} s)",
+          proc.stderr)
     return model
 
 

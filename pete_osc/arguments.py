@@ -145,9 +145,15 @@ def arguments() -> argparse.ArgumentParser:
                      help="skip the warm-up frame at start (the first real frame is then slow)")
     run.add_argument("--mapping", default=None, metavar="FILE|NAME",
                      help="send events as OSC/MIDI as this mapping says: a YAML file, or the "
-                          "name of a shipped one (default, ableton, synth-midi, puredata-max)")
+                          "name of a shipped one (default, ableton, synth-midi, puredata-max, "
+                          "harmony, play)")
     run.add_argument("--midi-api", default=None, choices=MIDI_APIS,
                      help="MIDI system (default: CoreMIDI on macOS; ALSA, else JACK, on Linux)")
+    run.add_argument("--play", nargs="?", const="default", default=None,
+                     metavar="DEVICE|FILE.wav",
+                     help="hear it: the mapping's synth: targets (with no --mapping, the "
+                          "shipped 'play') on the built-in synth, through the sound card "
+                          "(or DEVICE, see pete-osc ports), or into FILE.wav in real time")
     run.add_argument("--no-reload", action="store_true",
                      help="pin DIRECTOR.md and the mapping: saved edits (and SIGHUP) do not "
                           "reload them")
@@ -191,13 +197,14 @@ def arguments() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=[common],
                             help="a recording (run --record) through a mapping into a MIDI file "
-                                 "and an OSC log, with the show's timing")
+                                 "and an OSC log, or into sound (a .wav), with the show's timing")
     export.add_argument("recording", help="a file written by pete-osc run --record")
     export.add_argument("--mapping", required=True, metavar="FILE|NAME",
                         help="a mapping file, or the name of a shipped one")
-    export.add_argument("-o", "--output", required=True, type=Path, metavar="SHOW.mid",
+    export.add_argument("-o", "--output", required=True, type=Path, metavar="SHOW.mid|SHOW.wav",
                         help="the Standard MIDI File to write (OSC messages go to "
-                             "SHOW.osc.jsonl beside it)")
+                             "SHOW.osc.jsonl beside it); or a WAV file: the mapping's MIDI "
+                             "played by the built-in synth, faster than real time")
     export.add_argument("--director", type=Path, default=None)
 
     learn = sub.add_parser("learn", parents=[common],

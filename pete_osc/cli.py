@@ -335,9 +335,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_ports(args) -> int:
-    """``pete-osc ports``: the MIDI ports a mapping can name."""
+    """``pete-osc ports``: the audio devices ``--play`` can name, and the MIDI ports a
+    mapping can name."""
     from .outputs.midi import list_ports, open_midi_api
+    from .outputs.player import audio_devices
 
+    print("audio outputs (for --play DEVICE; --play alone: the system's default):")  # stdout: the list is this command's data
+    for name in audio_devices() or ["(none)"]:
+        print(f"  {name}")  # stdout: the list is this command's data
     api, backend = open_midi_api(args.midi_api)
     inputs, outputs = list_ports(backend)
     print(f"MIDI system: {api}")  # stdout: the list is this command's data

@@ -66,11 +66,20 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
     width, height = attempt(lambda: capture_size(args.capture_size)) or (320, 240)
     director = attempt(lambda: read_director(args.director))
     mapping = None
-    if args.mapping is not None:
+    play = getattr(args, "play", None)
+    named = args.mapping or ("play" if play else None)  # --play alone: the shipped 'play'
+    if named is not None:
         if director is None:  # the mapping cannot be checked, but can be found
-            attempt(lambda: mapping_path(args.mapping))
+            attempt(lambda: mapping_path(named))
         else:
-            mapping = attempt(lambda: read_mapping(args.mapping, director))
+            mapping = attempt(lambda: read_mapping(named, director))
+    if play:
+        from .outputs.player import refuse
+
+        attempt(lambda: refuse(play))
+        if mapping is not None and not any(t.synth for t in mapping.midi.values()):
+            problems.append(f"--play: {mapping.path} has no synth: targets to play (add "
+                            "one, or leave --mapping out for the shipped 'play')")
     engine = engine_name(args.engine)
     attempt(lambda: check_libraries(engine, args.constrain))
     model = args.model

@@ -44,6 +44,8 @@ class MidiTarget:
     channel: int  # 1..16, default for routes that do not name one
     line: int = 0  # in the mapping file, for errors found when the port is looked for
     max_rate: float = 0.0  # messages per second at most, the rest coalesced (0: no cap)
+    synth: bool = False  # the built-in synth (a mapping's synth: section), not a port
+    program: int | None = None  # synth: the program sent when it opens (its patch)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ from .config import (
 from .fields import _bool, _channel, _int_or, _known, _number
 from .routes import _route
 
-_TOP = {"osc", "midi", "routes", "bundle", "bundle_delay", "control_rate", "clock", "listen"}
+_TOP = {"osc", "midi", "synth", "routes", "bundle", "bundle_delay", "control_rate", "clock",
+        "listen"}
 _OSC_TARGET = {"host", "port", "protocol", "max_rate"}
 _MIDI_TARGET = {"port", "virtual", "channel", "max_rate"}
+_SYNTH_TARGET = {"channel", "program"}
 # A MIDI port's cap unless the mapping says: about what a 5-pin MIDI cable carries
 # (31,250 baud: ~1,000 three-byte messages a second); IAC and USB drivers drop beyond it.
 MIDI_MAX_RATE = 1000.0
@@ -53,8 +55,12 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
     midi = {name: _midi_target(doc, name, spec) for name, spec in _section(doc, "midi").items()}
     for name in set(osc) & set(midi):
         raise doc.error(("midi", name), f"target name {name!r} is used for both OSC and MIDI")
+    for name, spec in _section(doc, "synth").items():  # the built-in synth: a MIDI target
+        if name in osc or name in midi:
+            raise doc.error(("synth", name), f"target name {name!r} is used twice")
+        midi[name] = _synth_target(doc, name, spec)
     if not osc and not midi:
-        raise doc.error((), "no targets: add an 'osc:' or 'midi:' section")
+        raise doc.error((), "no targets: add an 'osc:', 'midi:' or 'synth:' section")
     routes = doc.data.get("routes")
     if not isinstance(routes, list) or not routes:
         raise doc.error(("routes",), "'routes' must be a list of routes (- event: energy ...)")
@@ -146,6 +152,23 @@ def _osc_target(doc: Located, name: str, spec: Any) -> OscTarget:
         raise doc.error(where + ("protocol",), f"OSC target {name!r}: protocol must be udp or tcp")
     max_rate = _number(doc, where + ("max_rate",), spec.get("max_rate", 0), lo=0, hi=100_000)
     return OscTarget(str(name), host, port, protocol, max_rate)
+
+
+def _synth_target(doc: Located, name: str, spec: Any) -> MidiTarget:
+    """``synth: {NAME: {channel: N, program: P}}``: the built-in synth, addressed by routes
+    as a MIDI port is (pete_osc.outputs.player); ``program`` is sent first (its patch)."""
+    where = ("synth", name)
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise doc.error(where, f"synth target {name!r}: expected settings such as 'channel: 1'")
+    _known(doc, where, spec, _SYNTH_TARGET, "synth target setting")
+    channel = _channel(doc, where + ("channel",), spec.get("channel", 1))
+    program = spec.get("program")
+    if program is not None and (isinstance(program, bool) or not isinstance(program, int)
+                                or not 0 <= program <= 127):
+        raise doc.error(where + ("program",), f"synth target {name!r}: program must be 0-127")
+    return MidiTarget(str(name), "built-in synth", False, channel, doc.line(*where), 0.0,
+                      synth=True, program=program)
 
 
 def _midi_target(doc: Located, name: str, spec: Any) -> MidiTarget:

@@ -26,6 +26,7 @@ from .base import BaseOutput
 from .midi import MidiOutput, open_midi_api
 from .osc import OscOutput
 from .pace import paces_for
+from .player import SynthOutput
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ class Sender:
     """
 
     def __init__(self, mapping: MappingConfig, midi_api: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, state=None):
+                 clock: Callable[[], float] = time.monotonic, state=None, play="default"):
         self.mapping = mapping
+        self.play = play  # where synth: targets sound (a device, or a .wav file)
         self.clock = clock
         self.period = 1.0 / mapping.control_rate
         self.midi_api: str | None = None
@@ -106,11 +108,14 @@ class Sender:
                 outputs[name] = out
             else:
                 outputs[name] = OscOutput(target, mapping.bundle, mapping.bundle_delay)
-        backend = self._midi_backend(mapping) if mapping.midi else None
+        ports = any(not t.synth for t in mapping.midi.values())
+        backend = self._midi_backend(mapping) if ports else None
         for name, target in mapping.midi.items():
             out = self.outputs.get(name)
             if out is not None and out.same_target(target):
                 outputs[name] = out
+            elif target.synth:
+                outputs[name] = SynthOutput(target, self.play)
             elif backend is not None:
                 try:  # a port named in the mapping must exist before anything opens
                     outputs[name] = MidiOutput(target, backend, self.midi_api)

@@ -1,6 +1,7 @@
 """``pete-osc export``: a recorded show rendered through a mapping, offline, into a
 Standard MIDI File (one track per MIDI target, with the real timing) and the OSC
-messages as a timestamped log (JSON lines).
+messages as a timestamped log (JSON lines), or into sound: the same MIDI messages played
+by the built-in synth (pete_osc.outputs.synth) into a WAV file.
 
 The recording (``run --record``) has every token with its time in its frame and each
 frame's start in the run, so each line's event happens when its newline arrived. The
@@ -114,10 +115,38 @@ def write_osc_log(messages: list[Timed], path: Path) -> int:
     return len(lines)
 
 
+def write_wav(messages: list[Timed], mapping: MappingConfig, end: float, path: Path) -> tuple[int, float]:
+    """The MIDI messages played by the built-in synth (pete_osc.outputs.synth), a synth
+    per MIDI target, mixed into a WAV file; returns the messages played and the seconds."""
+    import numpy as np
+
+    from ..outputs.synth import RATE, render_timed
+    from ..outputs.synth import write_wav as save
+
+    played, mix = 0, np.zeros((0, 2), np.float32)
+    for name in mapping.midi:
+        timed = [(t.at, t.message.message) for t in messages
+                 if isinstance(t.message, MidiMessage) and t.message.target == name]
+        played += len(timed)
+        sound = render_timed(timed, end)
+        if len(sound) > len(mix):
+            sound[: len(mix)] += mix
+            mix = sound
+        else:
+            mix[: len(sound)] += sound
+    save(path, mix)
+    return played, len(mix) / RATE
+
+
 def export(recording: Path, director: Director, mapping: MappingConfig, out: Path) -> str:
     """Render and write; a one-line account of what was written."""
-    if out.suffix.lower() not in (".mid", ".midi"):
-        raise PeteError(f"-o {out}: the output is a Standard MIDI File, name it *.mid")
+    audio = out.suffix.lower() == ".wav"
+    if out.suffix.lower() not in (".mid", ".midi", ".wav"):
+        raise PeteError(f"-o {out}: the output is a Standard MIDI File (*.mid) or sound "
+                        "(*.wav)")
+    if audio and not mapping.midi:
+        raise PeteError(f"-o {out}: the mapping sends no MIDI, so the synth has nothing to "
+                        "play (try --mapping harmony)")
     if not out.parent.is_dir():
         raise PeteError(f"-o {out}: no folder {out.parent} to write into")
     events, end = timeline(recording, director)
@@ -125,6 +154,14 @@ def export(recording: Path, director: Director, mapping: MappingConfig, out: Pat
         raise PeteError(f"{recording}: no event in it, so there is nothing to export (is it a "
                         "file written by pete-osc run --record?)")
     messages = render(events, mapping, end)
+    count = sum(event is not None for _, event in events)
+    if audio:
+        try:
+            played, seconds = write_wav(messages, mapping, end, out)
+        except OSError as exc:
+            raise PeteError(f"{exc.filename or out}: cannot write: {exc.strerror or exc}") from None
+        return (f"{count} events over {end:.1f} s: {played} MIDI messages played by the "
+                f"built-in synth into {out} ({seconds:.1f} s of sound)")
     osc_path = out.with_suffix(".osc.jsonl")
     try:
         midi = write_midi(messages, mapping, out) if mapping.midi else 0
@@ -132,6 +169,5 @@ def export(recording: Path, director: Director, mapping: MappingConfig, out: Pat
     except OSError as exc:
         raise PeteError(f"{exc.filename or out}: cannot write: {exc.strerror or exc}") from None
     length = messages[-1].at if messages else 0.0
-    count = sum(event is not None for _, event in events)
     return (f"{count} events over {length:.1f} s: {midi} MIDI messages to {out}"
             + (f", {osc} OSC messages to {osc_path}" if mapping.osc else ""))

@@ -64,6 +64,7 @@ class ShowConfig:
     context_host: str | None = None  # None: the mapping's, else 127.0.0.1
     ableton: str | None = None  # AbletonOSC's HOST:PORT, asked to report its state
     batch: bool = True  # several sources' frames decoded together where the engine can
+    play: str | None = None  # --play: where the synth: targets sound (a device or a .wav)
 
     @classmethod
     def from_args(cls, args, size: int) -> "ShowConfig":
@@ -73,7 +74,8 @@ class ShowConfig:
                    warm_up=not args.no_warmup, reload=not args.no_reload,
                    stall=args.stall, frame_limit=args.frame_limit, midi_api=args.midi_api,
                    context_port=args.context_port, context_host=args.context_host,
-                   ableton=args.ableton, batch=not getattr(args, "no_batch", False))
+                   ableton=args.ableton, batch=not getattr(args, "no_batch", False),
+                   play=getattr(args, "play", None))
 
 
 class Show:
@@ -121,7 +123,8 @@ class Show:
                 from ..outputs.sender import open_sender
 
                 self.sender = open_sender(self.files.mapping, self.config.midi_api,
-                                              state=ChainMap(self.daw, self.context))
+                                          state=ChainMap(self.daw, self.context),
+                                          play=self.config.play or "default")
                 for line in self.sender.describe():
                     self.say(f"sending {line}")
                 names = {name for name, _ in self._sources}
