@@ -4,7 +4,7 @@ render puts each note where its message is.
 
     python bench/synth.py [--seconds 10] [--voices 8,16,32] [--json FILE]
 
-- CPU: ``--seconds`` of sound rendered in the synth's own chunks (256 samples, 48 kHz)
+- CPU: ``--seconds`` of sound rendered in the synth's own chunks (512 samples, 48 kHz)
   with N voices held (pads, two detuned oscillators each: the dearest patch; and plucks,
   struck again every 0.2 s), process CPU time over the sound's length: the fraction of one core a
   real-time player of the same core would need.
@@ -31,7 +31,7 @@ import mido  # noqa: E402
 import numpy as np  # noqa: E402
 from common import commit, cpu  # noqa: E402
 
-from pete_osc.outputs.synth import RATE, Synth, render_timed  # noqa: E402
+from pete_osc.outputs.synth import CHUNK, RATE, Synth, render_timed  # noqa: E402
 
 
 def cpu_share(voices: int, seconds: float, program: int) -> float:
@@ -40,11 +40,11 @@ def cpu_share(voices: int, seconds: float, program: int) -> float:
     for i in range(voices):
         synth.send(mido.Message("note_on", note=36 + (i * 7) % 48, velocity=100))
     t0 = time.process_time()
-    for chunk in range(int(seconds * RATE / 256)):
-        if program < 48 and chunk % 37 == 36:  # plucks die away: strike them all again
+    for chunk in range(int(seconds * RATE / CHUNK)):
+        if program < 48 and chunk % 19 == 18:  # plucks die away: strike them all again
             for i in range(voices):
                 synth.send(mido.Message("note_on", note=36 + (i * 7) % 48, velocity=90))
-        synth.render(256)
+        synth.render(CHUNK)
     return (time.process_time() - t0) / seconds
 
 

@@ -33,16 +33,32 @@ log = logging.getLogger("pete_osc.outputs")
 BEAT_LIMIT = 2.0  # seconds without a chunk made: the process is wedged
 QUICK_DEATH = 3.0  # a process that ends sooner than this after its start failed to start
 DEVICE_MS = 40  # the sound card's buffer
+AHEAD = 0.2  # seconds of sound made ahead of the clock at most (see play)
+FILL = 1024  # frames of sound made ahead of the sound card (21 ms at 48 kHz)
 
 
 def audio_devices() -> list[str]:
-    """The playback devices miniaudio sees here (names), or [] with none / no miniaudio."""
+    """The playback devices miniaudio sees here (names; ``jack`` where a JACK server
+    runs), or [] with none or no miniaudio."""
     try:
         import miniaudio
-
-        return [d["name"] for d in miniaudio.Devices().get_playbacks()]
-    except Exception:
+    except ImportError:
         return []
+    from .midi import _quiet_stderr
+
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")  # (a user's JACK, never one of ours)
+    names = []
+    with _quiet_stderr():
+        try:
+            names += [d["name"] for d in miniaudio.Devices().get_playbacks()]
+        except Exception:
+            pass
+        try:
+            if miniaudio.Devices(backends=[miniaudio.Backend.JACK]).get_playbacks():
+                names.append("jack")
+        except Exception:
+            pass
+    return names
 
 
 def check_destination(dest: str) -> str | None:
@@ -76,12 +92,16 @@ def _open_device(dest: str, rate: int):
 
     from .midi import _quiet_stderr
 
-    device_id = None
-    if dest != "default":
+    device_id, backends = None, None
+    if dest == "jack":  # JACK's own client (pete-osc:playback0/1, to system:playback_*)
+        os.environ.setdefault("JACK_NO_START_SERVER", "1")
+        backends = [miniaudio.Backend.JACK]
+    elif dest != "default":
         device_id = next(d["id"] for d in miniaudio.Devices().get_playbacks() if d["name"] == dest)
     with _quiet_stderr():
         return miniaudio.PlaybackDevice(nchannels=2, sample_rate=rate, device_id=device_id,
-                                        buffersize_msec=DEVICE_MS, app_name="pete-osc")
+                                        buffersize_msec=DEVICE_MS, app_name="pete-osc",
+                                        backends=backends)
 
 
 class WavFile:
@@ -161,11 +181,14 @@ def play(messages, dest: str, beat, rate: int) -> None:
                                        or time.monotonic() - ending > 4.0)
 
     if dest.lower().endswith(".wav"):
+        # A file needs the clock's pace, not a sound card's priority: it gives way to
+        # the show (the model) and writes 2 chunks at a time.
+        os.nice(10)
         out = WavFile(dest, rate)
         due = time.monotonic()
         while not done():
-            out.write(chunk(CHUNK))
-            due += CHUNK / rate
+            out.write(chunk(2 * CHUNK))
+            due += 2 * CHUNK / rate
             time.sleep(max(0.0, due - time.monotonic()))
         out.close()
         return
@@ -175,18 +198,41 @@ def play(messages, dest: str, beat, rate: int) -> None:
         print(f"pete-osc: the built-in synth cannot open the audio device {dest}: {exc}",
               file=sys.stderr, flush=True)
         sys.exit(3)
+    # The sound is made here, ahead, into a ring; the device's real-time callback only
+    # copies from it (a copy cannot miss the device's deadline the way making the sound
+    # can, on a busy machine). FILL frames ahead: the latency this adds.
+    ring, lock = bytearray(), threading.Lock()
+    sys.setswitchinterval(0.0005)  # (the callback waits for this thread at most this long)
 
     def stream():
+        # A device with no clock of its own (ALSA's null plugin) asks as fast as it can:
+        # never run more than AHEAD seconds ahead of real time (a sound card never asks
+        # that far ahead, so this never waits there).
+        start, made = time.monotonic(), 0
         frames = yield b""
         while True:
-            frames = yield chunk(frames)
+            ahead = made / rate - (time.monotonic() - start)
+            if ahead > AHEAD:
+                time.sleep(ahead - AHEAD / 2)
+            made += frames
+            with lock:
+                out = bytes(ring[:frames * 4])
+                del ring[:frames * 4]
+            frames = yield out + bytes(frames * 4 - len(out))  # (short: silence)
 
     feed = stream()
     next(feed)
     with device:
         device.start(feed)
         while not done():
-            time.sleep(0.05)
+            with lock:
+                have = len(ring) // 4
+            if have < FILL:
+                pcm = chunk(CHUNK)
+                with lock:
+                    ring.extend(pcm)
+            else:
+                time.sleep(0.002)
 
 
 class _Process:

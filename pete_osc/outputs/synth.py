@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RATE = 48000
-CHUNK = 256  # samples rendered at a time (shorter than every reverb delay)
+CHUNK = 512  # samples rendered at a time at most (shorter than every reverb delay)
 TABLE = 2048  # samples in one cycle of a voice's wave (remade when its pitch or filter moves)
 DRUMS = 9  # channel 10, counted from 0 as mido counts
 GAIN = 3.0  # the mix into the soft clip (a pad chord of five notes peaks near -6 dBFS)
