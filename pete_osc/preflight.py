@@ -73,11 +73,14 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
             attempt(lambda: mapping_path(named))
         else:
             mapping = attempt(lambda: read_mapping(named, director))
-    if play:
+    synth = mapping is not None and any(t.synth for t in mapping.midi.values())
+    if play or synth:  # (synth: targets without --play sound on the default device)
         from .outputs.player import refuse
 
-        attempt(lambda: refuse(play))
-        if mapping is not None and not any(t.synth for t in mapping.midi.values()):
+        attempt(lambda: refuse(play or "default", None if play else
+                               f"{mapping.path}: its synth: targets play on the default "
+                               "audio device (--play picks another): "))
+        if mapping is not None and not synth:
             problems.append(f"--play: {mapping.path} has no synth: targets to play (add "
                             "one, or leave --mapping out for the shipped 'play')")
     engine = engine_name(args.engine)

@@ -162,7 +162,8 @@ SLOW_FIXTURES = {"tiny_mlx_model", "scripted_mlx_model", "tiny_torch_model",
                  "jack_env", "mlx_server", "shared_video"}
 SLOW_MODULES = {"test_fused", "test_quantize", "test_seeing", "test_monitor", "test_midi_real",
                 "test_beat", "test_grammar", "test_constrain", "test_jump_forward",
-                "test_torch_engine", "test_mlx_engine", "test_bench_scratch", "test_install"}
+                "test_torch_engine", "test_mlx_engine", "test_bench_scratch", "test_install",
+                "test_play"}
 
 
 def pytest_collection_modifyitems(config, items):

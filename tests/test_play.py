@@ -181,9 +181,10 @@ def test_play_follows_the_picture_through_a_model_that_sees_it(seeing_torch_mode
 def test_play_through_jack_in_real_time(tmp_path, cli_env):
     """--play jack: the synth is a JACK client (miniaudio's JACK backend) on a private
     ``jackd -d dummy`` (256-frame periods); jack_rec records its ports while the show
-    runs: the notes arrive, and JACK's log counts (almost) no xruns while the show's
-    threads are busy (2 at most in the 4 s recorded: this shared 2-core machine's own
-    spread; docs/benchmarks.md has the long run)."""
+    runs: the notes arrive, and JACK's log counts few xruns of the synth's client while
+    the show's threads are busy (3 at most in the 4 s recorded: alone here 0-2 in 20 s,
+    more with the rest of the suite's processes about; a callback that makes the sound
+    instead of copying it, or waits, misses nearly every period)."""
     from support.peers import need, stop_process
 
     jackd, jack_rec = need("jackd", "jackd2"), need("jack_rec", "jackd2")
@@ -204,11 +205,12 @@ def test_play_through_jack_in_real_time(tmp_path, cli_env):
                                         "--play", "jack"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, env=env)
         time.sleep(4)  # started, the JACK client connected
-        before = log_path.read_text().count("XRun")
+        ours = "XRun: client = pete-osc"  # (jack_rec has xruns of its own here)
+        before = log_path.read_text().count(ours)
         recorded = tmp_path / "jack.wav"
         subprocess.run([jack_rec, "-f", str(recorded), "-d", "4", "pete-osc:playback0",
                         "pete-osc:playback1"], env=env, capture_output=True, timeout=30)
-        xruns = log_path.read_text().count("XRun") - before
+        xruns = log_path.read_text().count(ours) - before
         _, stderr = show.communicate(timeout=60)
         assert show.returncode == 0, stderr
     finally:
@@ -217,4 +219,20 @@ def test_play_through_jack_in_real_time(tmp_path, cli_env):
         stop_process(server)
     sound = read_wav(recorded)
     assert len(sound) >= 3 * RATE and np.abs(sound).max() > 0.05  # the notes arrived
-    assert xruns <= 2, log_path.read_text()[-2000:]
+    assert xruns <= 3, log_path.read_text()[-2000:]
+
+
+def test_synth_targets_without_play_need_the_default_device(tmp_path, cli_env):
+    """A mapping with synth: targets and no --play plays on the default device; where
+    that cannot be opened, start-up says so naming the mapping, exit 2."""
+    from pete_osc.outputs.player import check_destination
+
+    if check_destination("default") is None:
+        pytest.skip("this machine's default audio device opens (the problem cannot happen)")
+    replay = answers(tmp_path, [("red", "sad")])
+    proc = subprocess.run(PETE + ["run", "--engine", "replay", "--replay", str(replay),
+                                  "--mapping", "play"], capture_output=True, text=True,
+                          env=cli_env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "play.yaml: its synth: targets play on the default audio device" in proc.stderr
+    assert "--play show.wav" in proc.stderr

@@ -26,7 +26,7 @@ from .base import BaseOutput
 from .midi import MidiOutput, open_midi_api
 from .osc import OscOutput
 from .pace import paces_for
-from .player import SynthOutput
+from .synth_output import SynthOutput
 
 log = logging.getLogger(__name__)
 
