@@ -141,12 +141,12 @@ def test_no_pitch_twice_and_every_note_released(stream, gaps):
 
 
 def test_export_to_wav_plays_the_recordings_notes(tmp_path, cli_env):
-    """The recording's moods pick notes (tense: C4, calm: E4 with this mapping); the WAV
-    has each at its time and pitch, silence before the first, and the MIDI file of the
-    same export has exactly those notes."""
+    """The recording's moods pick notes (tense: C4, calm: E4 with this mapping) for a
+    synth: target; the WAV has each at its time and pitch (in the target's patch, a
+    pad), silence before the first, and the MIDI file of the same export has exactly
+    those messages."""
     mapping = tmp_path / "m.yaml"
-    mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 2}\nroutes:\n"
-                       "  - {event: mood, program: {calm: 89, tense: 89}}\n"
+    mapping.write_text("synth:\n  keys: {channel: 2, program: 89}\nroutes:\n"
                        "  - {event: mood, note: {tense: C3, calm: E3}, velocity: 100, "
                        "length: 0.8}\n")
     recording = tmp_path / "rec.jsonl"
@@ -168,9 +168,11 @@ def test_export_to_wav_plays_the_recordings_notes(tmp_path, cli_env):
         assert (f.getnchannels(), f.getframerate(), f.getsampwidth()) == (2, RATE, 2)
         pcm = np.frombuffer(f.readframes(f.getnframes()), "<i2").reshape(-1, 2) / 32767.0
     midi = [m for m in mido.merge_tracks(mido.MidiFile(str(outs["mid"])).tracks)
-            if m.type in ("note_on", "note_off")]
-    assert [(m.type, m.note) for m in midi] == [("note_on", 60), ("note_off", 60),
-                                                ("note_on", 64), ("note_off", 64)]
+            if not m.is_meta]
+    # the synth target's patch first (as live, when it opens), then the notes
+    assert [(m.type, getattr(m, "note", getattr(m, "program", None))) for m in midi] == [
+        ("program_change", 89), ("note_on", 60), ("note_off", 60), ("note_on", 64),
+        ("note_off", 64)]
     assert abs(onset(pcm) - 0.5) < 0.01
     for start, note, other in ((0.6, 60, 64), (2.8, 64, 60)):
         freqs, mags = spectrum(pcm[int(start * RATE): int((start + 0.5) * RATE)])

@@ -83,6 +83,16 @@ def render(events: list[tuple[float, Event | None]], mapping: MappingConfig, end
     return out
 
 
+def patches(mapping: MappingConfig) -> list[Timed]:
+    """The program each ``synth:`` target that names one starts with (live, its output
+    sends it when it opens), at the start."""
+    import mido
+
+    return [Timed(0.0, MidiMessage(name, mido.Message("program_change", channel=t.channel - 1,
+                                                      program=t.program)))
+            for name, t in mapping.midi.items() if t.synth and t.program is not None]
+
+
 def write_midi(messages: list[Timed], mapping: MappingConfig, path: Path) -> int:
     """A type 1 Standard MIDI File, a track per MIDI target; returns the messages written."""
     import mido
@@ -153,7 +163,7 @@ def export(recording: Path, director: Director, mapping: MappingConfig, out: Pat
     if not any(event is not None for _, event in events):
         raise PeteError(f"{recording}: no event in it, so there is nothing to export (is it a "
                         "file written by pete-osc run --record?)")
-    messages = render(events, mapping, end)
+    messages = patches(mapping) + render(events, mapping, end)
     count = sum(event is not None for _, event in events)
     if audio:
         try:
