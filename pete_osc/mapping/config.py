@@ -46,6 +46,11 @@ class MidiTarget:
     max_rate: float = 0.0  # messages per second at most, the rest coalesced (0: no cap)
     synth: bool = False  # the built-in synth (a mapping's synth: section), not a port
     program: int | None = None  # synth: the program sent when it opens (its patch)
+    # osc: the notes go as OSC messages to this OSC target instead (a receiver that takes
+    # notes by OSC, such as Magenta RT 2's mrt2~): ADDRESS NOTE at note_on / note_off.
+    osc: str = ""
+    note_on: str = ""
+    note_off: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,18 @@ class ChordSpec:
     def keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.root_key, self.quality_key, self.energy_key,
                                  self.register_key) if k)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A prompt route's settings (``prompt:`` in a mapping; see mapping.prompts)."""
+
+    template: str  # "{mood} {color} {scene}"
+    keys: tuple[str, ...]  # the keys it names, in order
+    slots: tuple[int, ...] = (0, 1)  # the receiver's prompt slots the texts take turns in
+    weight: float = 1.0  # a prompt's full weight
+    fade: float = 4.0  # seconds from one prompt to the next (0: at once)
+    step: float = 0.25  # seconds between two weight messages of a slot
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,7 @@ class Route:
     # Only while the DAW's state or a context value says so: {playing: true} (see daw.py).
     when: Mapping[str, object] | None = None
     chord: ChordSpec | None = None  # kind "chord": notes from several keys (mapping.harmony)
+    prompt: PromptSpec | None = None  # kind "prompt": weighted prompts (mapping.prompts)
 
     @property
     def per_source(self) -> bool:

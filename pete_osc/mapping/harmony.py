@@ -19,6 +19,8 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass
 
+from ..records import Color
+
 QUALITIES: dict[str, tuple[int, ...]] = {
     "maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8),
     "sus2": (0, 2, 7), "sus4": (0, 5, 7), "5": (0, 7),
@@ -129,3 +131,19 @@ class Harmony:
 def _between(span: tuple[float, float], x: float) -> float:
     x = min(1.0, max(0.0, x))
     return span[0] + (span[1] - span[0]) * x
+
+
+def take_input(chord, harmony: Harmony, ev) -> None:
+    """Take one of a chord route's inputs (the chord is worked out at the frame's end)."""
+    if ev.key == chord.root_key and isinstance(ev.value, Color):
+        root = root_of(ev.value.rgb, chord.roots)
+        if root is not None:
+            harmony.root = root
+    if ev.key == chord.quality_key and isinstance(ev.value, str):
+        harmony.quality = chord.qualities.get(ev.value, harmony.quality)
+    if ev.key == chord.energy_key and isinstance(ev.value, (int, float)):
+        lo, hi = chord.energy_range
+        harmony.energy = (float(ev.value) - lo) / (hi - lo)
+    if ev.key == chord.register_key and isinstance(ev.value, (int, float)):
+        lo, hi = chord.register_range
+        harmony.brightness = (float(ev.value) - lo) / (hi - lo)

@@ -119,6 +119,8 @@ def describe_route(route) -> str:
         what = f"notes ch {route.channel}"
     elif route.kind == "chord":
         what = f"chords ch {route.channel}"
+    elif route.kind == "prompt":
+        return f"prompt {route.prompt.template!r} -> OSC {route.address} on {route.target}"
     else:
         what = f"program ch {route.channel}"
     return f"{route.event} -> {what} on {route.target}"

@@ -23,12 +23,12 @@ from .config import (
     OscTarget,
 )
 from .fields import _bool, _channel, _int_or, _known, _number
-from .routes import _route
+from .routes import _address, _route
 
 _TOP = {"osc", "midi", "synth", "routes", "bundle", "bundle_delay", "control_rate", "clock",
         "listen"}
 _OSC_TARGET = {"host", "port", "protocol", "max_rate"}
-_MIDI_TARGET = {"port", "virtual", "channel", "max_rate"}
+_MIDI_TARGET = {"port", "virtual", "channel", "max_rate", "osc", "note_on", "note_off"}
 _SYNTH_TARGET = {"channel", "program"}
 # A MIDI port's cap unless the mapping says: about what a 5-pin MIDI cable carries
 # (31,250 baud: ~1,000 three-byte messages a second); IAC and USB drivers drop beyond it.
@@ -52,7 +52,8 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
         raise PeteError(f"{path}:1: a mapping needs 'osc' or 'midi' targets and 'routes'")
     _known(doc, (), doc.data, _TOP, "setting")
     osc = {name: _osc_target(doc, name, spec) for name, spec in _section(doc, "osc").items()}
-    midi = {name: _midi_target(doc, name, spec) for name, spec in _section(doc, "midi").items()}
+    midi = {name: _midi_target(doc, name, spec, osc)
+            for name, spec in _section(doc, "midi").items()}
     for name in set(osc) & set(midi):
         raise doc.error(("midi", name), f"target name {name!r} is used for both OSC and MIDI")
     for name, spec in _section(doc, "synth").items():  # the built-in synth: a MIDI target
@@ -171,13 +172,15 @@ def _synth_target(doc: Located, name: str, spec: Any) -> MidiTarget:
                       synth=True, program=program)
 
 
-def _midi_target(doc: Located, name: str, spec: Any) -> MidiTarget:
+def _midi_target(doc: Located, name: str, spec: Any, osc: dict) -> MidiTarget:
     where = ("midi", name)
     if spec is None:
         spec = {}
     if not isinstance(spec, dict):
         raise doc.error(where, f"MIDI target {name!r}: expected settings such as 'port: Pete Sounds'")
     _known(doc, where, spec, _MIDI_TARGET, "MIDI target setting")
+    if "osc" in spec or "note_on" in spec or "note_off" in spec:
+        return _osc_notes_target(doc, name, spec, osc)
     port = spec.get("port", DEFAULT_MIDI_PORT)
     if not isinstance(port, str) or not port:
         raise doc.error(where + ("port",), f"MIDI target {name!r}: port must be a name")
@@ -187,3 +190,24 @@ def _midi_target(doc: Located, name: str, spec: Any) -> MidiTarget:
     max_rate = _number(doc, where + ("max_rate",), spec.get("max_rate", MIDI_MAX_RATE), lo=0,
                        hi=100_000)
     return MidiTarget(str(name), port, virtual, channel, doc.line(*where), max_rate)
+
+
+def _osc_notes_target(doc: Located, name: str, spec: dict, osc: dict) -> MidiTarget:
+    """``midi: {NAME: {osc: TARGET, note_on: /a/noteon, note_off: /a/noteoff}}``: routes
+    address it as a MIDI port (chords, notes: the same rules, no pitch on twice, all
+    released at the end), and each note on or off leaves as an OSC message ``ADDRESS NOTE``
+    to the OSC target (a receiver that takes notes by OSC, such as Magenta RT 2's
+    ``mrt2~``); other MIDI messages are not carried."""
+    where = ("midi", name)
+    _known(doc, where, spec, {"osc", "note_on", "note_off", "channel"},
+           "setting of a MIDI target sent as OSC")
+    target = spec.get("osc")
+    if target not in osc:
+        raise doc.error(where + ("osc",) if "osc" in spec else where,
+                        f"MIDI target {name!r}: 'osc:' must name one of the OSC targets "
+                        f"({', '.join(osc) or 'none declared'}), got {target!r}")
+    on = _address(doc, where + ("note_on",), spec.get("note_on", "/noteon"))
+    off = _address(doc, where + ("note_off",), spec.get("note_off", "/noteoff"))
+    channel = _channel(doc, where + ("channel",), spec.get("channel", 1))
+    return MidiTarget(str(name), f"OSC {target}", False, channel, doc.line(*where), 0.0,
+                      osc=str(target), note_on=on, note_off=off)

@@ -14,10 +14,11 @@ from typing import Mapping
 
 import mido
 
-from ..records import Color, Event, Message, MidiMessage, OscMessage
+from ..records import Event, Message, MidiMessage, OscMessage
 from .config import MappingConfig, Route
-from .harmony import Harmony, root_of
+from .harmony import Harmony, take_input
 from .notes import Keys
+from .prompts import Crossfade, frame_prompt, prompt_messages, route_keys, word_of
 from .reading import _label, holds, osc_field, route_value
 from .shape import Gate, Glide, Settle, shape
 
@@ -36,7 +37,9 @@ class _State:
     last_message: Message | None = None  # for heartbeat:
     sent_at: float = 0.0
     harmony: Harmony | None = None  # a chord route's inputs and sounding notes
-    changed: bool = False  # a chord input changed since the frame's chord was sent
+    changed: bool = False  # a chord or prompt input changed since the frame's was sent
+    fade: Crossfade | None = None  # a prompt route's slots and weights
+    words: dict[str, str] = field(default_factory=dict)  # a prompt route's latest words
 
 
 def _new_state(route: Route, source: str = "") -> _State:
@@ -47,7 +50,8 @@ def _new_state(route: Route, source: str = "") -> _State:
     harmony = (Harmony(c.roots, dict(c.qualities), c.voices, c.velocity, c.octaves)
                if c is not None else None)
     return _State(gate, Glide(route.glide, route.glide_time) if route.glide else None, source,
-                  settle=settle, harmony=harmony)
+                  settle=settle, harmony=harmony,
+                  fade=Crossfade.of(route.prompt) if route.prompt is not None else None)
 
 
 class Router:
@@ -76,7 +80,7 @@ class Router:
         self._states: dict[int, dict[str, _State]] = {}
         self._routes = list(mapping.routes)
         for i, route in enumerate(self._routes):
-            for key in route.chord.keys() if route.chord is not None else (route.event,):
+            for key in route_keys(route):
                 self._by_key.setdefault(key, []).append((i, route))
             self._states[i] = {} if route.per_source else {"": _new_state(route)}
 
@@ -117,9 +121,13 @@ class Router:
             if state is None:
                 state = states[key] = _new_state(route, key)
             if state.harmony is not None:
-                _chord_input(route.chord, state.harmony, ev)
+                take_input(route.chord, state.harmony, ev)
                 state.changed = True
                 continue  # the chord goes at the frame's end (see end_frame)
+            if state.fade is not None:
+                state.words[ev.key] = word_of(ev.value)
+                state.changed = True
+                continue  # the prompt too
             if state.settle is not None:
                 ev = self._vote(state, ev, now)
                 if ev is None:
@@ -196,6 +204,9 @@ class Router:
         new chord (common notes keep sounding; the others end, the new ones start)."""
         out: list[Message] = []
         for route, state in self._each():
+            if state.fade is not None and state.changed:
+                state.changed = False
+                out.extend(frame_prompt(route, state, now))
             if state.harmony is None or not state.changed:
                 continue
             state.changed = False
@@ -240,6 +251,11 @@ class Router:
                     del state.notes_on[note]
                     out.append(_note_off(route, note))
             sent: list[Message] = []
+            if state.fade is not None:
+                if state.settle is not None and (winner := state.settle.due(now)) is not None:
+                    out.extend(prompt_messages(route, state, state.fade.set(winner, now)))
+                out.extend(prompt_messages(route, state, state.fade.due(now)))
+                continue
             if state.settle is not None:
                 winner = state.settle.due(now)
                 if winner is not None:
@@ -273,6 +289,8 @@ class Router:
                 return True
             if state.glide is not None and not state.glide.settled(now, _tolerance(route)):
                 return True
+            if state.fade is not None and state.fade.busy(now):
+                return True
         return False
 
     def closing(self) -> list[Message]:
@@ -286,6 +304,8 @@ class Router:
             state.notes_on.clear()
             if state.harmony is not None:
                 state.harmony.sounding = ()
+            if state.fade is not None:  # fades end; the standing prompt stays
+                out.extend(prompt_messages(route, state, state.fade.finish()))
         out = self.keys.filter(out) + self.keys.release_all()
         for route, state in self._each():
             if route.exit_value is not None and not state.exit_sent:
@@ -344,22 +364,6 @@ class Router:
         if tick or ev is None or ev.frame_id < 0:  # (pixel keys belong to no model frame)
             return OscMessage(route.target, address, args)
         return OscMessage(route.target, address, args, ev.frame_id, ev.captured_at)
-
-
-def _chord_input(chord, harmony: Harmony, ev: Event) -> None:
-    """Take one of a chord route's inputs (the chord is worked out at the frame's end)."""
-    if ev.key == chord.root_key and isinstance(ev.value, Color):
-        root = root_of(ev.value.rgb, chord.roots)
-        if root is not None:
-            harmony.root = root
-    if ev.key == chord.quality_key and isinstance(ev.value, str):
-        harmony.quality = chord.qualities.get(ev.value, harmony.quality)
-    if ev.key == chord.energy_key and isinstance(ev.value, (int, float)):
-        lo, hi = chord.energy_range
-        harmony.energy = (float(ev.value) - lo) / (hi - lo)
-    if ev.key == chord.register_key and isinstance(ev.value, (int, float)):
-        lo, hi = chord.register_range
-        harmony.brightness = (float(ev.value) - lo) / (hi - lo)
 
 
 def _remember(state: _State, sent: list[Message], now: float) -> list[Message]:

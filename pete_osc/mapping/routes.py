@@ -10,7 +10,15 @@ from typing import Any
 from ..capture.feeds import SOURCE_NAME
 from ..director.located import Located
 from ..director.schema import Director
-from .config import ADDRESS_FIELDS, COLOR_PARTS, GLIDES, ChordSpec, Route, Shape
+from .config import (
+    ADDRESS_FIELDS,
+    COLOR_PARTS,
+    GLIDES,
+    ChordSpec,
+    PromptSpec,
+    Route,
+    Shape,
+)
 from .fields import (
     _args,
     _bool,
@@ -52,6 +60,8 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
         spec = {k: v for k, v in spec.items() if k != "quantize"}
     if isinstance(spec, dict) and "chord" in spec:
         return replace(_chord_route(doc, i, spec, director, osc, midi), grid=grid)
+    if isinstance(spec, dict) and "prompt" in spec:
+        return replace(_prompt_route(doc, i, spec, director, osc), grid=grid)
     event = spec.get("event")
     if event not in director.keys:
         raise doc.error(where + ("event",) if "event" in spec else where,
@@ -94,17 +104,7 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
                            else "'table' of colour names or 'part: h' (r g b h s v)"))
 
     if kind == "osc":
-        address = spec.get("address")
-        if not isinstance(address, str) or not address.startswith("/") or " " in address:
-            raise doc.error(where + ("address",), f"OSC address must start with / and have no "
-                            f"spaces, got {address!r}")
-        bare = address
-        for name in ADDRESS_FIELDS:
-            bare = bare.replace(name, "x")
-        if "{" in bare or "}" in bare:
-            raise doc.error(where + ("address",), f"OSC address {address!r}: the only "
-                            f"placeholder an address may hold is {', '.join(ADDRESS_FIELDS)}")
-        fields["address"] = address
+        fields["address"] = _address(doc, where + ("address",), spec.get("address"))
         fields["args"] = _args(doc, where + ("args",), spec.get("args", ["$value"]), key.type)
     else:
         target_channel = midi[target].channel
@@ -163,6 +163,66 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
         fields["when"] = _when(doc, where + ("when",), spec["when"])
     return Route(event, target, kind, line, key_type=key.type, vocabulary=key.values, grid=grid,
                  **fields)
+
+
+def _address(doc: Located, where: tuple, address: Any) -> str:
+    if not isinstance(address, str) or not address.startswith("/") or " " in address:
+        raise doc.error(where, f"OSC address must start with / and have no spaces, got "
+                        f"{address!r}")
+    bare = address
+    for name in ADDRESS_FIELDS:
+        bare = bare.replace(name, "x")
+    if "{" in bare or "}" in bare:
+        raise doc.error(where, f"OSC address {address!r}: the only placeholder an address "
+                        f"may hold is {', '.join(ADDRESS_FIELDS)}")
+    return address
+
+
+_PROMPT = {"prompt", "to", "address", "slots", "weight", "fade", "step", "settle", "source",
+           "when"}
+
+
+def _prompt_route(doc: Located, i: int, spec: dict, director: Director, osc: dict) -> Route:
+    """``- prompt: "{mood} {color} {scene}"`` to an OSC target: weighted prompts in the
+    receiver's slots, a change crossfaded (see mapping.prompts)."""
+    from .prompts import template_keys
+
+    where = ("routes", i)
+    _known(doc, where, spec, _PROMPT, "prompt route setting")
+    template = spec["prompt"]
+    try:
+        keys = template_keys(template) if isinstance(template, str) else ()
+    except ValueError as exc:
+        raise doc.error(where + ("prompt",), f"prompt {template!r}: {exc}") from None
+    if not keys:
+        raise doc.error(where + ("prompt",), "prompt is a text naming keys in braces, such as "
+                        f"\"{{mood}} {{color}} {{scene}}\"; got {template!r}")
+    for key in keys:
+        if key not in director.keys:
+            raise doc.error(where + ("prompt",), f"prompt names {{{key}}}, which is not a key "
+                            f"of {director.path.name} ({', '.join(director.keys)})")
+    slots = spec.get("slots", [0, 1])
+    if (not isinstance(slots, list) or len(slots) < 2 or len(set(slots)) != len(slots)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in slots)):
+        raise doc.error(where + ("slots",), "slots: the receiver's prompt slots the texts take "
+                        f"turns in, two or more whole numbers such as [0, 1]; got {slots!r}")
+    prompt = PromptSpec(
+        template, keys, tuple(slots),
+        weight=_number(doc, where + ("weight",), spec.get("weight", 1.0), lo=0.001, hi=1000),
+        fade=_number(doc, where + ("fade",), spec.get("fade", 4.0), lo=0, hi=600),
+        step=_number(doc, where + ("step",), spec.get("step", 0.25), lo=0.02, hi=60))
+    target = _target(doc, where, spec.get("to"), "osc", osc, {})
+    settle_frames, settle_time = _settle(doc, where, spec.get("settle"))
+    source = spec.get("source", "")
+    first = director.keys[keys[0]]  # (what learn mode sweeps)
+    return Route(event=keys[0], target=target, kind="prompt", line=doc.line(*where),
+                 shape=Shape(first.min if first.type == "number" else 0.0,
+                             first.max if first.type == "number" else 1.0, 0.0, 1.0),
+                 prompt=prompt, key_type=first.type, vocabulary=first.values,
+                 address=_address(doc, where + ("address",), spec.get("address", "/prompt")),
+                 args=(), settle_frames=settle_frames, settle_time=settle_time,
+                 source=str(source) if source else "",
+                 when=_when(doc, where + ("when",), spec["when"]) if "when" in spec else None)
 
 
 # Red = C, then round the hue circle by fifths: neighbouring colours, neighbouring keys.

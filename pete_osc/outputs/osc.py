@@ -131,3 +131,40 @@ class _Udp:
 
     def close(self) -> None:
         self.client._sock.close()
+
+
+class OscNotes(BaseOutput):
+    """A MIDI target whose notes leave as OSC (``osc:`` in a ``midi:`` target): a note on
+    as ``note_on NOTE``, a note off (or a note on at velocity 0) as ``note_off NOTE``,
+    through the OSC target's own output (``osc()``: the sender's, now); other MIDI
+    messages are not carried. The messages that left are the OSC ones."""
+
+    def __init__(self, target, osc):
+        self.label = f"notes as OSC {target.note_on} / {target.note_off} to {target.osc}"
+        super().__init__(target)
+        self.osc = osc
+
+    def describe(self) -> str:
+        return f"MIDI target {self.name}: its {self.label}"
+
+    @property
+    def down(self) -> str | None:
+        return None  # (said by the OSC output)
+
+    @property
+    def lost(self) -> int:
+        return 0  # (counted by the OSC output)
+
+    def open(self, quiet: bool = False) -> None:
+        pass  # (the OSC output opens itself)
+
+    def send(self, message) -> list:
+        msg, osc = getattr(message, "message", None), self.osc()
+        if msg is None or osc is None or msg.type not in ("note_on", "note_off"):
+            return []
+        on = msg.type == "note_on" and msg.velocity > 0
+        address = self.target.note_on if on else self.target.note_off
+        return osc.send(OscMessage(osc.name, address, (msg.note,)))
+
+    def close(self) -> list:
+        return []  # (the OSC output closes itself)

@@ -24,7 +24,7 @@ from ..mapping.router import Router
 from ..records import Event, FrameEnd, Message, MidiMessage
 from .base import BaseOutput
 from .midi import MidiOutput, open_midi_api
-from .osc import OscOutput
+from .osc import OscNotes, OscOutput
 from .pace import paces_for
 from .synth_output import SynthOutput
 
@@ -82,9 +82,8 @@ class Sender:
 
     def summary(self) -> str:
         """How many messages left (lost, merged), for the closing line."""
-        lost = f", {self.lost} for outputs that are off" if self.lost else ""
-        merged = (f", {self.coalesced} merged into newer values over a target's max_rate"
-                  if self.coalesced else "")
+        lost = f", {self.lost} for outputs that are off" * bool(self.lost)
+        merged = f", {self.coalesced} merged into newer values over a target's max_rate" * bool(self.coalesced)
         return f"{self.sent} messages sent{lost}{merged}"
 
     @property
@@ -108,12 +107,14 @@ class Sender:
                 outputs[name] = out
             else:
                 outputs[name] = OscOutput(target, mapping.bundle, mapping.bundle_delay)
-        ports = any(not t.synth for t in mapping.midi.values())
+        ports = any(not t.synth and not t.osc for t in mapping.midi.values())
         backend = self._midi_backend(mapping) if ports else None
         for name, target in mapping.midi.items():
             out = self.outputs.get(name)
             if out is not None and out.same_target(target):
                 outputs[name] = out
+            elif target.osc:  # notes as OSC, through that target's output
+                outputs[name] = OscNotes(target, lambda t=target.osc: self.outputs.get(t))
             elif target.synth:
                 outputs[name] = SynthOutput(target, self.play)
             elif backend is not None:
@@ -241,8 +242,7 @@ class Sender:
         if self.beat is not None:
             self.beat.close()
 
-    def __enter__(self) -> "Sender":
-        return self.start()
+    __enter__ = start
 
     def __exit__(self, *exc) -> None:
         self.close()
