@@ -51,10 +51,11 @@ df -Pk . "${TMPDIR:-/tmp}" 2>/dev/null | awk -v need="$need_gb" -v extras="$extr
 echo "install.sh: installed pete-osc into .venv (extras: ${extras:-none})" >&2
 
 if [ "$dev" = 1 ]; then
-  # Programs written by other projects decode what the tests send (OSC, MIDI).
-  peers="liblo-tools puredata-core jackd2 chromium chromium-driver"
+  # Programs written by other projects decode what the tests send (OSC, MIDI), and
+  # FluidSynth's library plays synth: {engine: fluidsynth}.
+  peers="liblo-tools puredata-core jackd2 chromium chromium-driver libfluidsynth3"
   if command -v oscdump >/dev/null && command -v pd >/dev/null && command -v jackd >/dev/null &&
-     command -v chromedriver >/dev/null; then
+     command -v chromedriver >/dev/null && ldconfig -p 2>/dev/null | grep -q libfluidsynth; then
     :
   elif command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
@@ -67,7 +68,7 @@ if [ "$dev" = 1 ]; then
       echo "install.sh: installed $peers for the tests" >&2
     fi
   else
-    echo "install.sh: no apt-get: install oscdump (liblo), pd, jackd and chromium with its driver yourself, or those tests skip" >&2
+    echo "install.sh: no apt-get: install oscdump (liblo), pd, jackd, chromium with its driver and libfluidsynth yourself, or those tests skip" >&2
   fi
 fi
 

@@ -83,6 +83,13 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
         if mapping is not None and not synth:
             problems.append(f"--play: {mapping.path} has no synth: targets to play (add "
                             "one, or leave --mapping out for the shipped 'play')")
+    fluid = synth and next((t for t in mapping.midi.values() if t.engine == "fluidsynth"), None)
+    if fluid:
+        from .outputs.fluid import missing
+
+        problem = missing(fluid.soundfont)
+        if problem:
+            problems.append(f"{mapping.path}: synth: {{engine: fluidsynth}}: {problem}")
     engine = engine_name(args.engine)
     attempt(lambda: check_libraries(engine, args.constrain))
     model = args.model

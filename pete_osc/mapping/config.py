@@ -46,6 +46,8 @@ class MidiTarget:
     max_rate: float = 0.0  # messages per second at most, the rest coalesced (0: no cap)
     synth: bool = False  # the built-in synth (a mapping's synth: section), not a port
     program: int | None = None  # synth: the program sent when it opens (its patch)
+    engine: str = ""  # synth: what plays it, builtin | fluidsynth (the synth: section's)
+    soundfont: str = ""  # synth, fluidsynth: a .sf2 file ("": the shipped one)
     # osc: the notes go as OSC messages to this OSC target instead (a receiver that takes
     # notes by OSC, such as Magenta RT 2's mrt2~): ADDRESS NOTE at note_on / note_off.
     osc: str = ""

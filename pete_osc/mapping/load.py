@@ -7,6 +7,7 @@ here, with the file and the line, before any socket or MIDI port opens.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -56,10 +57,13 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
             for name, spec in _section(doc, "midi").items()}
     for name in set(osc) & set(midi):
         raise doc.error(("midi", name), f"target name {name!r} is used for both OSC and MIDI")
-    for name, spec in _section(doc, "synth").items():  # the built-in synth: a MIDI target
+    synth = dict(_section(doc, "synth"))
+    engine, soundfont = _synth_engine(doc, path, synth.pop("engine", "builtin"),
+                                      synth.pop("soundfont", None))
+    for name, spec in synth.items():  # the built-in synth: a MIDI target
         if name in osc or name in midi:
             raise doc.error(("synth", name), f"target name {name!r} is used twice")
-        midi[name] = _synth_target(doc, name, spec)
+        midi[name] = replace(_synth_target(doc, name, spec), engine=engine, soundfont=soundfont)
     if not osc and not midi:
         raise doc.error((), "no targets: add an 'osc:', 'midi:' or 'synth:' section")
     routes = doc.data.get("routes")
@@ -153,6 +157,25 @@ def _osc_target(doc: Located, name: str, spec: Any) -> OscTarget:
         raise doc.error(where + ("protocol",), f"OSC target {name!r}: protocol must be udp or tcp")
     max_rate = _number(doc, where + ("max_rate",), spec.get("max_rate", 0), lo=0, hi=100_000)
     return OscTarget(str(name), host, port, protocol, max_rate)
+
+
+def _synth_engine(doc: Located, path: Path, engine: Any, soundfont: Any) -> tuple[str, str]:
+    """``synth: {engine: builtin | fluidsynth, soundfont: FILE.sf2}`` beside the targets:
+    what plays them (FluidSynth: the shipped General MIDI SoundFont unless one is named,
+    a relative path from the mapping's folder)."""
+    if engine not in ("builtin", "fluidsynth"):
+        raise doc.error(("synth", "engine"), f"synth engine must be builtin or fluidsynth, "
+                        f"got {engine!r}")
+    if soundfont is None:
+        return engine, ""
+    if engine != "fluidsynth" or not isinstance(soundfont, str) or not soundfont:
+        raise doc.error(("synth", "soundfont"), "soundfont: a .sf2 file, for 'engine: "
+                        "fluidsynth'")
+    file = Path(soundfont).expanduser()
+    file = file if file.is_absolute() else path.parent / file
+    if not file.is_file():
+        raise doc.error(("synth", "soundfont"), f"no SoundFont at {file}")
+    return engine, str(file)
 
 
 def _synth_target(doc: Located, name: str, spec: Any) -> MidiTarget:

@@ -128,10 +128,11 @@ class WavFile:
         self.file.close()
 
 
-def play(messages, dest: str, beat, rate: int) -> None:
+def play(messages, dest: str, beat, rate: int, engine: str = "builtin",
+         soundfont: str = "") -> None:
     """The child process: ``messages`` (the read end of a pipe of MIDI bytes; empty: the
-    end) into the synth, its sound into ``dest`` (a .wav path, ``default`` or a device
-    name) in real time."""
+    end) into the synth (``engine``: builtin, or fluidsynth with ``soundfont``), its sound
+    into ``dest`` (a .wav path, ``default`` or a device name) in real time."""
     import signal
 
     import mido
@@ -142,7 +143,12 @@ def play(messages, dest: str, beat, rate: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the show ends this process
     # (the pipe's end, or its closing), so its notes ring out instead of stopping dead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    synth = Synth(rate)
+    if engine == "fluidsynth":
+        from .fluid import FluidSynth
+
+        synth = FluidSynth(rate, soundfont)
+    else:
+        synth = Synth(rate)
     state = {"ending": None}
 
     def take() -> None:

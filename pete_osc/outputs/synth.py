@@ -330,11 +330,13 @@ class Synth:
         return out
 
 
-def render_timed(timed, end: float, rate: int = RATE, tail: float = 3.0) -> np.ndarray:
+def render_timed(timed, end: float, rate: int = RATE, tail: float = 3.0,
+                 synth=None) -> np.ndarray:
     """Offline: ``timed`` (seconds, ``mido.Message``) in time order played into one synth
-    from 0 to ``end``, then every note released and ``tail`` seconds of its ringing out
-    (cut where all is silent). Stereo float32, shape (samples, 2)."""
-    synth = Synth(rate)
+    (``synth``, else a new :class:`Synth`) from 0 to ``end``, then every note released
+    and ``tail`` seconds of its ringing out (cut where all is silent). Stereo float32,
+    shape (samples, 2)."""
+    synth = synth if synth is not None else Synth(rate)
     parts, done = [], 0
     for at, message in timed:
         sample = max(done, int(round(at * rate)))

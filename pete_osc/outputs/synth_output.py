@@ -28,11 +28,12 @@ class _Process:
     """The running child and the pipe to it (what the output's retry holds as its
     connection). A pipe and a shared double, no locks: nothing the show could wait on."""
 
-    def __init__(self, dest: str, rate: int):
+    def __init__(self, dest: str, rate: int, engine: tuple = ()):
         context = multiprocessing.get_context("spawn")  # (no fork of the show's threads)
         reader, self.pipe = context.Pipe(duplex=False)
         self.beat = context.RawValue("d", time.monotonic())
-        self.process = context.Process(target=play, args=(reader, dest, self.beat, rate),
+        self.process = context.Process(target=play, args=(reader, dest, self.beat, rate,
+                                                          *engine),
                                        name="pete-osc synth", daemon=True)
         self.started = time.monotonic()
         self.closed = False
@@ -72,11 +73,12 @@ class Player:
     """The synth process of one destination, shared by every ``synth:`` target that
     plays there (each on its own channel), started again when it dies or wedges."""
 
-    _shared: dict[str, "Player"] = {}
+    _shared: dict[tuple, "Player"] = {}
     _lock = threading.Lock()
 
-    def __init__(self, dest: str, rate: int):
+    def __init__(self, dest: str, rate: int, engine: tuple = ()):
         self.dest, self.rate = dest, rate
+        self.engine = engine  # (what plays: builtin | fluidsynth, the SoundFont)
         self.users = 0
         self.process: _Process | None = None
         self.restarts = 0
@@ -85,11 +87,11 @@ class Player:
         self.setup: list[bytes] = []  # sent again to a restarted process (the programs)
 
     @classmethod
-    def attach(cls, dest: str, rate: int) -> "Player":
+    def attach(cls, dest: str, rate: int, engine: tuple = ()) -> "Player":
         with cls._lock:
-            player = cls._shared.get(dest)
+            player = cls._shared.get((dest, engine))
             if player is None:
-                player = cls._shared[dest] = Player(dest, rate)
+                player = cls._shared[(dest, engine)] = Player(dest, rate, engine)
             player.users += 1
             return player
 
@@ -98,7 +100,7 @@ class Player:
             self.users -= 1
             if self.users > 0:
                 return
-            self._shared.pop(self.dest, None)
+            self._shared.pop((self.dest, self.engine), None)
         if self.process is not None:
             self.process.close()
             self.process = None
@@ -123,7 +125,7 @@ class Player:
                     return
                 log.warning("%s; starting it again (the show goes on)", trouble)
                 self.restarts += 1
-            self.process = _Process(self.dest, self.rate)
+            self.process = _Process(self.dest, self.rate, self.engine)
             for data in self.setup:
                 self.process.put(data)
 
@@ -157,10 +159,12 @@ class SynthOutput(BaseOutput):
 
     def describe(self) -> str:
         where = f"into {self.dest}" if self.dest.lower().endswith(".wav") else f"on {self.dest}"
-        return f"built-in synth {where} ({self.name}, channel {self.target.channel})"
+        fluid = " (FluidSynth)" if self.target.engine == "fluidsynth" else ""
+        return f"built-in synth{fluid} {where} ({self.name}, channel {self.target.channel})"
 
     def _connect(self):
-        self.player = Player.attach(self.dest, self.rate)
+        engine = (self.target.engine or "builtin", self.target.soundfont)
+        self.player = Player.attach(self.dest, self.rate, engine)
         if self.target.program is not None:  # the target's patch, before any note
             import mido
 

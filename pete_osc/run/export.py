@@ -138,7 +138,7 @@ def write_wav(messages: list[Timed], mapping: MappingConfig, end: float, path: P
         timed = [(t.at, t.message.message) for t in messages
                  if isinstance(t.message, MidiMessage) and t.message.target == name]
         played += len(timed)
-        sound = render_timed(timed, end)
+        sound = render_timed(timed, end, synth=_engine(mapping.midi[name]))
         if len(sound) > len(mix):
             sound[: len(mix)] += mix
             mix = sound
@@ -146,6 +146,20 @@ def write_wav(messages: list[Timed], mapping: MappingConfig, end: float, path: P
             mix[: len(sound)] += sound
     save(path, mix)
     return played, len(mix) / RATE
+
+
+def _engine(target):
+    """A FluidSynth for a ``synth: {engine: fluidsynth}`` target; None: the numpy synth."""
+    if target.engine != "fluidsynth":
+        return None
+    from ..outputs.fluid import FluidSynth, missing
+
+    problem = missing(target.soundfont)
+    if problem:
+        raise PeteError(f"synth target {target.name}: engine fluidsynth: {problem}")
+    from ..outputs.synth import RATE
+
+    return FluidSynth(RATE, target.soundfont)
 
 
 def export(recording: Path, director: Director, mapping: MappingConfig, out: Path) -> str:
