@@ -74,15 +74,21 @@ def prepare(args, say: Callable[[str], None]) -> Prepared:
         else:
             mapping = attempt(lambda: read_mapping(named, director))
     synth = mapping is not None and any(t.synth for t in mapping.midi.values())
-    if play or synth:  # (synth: targets without --play sound on the default device)
+    sounds = synth or (mapping is not None and bool(mapping.lyria))
+    if play or sounds:  # (synth: and lyria: targets without --play: the default device)
         from .outputs.player import refuse
 
         attempt(lambda: refuse(play or "default", None if play else
-                               f"{mapping.path}: its synth: targets play on the default "
-                               "audio device (--play picks another): "))
-        if mapping is not None and not synth:
-            problems.append(f"--play: {mapping.path} has no synth: targets to play (add "
-                            "one, or leave --mapping out for the shipped 'play')")
+                               f"{mapping.path}: its synth: and lyria: targets play on the "
+                               "default audio device (--play picks another): "))
+        if mapping is not None and not sounds:
+            problems.append(f"--play: {mapping.path} has no synth: or lyria: targets to "
+                            "play (add one, or leave --mapping out for the shipped 'play')")
+    if mapping is not None and mapping.lyria:
+        from .outputs.lyria import missing as lyria_missing
+
+        if lyria_missing():
+            problems.append(f"{mapping.path}: {lyria_missing()}")
     fluid = synth and next((t for t in mapping.midi.values() if t.engine == "fluidsynth"), None)
     if fluid:
         from .outputs.fluid import missing

@@ -234,5 +234,5 @@ def test_synth_targets_without_play_need_the_default_device(tmp_path, cli_env):
                                   "--mapping", "play"], capture_output=True, text=True,
                           env=cli_env, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert "play.yaml: its synth: targets play on the default audio device" in proc.stderr
+    assert "play.yaml: its synth: and lyria: targets play on the default audio device" in proc.stderr
     assert "--play show.wav" in proc.stderr

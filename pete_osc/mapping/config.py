@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping
 
 DEFAULT_MIDI_PORT = "Pete Sounds"
@@ -53,6 +54,28 @@ class MidiTarget:
     osc: str = ""
     note_on: str = ""
     note_off: str = ""
+
+
+# A Lyria target's /config/FIELD addresses: its musicGenerationConfig fields and their
+# ranges (scale: 0..11, the keys from C round the chromatic circle, or a Scale name).
+LYRIA_CONFIG = {"bpm": (60, 200), "density": (0, 1), "brightness": (0, 1), "guidance": (0, 6),
+                "temperature": (0, 3), "top_k": (1, 1000), "seed": (0, 2**31 - 1),
+                "scale": (0, 11), "mute_bass": (0, 1), "mute_drums": (0, 1),
+                "only_bass_and_drums": (0, 1)}
+
+
+@dataclass(frozen=True)
+class LyriaTarget:
+    """``lyria:``: a Lyria RealTime session (Google's live music model over a WebSocket,
+    through the google-genai client; see pete_osc.outputs.lyria). Routes address it as an
+    OSC target: ``prompt:`` routes (its weighted prompts) and ``/config/FIELD`` (its
+    musicGenerationConfig)."""
+
+    name: str
+    model: str = "models/lyria-realtime-exp"
+    min_interval: float = 2.0  # seconds between two changes sent, at least
+    url: str = ""  # the API's base URL ("": Google's)
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -189,3 +212,4 @@ class MappingConfig:
     control_rate: float = 50.0  # Hz, for glides and delayed sends
     clock: ClockSpec | None = None
     listen: ListenSpec | None = None
+    lyria: Mapping[str, LyriaTarget] = field(default_factory=lambda: MappingProxyType({}))

@@ -17,8 +17,10 @@ from ..director.schema import Director
 from ..errors import PeteError
 from .config import (
     DEFAULT_MIDI_PORT,
+    LYRIA_CONFIG,
     ClockSpec,
     ListenSpec,
+    LyriaTarget,
     MappingConfig,
     MidiTarget,
     OscTarget,
@@ -26,8 +28,8 @@ from .config import (
 from .fields import _bool, _channel, _int_or, _known, _number
 from .routes import _address, _route
 
-_TOP = {"osc", "midi", "synth", "routes", "bundle", "bundle_delay", "control_rate", "clock",
-        "listen"}
+_TOP = {"osc", "midi", "synth", "lyria", "routes", "bundle", "bundle_delay", "control_rate",
+        "clock", "listen"}
 _OSC_TARGET = {"host", "port", "protocol", "max_rate"}
 _MIDI_TARGET = {"port", "virtual", "channel", "max_rate", "osc", "note_on", "note_off"}
 _SYNTH_TARGET = {"channel", "program"}
@@ -64,12 +66,20 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
         if name in osc or name in midi:
             raise doc.error(("synth", name), f"target name {name!r} is used twice")
         midi[name] = replace(_synth_target(doc, name, spec), engine=engine, soundfont=soundfont)
-    if not osc and not midi:
-        raise doc.error((), "no targets: add an 'osc:', 'midi:' or 'synth:' section")
+    if not osc and not midi and not doc.data.get("lyria"):
+        raise doc.error((), "no targets: add an 'osc:', 'midi:', 'synth:' or 'lyria:' section")
     routes = doc.data.get("routes")
     if not isinstance(routes, list) or not routes:
         raise doc.error(("routes",), "'routes' must be a list of routes (- event: energy ...)")
-    checked = tuple(_route(doc, i, spec, director, osc, midi) for i, spec in enumerate(routes))
+    lyria = {name: _lyria_target(doc, name, spec) for name, spec in _section(doc, "lyria").items()}
+    for name in lyria:
+        if name in osc or name in midi:
+            raise doc.error(("lyria", name), f"target name {name!r} is used twice")
+    checked = tuple(_route(doc, i, spec, director, {**osc, **lyria}, midi)
+                    for i, spec in enumerate(routes))
+    for i, route in enumerate(checked):
+        if route.target in lyria:
+            _lyria_route(doc, i, route)
     bundle = _bool(doc, ("bundle",), doc.data.get("bundle", False))
     delay = _number(doc, ("bundle_delay",), doc.data.get("bundle_delay", 0.0), lo=0, hi=10)
     rate = _number(doc, ("control_rate",), doc.data.get("control_rate", 50.0), lo=1, hi=1000)
@@ -80,7 +90,7 @@ def parse_mapping(text: str, director: Director, path: Path = Path("mapping.yaml
                             "count beats: add 'clock: link' at the top of the mapping")
     listen = _listen(doc, doc.data["listen"]) if "listen" in doc.data else None
     return MappingConfig(path, MappingProxyType(osc), MappingProxyType(midi), checked, bundle,
-                         delay, rate, clock, listen)
+                         delay, rate, clock, listen, MappingProxyType(lyria))
 
 
 def _listen(doc: Located, raw: Any) -> ListenSpec:
@@ -234,3 +244,35 @@ def _osc_notes_target(doc: Located, name: str, spec: dict, osc: dict) -> MidiTar
     channel = _channel(doc, where + ("channel",), spec.get("channel", 1))
     return MidiTarget(str(name), f"OSC {target}", False, channel, doc.line(*where), 0.0,
                       osc=str(target), note_on=on, note_off=off)
+
+
+def _lyria_target(doc: Located, name: str, spec: Any) -> LyriaTarget:
+    """``lyria: {NAME: {model: ..., min_interval: 2, url: ...}}`` (the API key comes from
+    the environment, GEMINI_API_KEY or GOOGLE_API_KEY, never from a file)."""
+    where = ("lyria", name)
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise doc.error(where, f"lyria target {name!r}: expected settings such as "
+                        "'min_interval: 2'")
+    _known(doc, where, spec, {"model", "min_interval", "url"}, "lyria target setting")
+    if "api_key" in spec or "key" in spec:
+        raise doc.error(where, "the API key comes from the environment (GEMINI_API_KEY)")
+    model = spec.get("model", LyriaTarget.model)
+    url = spec.get("url", "")
+    if not isinstance(model, str) or not model or not isinstance(url, str):
+        raise doc.error(where, f"lyria target {name!r}: model and url are text")
+    interval = _number(doc, where + ("min_interval",), spec.get("min_interval", 2.0), lo=0.2,
+                       hi=600)
+    return LyriaTarget(str(name), model, interval, url, doc.line(*where))
+
+
+def _lyria_route(doc: Located, i: int, route) -> None:
+    """A route to a lyria target: a prompt: route, or /config/FIELD (LYRIA_CONFIG)."""
+    where = ("routes", i)
+    if route.kind == "prompt":
+        return
+    field = route.address.removeprefix("/config/")
+    if route.kind != "osc" or not route.address.startswith("/config/") or field not in LYRIA_CONFIG:
+        raise doc.error(where, f"a route to the lyria target {route.target!r} is a prompt: "
+                        "route or sends to /config/FIELD, FIELD one of "
+                        f"{', '.join(LYRIA_CONFIG)}; got {route.address or route.kind!r}")

@@ -150,6 +150,7 @@ def play(messages, dest: str, beat, rate: int, engine: str = "builtin",
     else:
         synth = Synth(rate)
     state = {"ending": None}
+    mixin = bytearray()  # 16-bit stereo at ``rate`` to mix in, from the show
 
     def take() -> None:
         while True:
@@ -165,6 +166,9 @@ def play(messages, dest: str, beat, rate: int, engine: str = "builtin",
                 synth.all_off()
                 state["ending"] = time.monotonic()
                 continue
+            if data[:1] == b"P":  # sound made elsewhere (Lyria RealTime): mixed in
+                mixin.extend(data[1:])
+                continue
             try:
                 synth.send(mido.Message.from_bytes(data))
             except ValueError:
@@ -173,12 +177,17 @@ def play(messages, dest: str, beat, rate: int, engine: str = "builtin",
     def chunk(frames: int) -> bytes:
         take()
         sound = synth.render(frames)
+        if mixin:
+            part = np.frombuffer(bytes(mixin[:frames * 4]), "<i2").reshape(-1, 2) / 32768.0
+            del mixin[:frames * 4]
+            sound[:len(part)] += part
         beat.value = time.monotonic()
         return (np.clip(sound, -1, 1) * 32767).astype("<i2").tobytes()
 
     def done() -> bool:  # released, rung out (or 4 s after the end at most)
         ending = state["ending"]
-        return ending is not None and ((not synth.voices and time.monotonic() - ending > 1.5)
+        return ending is not None and ((not synth.voices and not mixin
+                                        and time.monotonic() - ending > 1.5)
                                        or time.monotonic() - ending > 4.0)
 
     if dest.lower().endswith(".wav"):

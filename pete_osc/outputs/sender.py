@@ -23,10 +23,9 @@ from ..mapping.learn import Learning, describe_message, describe_route
 from ..mapping.router import Router
 from ..records import Event, FrameEnd, Message, MidiMessage
 from .base import BaseOutput
-from .midi import MidiOutput, open_midi_api
-from .osc import OscNotes, OscOutput
+from .midi import open_midi_api
 from .pace import paces_for
-from .synth_output import SynthOutput
+from .targets import outputs_for
 
 log = logging.getLogger(__name__)
 
@@ -98,32 +97,8 @@ class Sender:
 
     # ---- outputs -----------------------------------------------------------------------
     def _outputs_for(self, mapping: MappingConfig) -> tuple[dict[str, BaseOutput], list]:
-        """The outputs ``mapping`` names: those already open where the target did not
-        change, new ones (not yet opened) for the rest; and the open ones no longer named."""
-        outputs: dict[str, BaseOutput] = {}
-        for name, target in mapping.osc.items():
-            out = self.outputs.get(name)
-            if out is not None and out.same_target(target):
-                outputs[name] = out
-            else:
-                outputs[name] = OscOutput(target, mapping.bundle, mapping.bundle_delay)
-        ports = any(not t.synth and not t.osc for t in mapping.midi.values())
-        backend = self._midi_backend(mapping) if ports else None
-        for name, target in mapping.midi.items():
-            out = self.outputs.get(name)
-            if out is not None and out.same_target(target):
-                outputs[name] = out
-            elif target.osc:  # notes as OSC, through that target's output
-                outputs[name] = OscNotes(target, lambda t=target.osc: self.outputs.get(t))
-            elif target.synth:
-                outputs[name] = SynthOutput(target, self.play)
-            elif backend is not None:
-                try:  # a port named in the mapping must exist before anything opens
-                    outputs[name] = MidiOutput(target, backend, self.midi_api)
-                except PeteError as exc:
-                    raise PeteError(f"{mapping.path}:{target.line}: {exc}") from None
-        gone = [out for name, out in self.outputs.items() if outputs.get(name) is not out]
-        return outputs, gone
+        """The outputs ``mapping`` names (see targets.outputs_for)."""
+        return outputs_for(self, mapping)
 
     def _open_clock(self, mapping: MappingConfig):
         from ..inputs.clock import open_clock
