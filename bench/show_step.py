@@ -1,8 +1,8 @@
 """Where the time of a batched show's step goes (issue 25): ``pete-osc bench`` with the
 parts of the loop timed.
 
-    python bench/show_step.py [pete-osc bench arguments, e.g. --engine torch
-                              --model FOLDER --sources 8 --frames 10]
+    python bench/show_step.py [--mask-threads N] [pete-osc bench arguments, e.g.
+                              --engine torch --model FOLDER --sources 8 --frames 10]
 
 Runs ``pete-osc bench`` with the given arguments (one row count per ``--sources``) and,
 per run, prints the wall time of each part of the show's loop per step: the model call
@@ -10,7 +10,9 @@ per run, prints the wall time of each part of the show's loop per step: the mode
 copy back, which waits for the GPU), the grammar masks alone, each row's answer after its
 token (grammar, forced text, text), the frames joining (vision and prefill), the records
 (parser, events, taps), the rest (waiting for frames, the watchdog). Nothing is
-synchronised that the show does not synchronise itself.
+synchronised that the show does not synchronise itself. ``--mask-threads N``: the
+grammar masks on N of llguidance's threads (0: one after another; default: as the
+engine chooses, see pete_osc.engines.constrain.THREADS).
 """
 
 from __future__ import annotations
@@ -86,7 +88,14 @@ def main() -> int:
 
     bench.Show.run = run_show
     del run_bench
-    code = cli.main(["bench", *sys.argv[1:]])
+    args = sys.argv[1:]
+    if "--mask-threads" in args:  # (this bench's own: llguidance's threads for the masks)
+        at = args.index("--mask-threads")
+        from pete_osc.engines import constrain
+
+        constrain.THREADS = int(args[at + 1])
+        del args[at:at + 2]
+    code = cli.main(["bench", *args])
     for sources, wall, times, calls, widths in runs:
         steps = calls.get("loop step", 0) or 1
         print(f"\n{sources} source(s): {wall:.2f} s, {steps} steps, "

@@ -15,6 +15,8 @@ decoding, as SGLang does it).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..director.grammar import lark_grammar, longest_answer
@@ -106,12 +108,42 @@ class Constraint:
         return self.matcher.is_stopped()
 
 
+# Threads computing a batch's masks at once (llguidance's executor): None = as this
+# machine allows (its cores less two, at most 8; fewer than 2: one mask after another).
+THREADS: int | None = None
+_executor = None
+
+
+def _executor_for(rows: int):
+    """llguidance's parallel executor where there are rows and cores enough, else None."""
+    global _executor
+    threads = THREADS
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        threads = min(8, cores - 2)
+    if rows < 2 or threads < 2:
+        return None
+    if _executor is None or _executor[0] != threads:
+        import llguidance
+
+        _executor = (threads, llguidance.LLExecutor(threads))
+    return _executor[1]
+
+
 def fill_rows(constraints: list, pointer: int, nbytes: int) -> None:
     """Each row's next-token bitmask (as :meth:`Constraint.fill`), row ``i`` at ``pointer
-    + i * nbytes``; a row whose constraint is None is left as it is. One row after
-    another: llguidance's parallel executor (``LLExecutor``) was no faster for eight
-    rows on a 2-core machine, and not shown faster on the GPU host (docs/benchmarks.md,
-    session 12)."""
-    for i, c in enumerate(constraints):
-        if c is not None:
-            c.matcher.unsafe_compute_mask_ptr(pointer + i * nbytes, nbytes)
+    + i * nbytes``; a row whose constraint is None is left as it is. A mask inside a
+    free-text value walks the whole vocabulary (~0.5 ms for Qwen2's 151k tokens): on a
+    machine with cores to spare the rows' masks are computed at once on llguidance's
+    threads (eight rows on the H100 machine's host: 4.0 -> see docs/benchmarks.md,
+    session 13); on two cores one after another."""
+    live = [(c.matcher, i) for i, c in enumerate(constraints) if c is not None]
+    executor = _executor_for(len(live))
+    if executor is not None:
+        executor.unsafe_compute_mask_ptr(live, pointer, nbytes, len(constraints))
+        return
+    for matcher, i in live:
+        matcher.unsafe_compute_mask_ptr(pointer + i * nbytes, nbytes)
