@@ -94,9 +94,61 @@ def test_no_server_is_one_line_at_start(cli_env):
         f"pete-osc: error: --server http://127.0.0.1:{port}: connection failed")
 
 
+@pytest.mark.parametrize("takes, dialect", [
+    (("structured_outputs",), "structured_outputs grammar"),  # vLLM since 0.12
+    (("guided_regex",), "guided_regex"),  # vLLM before
+    (("regex",), "regex"),  # SGLang
+    ((), None),  # mlx_vlm.server: none
+])
+def test_the_server_is_asked_once_at_start_what_it_takes(cli_env, director, takes, dialect):
+    """The remote engine probes at start which field a server decodes by (a probe language
+    whose one answer must come back), says it in one line, and sends DIRECTOR.md's
+    language in that field alone; a server that takes none gets plain requests and one
+    warning."""
+    import re
+
+    from support.events import answer
+    from support.server import Server
+
+    with Server([["mood: tense\n", "stop"]]) as server:
+        server.handler.takes = takes
+        proc = run("--engine", "remote", "--server", server.url, "--model", "m", "--source",
+                   "none", "--every-frame", "--size", "64", "--max-frames", "2", "--no-warmup",
+                   "--json", env=cli_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    bodies = server.handler.requests
+    fields = ("structured_outputs", "guided_regex", "regex")
+    if dialect is None:
+        assert "decoding is not constrained: --server" in proc.stderr
+        assert "takes no grammar or regex (tried structured_outputs grammar, structured_"\
+            "outputs regex, guided_regex, regex)" in proc.stderr
+        assert not any(f in b for b in bodies for f in fields)
+    else:
+        assert proc.stderr.count(f"decoding constrained to the DIRECTOR.md schema by the "
+                                 f"server ({dialect})") == 1, proc.stderr
+        sent = [[f for f in fields if f in b] for b in bodies]
+        assert sent == [[dialect.split()[0]]] * 2  # that field alone, in every request
+        if dialect == "structured_outputs grammar":
+            lark = bodies[0]["structured_outputs"]["grammar"]
+            assert lark.startswith("start: k_color k_mood") and "v_scene" in lark
+        else:
+            regex = bodies[0][dialect]
+            assert re.fullmatch(regex, answer())
+            assert not re.fullmatch(regex, answer(energy="7"))
+            assert not re.fullmatch(regex, "energy: 0.7\nmood: tense\n")  # keys in order
+    # probed once, at start, never during the show
+    assert len(server.handler.probes) <= 2 * len(DIALECT_NAMES)
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["key"], e["value"]) for e in events] == [("mood", "tense")] * 2
+
+
+DIALECT_NAMES = ("structured_outputs grammar", "structured_outputs regex", "guided_regex",
+                 "regex")
+
+
 class _Picky(BaseHTTPRequestHandler):
-    """Refuses requests that carry a guided regex (HTTP 400), as a strict server would,
-    and answers the others with one DIRECTOR line; keeps the bodies it saw."""
+    """Takes structured_outputs at start (the probes), then refuses it (HTTP 400) in the
+    show's requests, as a server whose grammar backend fails on a frame would."""
 
     bodies: list = []
 
@@ -106,38 +158,30 @@ class _Picky(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         self.bodies.append(body)
-        if "guided_regex" in body:
-            send_error(self, 400, "unknown field guided_regex")
+        probe = "pete-osc probe" in json.dumps(body["messages"])
+        if "structured_outputs" in body and not probe:
+            send_error(self, 400, "grammar backend failed")
             return
         start_events(self)
-        for text, finish in (("mood: tense\n", None), ("", "stop")):
+        text = "pete" if probe else "mood: tense\n"
+        for piece, finish in ((text, None), ("", "stop")):
             chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
 
 
-def test_grammar_goes_to_the_server_and_falls_back_when_refused(cli_env, director):
-    import re
-
+def test_a_grammar_refused_mid_show_falls_back_to_plain_requests(cli_env):
     handler = type("Handler", (_Picky,), {"bodies": []})
     with serving(handler) as url:
         proc = run("--engine", "remote", "--server", url, "--model", "m", "--source", "none",
                    "--every-frame", "--size", "64", "--max-frames", "2", "--no-warmup", "--json",
                    env=cli_env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    first = handler.bodies[0]
-    # The request carried DIRECTOR.md's language as a regex, for vLLM and SGLang alike.
-    regex = first["guided_regex"]
-    assert first["regex"] == regex and first["structured_outputs"] == {"regex": regex}
-    from support.events import answer
-
-    assert re.fullmatch(regex, answer())
-    assert not re.fullmatch(regex, answer(energy="7"))
-    assert not re.fullmatch(regex, "energy: 0.7\nmood: tense\n")  # keys in order, all there
+    shows = [b for b in handler.bodies if "pete-osc probe" not in json.dumps(b["messages"])]
     # Refused once (400): one warning, then plain requests, and the frames still went on.
-    assert proc.stderr.count("does not take a guided regex") == 1
-    assert [("guided_regex" in b) for b in handler.bodies] == [True, False, False]
+    assert proc.stderr.count("refused DIRECTOR.md's language in structured_outputs grammar") == 1
+    assert [("structured_outputs" in b) for b in shows] == [True, False, False]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["key"], e["value"]) for e in events] == [("mood", "tense")] * 2
 

@@ -30,6 +30,21 @@ READ_TIMEOUT = 10.0
 JPEG_QUALITY = 85
 
 
+# The ways a server may take DIRECTOR.md's language, tried in this order at start:
+# vLLM since 0.12 (structured_outputs: a Lark grammar, or the regex), vLLM before it
+# (guided_regex), SGLang (regex). Each makes the request's extra fields from (the Lark
+# grammar, the regex).
+DIALECTS = (
+    ("structured_outputs grammar", lambda lark, regex: {"structured_outputs": {"grammar": lark}}),
+    ("structured_outputs regex", lambda lark, regex: {"structured_outputs": {"regex": regex}}),
+    ("guided_regex", lambda lark, regex: {"guided_regex": regex}),
+    ("regex", lambda lark, regex: {"regex": regex}),
+)
+PROBE = "pete"  # the one answer the probe language allows
+PROBE_LARK = 'start: "pete"\n'
+PROBE_TEXT = "pete-osc probe: say a word."
+
+
 class RemoteError(PeteError):
     """One frame's request failed (the server is slow, gone or answered an error)."""
 
@@ -56,7 +71,8 @@ class RemoteEngine(BaseEngine):
         self.settings = settings
         self.current = Prompt(system_prompt, instruction)
         self.model_id = model or self._served_model()
-        self.extra_body: dict | None = None  # a guided regex, see constrain()
+        self.extra_body: dict | None = None  # DIRECTOR.md's language, see constrain()
+        self.dialect = ""  # the field the server takes it in (DIALECTS)
         # Requests in flight at once with several sources (0: one per source).
         self.concurrency = concurrency
 
@@ -74,15 +90,47 @@ class RemoteEngine(BaseEngine):
     supports_constraint = True
 
     def constrain(self, director) -> None:
-        """Ask the server to decode only DIRECTOR.md's language, as a guided regex: vLLM
-        reads ``guided_regex`` (older) or ``structured_outputs`` (newer), SGLang
-        ``regex``. A server that refuses the fields (HTTP 400/422) gets plain requests
-        from then on; the parser still checks every line either way."""
-        from ..director.grammar import answer_regex
+        """Ask the server to decode only DIRECTOR.md's language, in the first way it takes
+        (DIALECTS, found once here): a small probe language in each field must come back
+        as its one answer (a server that ignores the field answers anything), and the
+        real language must be accepted (no HTTP 400/422). None taken: PeteError (plain
+        decoding, the parser still checks every line)."""
+        from ..director.grammar import answer_regex, lark_grammar
 
-        regex = answer_regex(director)
-        self.extra_body = {"guided_regex": regex, "regex": regex,
-                           "structured_outputs": {"regex": regex}}
+        lark, regex = lark_grammar(director), answer_regex(director)
+        tried = []
+        for name, field in DIALECTS:
+            tried.append(name)
+            if self._honours(field(PROBE_LARK, PROBE)) and self._accepts(field(lark, regex)):
+                self.extra_body, self.dialect = field(lark, regex), name
+                return
+        raise PeteError(f"--server {self.server} takes no grammar or regex (tried "
+                        f"{', '.join(tried)})")
+
+    def _probe(self, field: dict, max_tokens: int) -> str:
+        """One short request carrying ``field``: its answer's text ("" where refused)."""
+        messages = [{"role": "user", "content": [{"type": "text", "text": PROBE_TEXT}]}]
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model_id, messages=messages, stream=True, max_tokens=max_tokens,
+                temperature=0, extra_body=field)
+            with response:
+                return "".join(getattr(c.choices[0].delta, "content", None) or ""
+                               for c in response if c.choices)
+        except self._openai.APIStatusError:  # (refused: 400, 422; or it failed on it)
+            return ""
+        except self._openai.APIError as exc:
+            raise PeteError(f"--server {self.server}: {_reason(exc, self.read_timeout)}") from None
+
+    def _honours(self, field: dict) -> bool:
+        return self._probe(field, 8).strip() == PROBE
+
+    def _accepts(self, field: dict) -> bool:
+        try:
+            self._probe(field, 1)
+        except PeteError:
+            return False
+        return True
 
     warms_up = True
 
@@ -180,8 +228,9 @@ class RemoteEngine(BaseEngine):
         except self._openai.APIStatusError as exc:
             if exc.status_code not in (400, 422):
                 raise
-            log.warning("%s does not take a guided regex (%s); sending plain requests, the "
-                        "parser still checks every line", self.server, exc.status_code)
+            log.warning("%s refused DIRECTOR.md's language in %s (%s); sending plain "
+                        "requests, the parser still checks every line", self.server,
+                        self.dialect, exc.status_code)
             self.extra_body = None
             return self.client.chat.completions.create(**request)
 

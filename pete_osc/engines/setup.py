@@ -70,7 +70,8 @@ def _constrain(engine, director, mode: str, max_tokens: int | None, say) -> None
             raise
         log.warning("decoding is not constrained: %s", exc)
         return
-    say("decoding constrained to the DIRECTOR.md schema (--constrain off to free it)")
+    by = f" by the server ({engine.dialect})" if getattr(engine, "dialect", "") else ""
+    say(f"decoding constrained to the DIRECTOR.md schema{by} (--constrain off to free it)")
     _size_limit(engine, director, max_tokens, say)
 
 

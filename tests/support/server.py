@@ -26,6 +26,8 @@ class Scripted(BaseHTTPRequestHandler):
 
     script: list = []
     requests: list = []
+    probes: list = []  # the remote engine's start-up probes
+    takes: tuple = ("structured_outputs",)  # the request fields it decodes by (vLLM's)
     closed: list = []  # time.monotonic() when a client closed a stalled answer's connection
     models_delay = 0.0
 
@@ -56,8 +58,18 @@ class Scripted(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         cls = type(self)
+        if "pete-osc probe" in json.dumps(body.get("messages")):
+            # The remote engine's start-up probe (which field takes a grammar): answered
+            # as a server that takes the fields in ``takes`` would, off the script.
+            cls.probes.append(body)
+            honoured = any(field in body for field in cls.takes)
+            self._answer(["pete" if honoured else "anything", "stop"])
+            return
         answer = cls.script[min(len(cls.requests), len(cls.script) - 1)]
         cls.requests.append(body)
+        self._answer(answer)
+
+    def _answer(self, answer: list) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -89,7 +101,8 @@ class Server:
 
     def __init__(self, script, models_delay=0.0):
         self.handler = type("Handler", (Scripted,), {"script": script, "requests": [],
-                                                     "closed": [], "models_delay": models_delay})
+                                                     "closed": [], "models_delay": models_delay,
+                                                     "probes": []})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
