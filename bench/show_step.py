@@ -11,8 +11,8 @@ copy back, which waits for the GPU), the grammar masks alone, each row's answer 
 token (grammar, forced text, text), the frames joining (vision and prefill), the records
 (parser, events, taps), the rest (waiting for frames, the watchdog). Nothing is
 synchronised that the show does not synchronise itself. ``--mask-threads N``: the
-grammar masks on N of llguidance's threads (0: one after another; default: as the
-engine chooses, see pete_osc.engines.constrain.THREADS).
+grammar masks on N of llguidance's threads (default 0: one after another, as the engine
+does, see pete_osc.engines.constrain.THREADS).
 """
 
 from __future__ import annotations

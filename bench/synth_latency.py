@@ -3,7 +3,7 @@
 while it writes a WAV file in real time; each note's onset in the file against the time
 its message was sent.
 
-    python bench/synth_latency.py [--notes 40] [--gap 0.25] [--json FILE]
+    python bench/synth_latency.py [--notes 40] [--gap 0.5] [--json FILE]
 
 The WAV writer renders 1024 frames (21.3 ms at 48 kHz) every 21.3 ms by the clock, and
 its first render is the file's time 0 (read from the process's own beat, polled every
@@ -39,7 +39,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notes", type=int, default=40)
-    parser.add_argument("--gap", type=float, default=0.25)
+    parser.add_argument("--gap", type=float, default=0.5)
     parser.add_argument("--json")
     args = parser.parse_args()
     work = scratch("pete-latency-")
@@ -50,7 +50,8 @@ def main() -> int:
         time.sleep(0.0002)
     origin = process.beat.value
     time.sleep(0.3)
-    process.put(bytes(mido.Message("program_change", program=80).bytes()))  # a square lead
+    process.put(bytes(mido.Message("program_change", program=80).bytes()))  # a lead
+    process.put(bytes(mido.Message("control_change", control=91, value=0).bytes()))  # dry
     sent = []
     for i in range(args.notes):
         time.sleep(args.gap + (i % 7) * 0.0031)  # (not in step with the renders)

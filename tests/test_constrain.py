@@ -63,3 +63,33 @@ def test_sampling_with_temperature_stays_valid(tiny_torch_model, director):
     engine.constrain(director)
     records, _ = answers(engine, director, frames=3)
     assert records and all(isinstance(r, Event) for r in records)
+
+
+def test_a_batchs_masks_are_the_same_on_llguidances_threads(tiny_torch_model, director):
+    """fill_rows one row after another (the default) and on the parallel executor
+    (constrain.THREADS, a benchmark's knob) write the same masks, each row its own."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from pete_osc.engines import constrain
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_torch_model))
+    base = constrain.Constraint(director, tok, len(tok))
+    rows = [base.fork() for _ in range(4)]
+    text = tok("color: red\nmood: tense\nenergy: 0.5", add_special_tokens=False)["input_ids"]
+    for i, row in enumerate(rows):  # each row somewhere else in its answer
+        for token in text[: 2 + 3 * i]:
+            row.consume(token)
+        assert not row.matcher.is_error(), row.matcher.get_error()
+    masks = {}
+    for threads in (0, 2):
+        constrain.THREADS = threads
+        try:
+            buf = np.full((5, base.words), -1, np.int32)
+            constrain.fill_rows(rows + [None], buf.ctypes.data, base.words * 4)
+        finally:
+            constrain.THREADS = 0
+        masks[threads] = buf
+    assert (masks[0] == masks[2]).all()
+    assert (masks[0][4] == -1).all()  # (the row without a constraint is left as it was)
+    assert len({m.tobytes() for m in masks[0][:4]}) > 1  # rows in different states

@@ -15,8 +15,6 @@ decoding, as SGLang does it).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..director.grammar import lark_grammar, longest_answer
@@ -108,38 +106,32 @@ class Constraint:
         return self.matcher.is_stopped()
 
 
-# Threads computing a batch's masks at once (llguidance's executor): None = as this
-# machine allows (its cores less two, at most 8; fewer than 2: one mask after another).
-THREADS: int | None = None
+# Threads computing a batch's masks at once (llguidance's executor); 0 or 1: one mask
+# after another, the default: on the H100 machine's 16-core host eight rows' masks took
+# 7.3 ms a step on 8 threads against 3.2 one after another, and on 2 cores no less
+# (docs/benchmarks.md, session 13). bench/show_step.py --mask-threads N sets it.
+THREADS = 0
 _executor = None
 
 
 def _executor_for(rows: int):
-    """llguidance's parallel executor where there are rows and cores enough, else None."""
+    """llguidance's parallel executor where THREADS asks for one and there are rows."""
     global _executor
-    threads = THREADS
-    if threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:
-            cores = os.cpu_count() or 1
-        threads = min(8, cores - 2)
-    if rows < 2 or threads < 2:
+    if rows < 2 or THREADS < 2:
         return None
-    if _executor is None or _executor[0] != threads:
+    if _executor is None or _executor[0] != THREADS:
         import llguidance
 
-        _executor = (threads, llguidance.LLExecutor(threads))
+        _executor = (THREADS, llguidance.LLExecutor(THREADS))
     return _executor[1]
 
 
 def fill_rows(constraints: list, pointer: int, nbytes: int) -> None:
     """Each row's next-token bitmask (as :meth:`Constraint.fill`), row ``i`` at ``pointer
     + i * nbytes``; a row whose constraint is None is left as it is. A mask inside a
-    free-text value walks the whole vocabulary (~0.5 ms for Qwen2's 151k tokens): on a
-    machine with cores to spare the rows' masks are computed at once on llguidance's
-    threads (eight rows on the H100 machine's host: 4.0 -> see docs/benchmarks.md,
-    session 13); on two cores one after another."""
+    free-text value walks the whole vocabulary (0.4-0.5 ms for Qwen2's 151k tokens), so
+    at eight rows the masks are most of a batched step's time on the GPU's host (see
+    THREADS for the parallel executor, which was slower there)."""
     live = [(c.matcher, i) for i, c in enumerate(constraints) if c is not None]
     executor = _executor_for(len(live))
     if executor is not None:
