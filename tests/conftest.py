@@ -163,7 +163,7 @@ SLOW_FIXTURES = {"tiny_mlx_model", "scripted_mlx_model", "tiny_torch_model",
 SLOW_MODULES = {"test_fused", "test_quantize", "test_seeing", "test_monitor", "test_midi_real",
                 "test_beat", "test_grammar", "test_constrain", "test_jump_forward",
                 "test_torch_engine", "test_mlx_engine", "test_bench_scratch", "test_install",
-                "test_play"}
+                "test_play", "test_vllm", "test_lyria"}
 
 
 def pytest_collection_modifyitems(config, items):

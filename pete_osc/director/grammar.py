@@ -102,6 +102,20 @@ def longest_answer(director: Director, count: Count) -> int:
     return sum(lines[:director.max_lines]) + 1
 
 
+def longest_bytes(director: Director) -> int:
+    """Bytes in the longest answer the grammar without token budgets allows (a server's,
+    whose tokenizer is not known here), plus one for the end: a bound on its tokens with
+    any tokenizer, a token being at least one byte."""
+    def value(spec: KeySpec) -> int:
+        if spec.type == "text":
+            return spec.max_words * (MAX_WORD + 1)
+        return value_budget(spec, director, lambda text: len(text.encode()))
+
+    lines = sorted((len((spec.name + ":\n").encode()) + value(spec)
+                    for spec in director.model_keys.values()), reverse=True)
+    return sum(lines[:director.max_lines]) + 1
+
+
 def _simple(keys: list[KeySpec], max_lines: int) -> bool:
     """The answer is a plain sequence: room for every key and at least one required."""
     return len(keys) <= max_lines and any(not k.optional for k in keys)

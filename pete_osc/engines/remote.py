@@ -73,6 +73,7 @@ class RemoteEngine(BaseEngine):
         self.model_id = model or self._served_model()
         self.extra_body: dict | None = None  # DIRECTOR.md's language, see constrain()
         self.dialect = ""  # the field the server takes it in (DIALECTS)
+        self.longest_answer = 0  # the grammar's longest answer, in bytes (see constrain)
         # Requests in flight at once with several sources (0: one per source).
         self.concurrency = concurrency
 
@@ -95,7 +96,7 @@ class RemoteEngine(BaseEngine):
         as its one answer (a server that ignores the field answers anything), and the
         real language must be accepted (no HTTP 400/422). None taken: PeteError (plain
         decoding, the parser still checks every line)."""
-        from ..director.grammar import answer_regex, lark_grammar
+        from ..director.grammar import answer_regex, lark_grammar, longest_bytes
 
         lark, regex = lark_grammar(director), answer_regex(director)
         tried = []
@@ -103,6 +104,7 @@ class RemoteEngine(BaseEngine):
             tried.append(name)
             if self._honours(field(PROBE_LARK, PROBE)) and self._accepts(field(lark, regex)):
                 self.extra_body, self.dialect = field(lark, regex), name
+                self.longest_answer = longest_bytes(director)
                 return
         raise PeteError(f"--server {self.server} takes no grammar or regex (tried "
                         f"{', '.join(tried)})")

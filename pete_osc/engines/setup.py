@@ -79,14 +79,19 @@ def _size_limit(engine, director, wanted: int | None, say) -> None:
     """The token limit against the longest complete answer the grammar allows (with the
     model's own tokenizer): set to it when --max-tokens was not given, else a warning
     where the limit would cut answers."""
-    if engine.constraint is None:
+    # (a server's grammar: its longest answer in bytes, a bound on its tokens)
+    served = getattr(engine, "longest_answer", 0)
+    if engine.constraint is None and not served:
         return
-    longest = engine.constraint.longest
+    longest = engine.constraint.longest if engine.constraint is not None else served
     if wanted is None:
         if longest != engine.settings.max_tokens:
             engine.set_max_tokens(longest)
             say(f"token limit {longest}: the longest complete answer "
-                f"{director.path.name} allows (--max-tokens sets another)")
+                f"{director.path.name} allows" + (" (in bytes: the server's tokenizer is "
+                                                  "not known here)" if served and
+                                                  engine.constraint is None else "")
+                + " (--max-tokens sets another)")
     elif wanted < longest:
         log.warning("--max-tokens %d cannot hold a complete answer: the longest %s allows "
                     "is %d tokens with this model's tokenizer, so the last lines can be "

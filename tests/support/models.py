@@ -417,3 +417,42 @@ def build_fastvlm_torch(folder: str | Path, shape: TextShape = TINY, seed: int =
     model.generation_config.eos_token_id = eos_id
     model.to(torch.float16).save_pretrained(folder)
     return folder
+
+
+# The smallest language model vLLM's CPU attention runs (head_dim 64: hidden 256, 4 heads;
+# head_dim 16 kills the server at the first request, ../shared/notes/vllm-cpu.md).
+VLLM_SHAPE = TextShape(256, 2, 512, 4, 2)
+# A chat template that places each image of a message's content list (what vLLM gives a
+# template that iterates content) as the processor's <image> token.
+LIST_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' or item['type'] == 'image_url' %}{{ '<image>\n' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_fastvlm_vllm(folder: str | Path, qwen: Path) -> Path:
+    """A random-weight FastVLM in transformers' format as vLLM serves it: the torch
+    builder's model (VLLM_SHAPE, Qwen2's tokenizer) with the processor transformers'
+    conversion saves beside it (LlavaProcessor: CLIPImageProcessor, patch 64, no
+    normalisation) and a chat template that places images."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+
+    folder = build_fastvlm_torch(folder, VLLM_SHAPE, qwen=qwen)
+    (folder / "chat_template.jinja").write_text(LIST_CHAT_TEMPLATE)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    images = CLIPImageProcessor(size={"shortest_edge": 1024},
+                                crop_size={"height": 1024, "width": 1024}, do_normalize=False,
+                                image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])
+    LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=64,
+                   vision_feature_select_strategy="full", image_token="<image>",
+                   num_additional_image_tokens=0).save_pretrained(str(folder))
+    (folder / "chat_template.jinja").write_text(LIST_CHAT_TEMPLATE)
+    return folder

