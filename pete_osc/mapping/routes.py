@@ -61,7 +61,10 @@ def _route(doc: Located, i: int, spec: Any, director: Director,
     if isinstance(spec, dict) and "chord" in spec:
         return replace(_chord_route(doc, i, spec, director, osc, midi), grid=grid)
     if isinstance(spec, dict) and "prompt" in spec:
-        return replace(_prompt_route(doc, i, spec, director, osc), grid=grid)
+        if grid:
+            raise doc.error(where + ("prompt",), "a prompt route fades by time (fade:), "
+                            "it cannot wait for the beat: leave quantize out")
+        return _prompt_route(doc, i, spec, director, osc)
     event = spec.get("event")
     if event not in director.keys:
         raise doc.error(where + ("event",) if "event" in spec else where,

@@ -148,7 +148,10 @@ class _Session(threading.Thread):
     def put(self, actions: list[tuple]) -> None:
         loop, queue = self._loop, self._queue
         if loop is not None and queue is not None and actions:
-            loop.call_soon_threadsafe(queue.put_nowait, actions)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, actions)
+            except RuntimeError:  # (its loop has ended: the session is over)
+                pass
 
     def stop(self) -> None:
         self._ended.set()
