@@ -43,6 +43,7 @@ DIALECTS = (
 PROBE = "pete"  # the one answer the probe language allows
 PROBE_LARK = 'start: "pete"\n'
 PROBE_TEXT = "pete-osc probe: say a word."
+PROBE_TIMEOUT = 5.0  # seconds for a probe's answer (a stalled server: plain decoding)
 
 
 class RemoteError(PeteError):
@@ -109,11 +110,14 @@ class RemoteEngine(BaseEngine):
         raise PeteError(f"--server {self.server} takes no grammar or regex (tried "
                         f"{', '.join(tried)})")
 
-    def _probe(self, field: dict, max_tokens: int) -> str:
-        """One short request carrying ``field``: its answer's text ("" where refused)."""
+    def _probe(self, field: dict, max_tokens: int, timeout: float) -> str:
+        """One short request carrying ``field``: its answer's text ("" where refused); a
+        server that does not answer within ``timeout`` s: PeteError."""
         messages = [{"role": "user", "content": [{"type": "text", "text": PROBE_TEXT}]}]
+        client = self.client.with_options(
+            timeout=self._openai.Timeout(timeout, connect=CONNECT_TIMEOUT))
         try:
-            response = self.client.chat.completions.create(
+            response = client.chat.completions.create(
                 model=self.model_id, messages=messages, stream=True, max_tokens=max_tokens,
                 temperature=0, extra_body=field)
             with response:
@@ -125,11 +129,13 @@ class RemoteEngine(BaseEngine):
             raise PeteError(f"--server {self.server}: {_reason(exc, self.read_timeout)}") from None
 
     def _honours(self, field: dict) -> bool:
-        return self._probe(field, 8).strip() == PROBE
+        return self._probe(field, 8, min(self.read_timeout, PROBE_TIMEOUT)).strip() == PROBE
 
     def _accepts(self, field: dict) -> bool:
+        """The real language compiles there (the first request compiles it: the read
+        timeout, not the probe's)."""
         try:
-            self._probe(field, 1)
+            self._probe(field, 1, self.read_timeout)
         except PeteError:
             return False
         return True
