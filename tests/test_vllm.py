@@ -1,8 +1,8 @@
 """A real vLLM (its CPU build, started by bench/vllm_cpu.sh) serving a tiny random FastVLM
 in transformers' format, with the remote engine through the CLI (issue 26): the server is
 found to take DIRECTOR.md's Lark grammar (structured_outputs), two sources stream their
-events at once with no line rejected, and vLLM's prefix cache hits after the first
-frames. Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
+events at once with no line rejected, vLLM's prefix cache hits after the first frames,
+and the frame reaches the tower at the size sent (1 image token at 64 px, 4 at 128). Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
 3.5 GB once: run `bench/vllm_cpu.sh PORT MODEL` by hand first)."""
 
 from __future__ import annotations
@@ -103,3 +103,18 @@ def test_two_sources_through_vllm_with_its_grammar(vllm, cli_env):
             assert [e["key"] for e in got if e["frame"] == frame] == keys
     # the DIRECTOR prefix came from vLLM's prefix cache after the first frames
     assert metric(vllm, "vllm:prefix_cache_hits_total") > hits_before
+
+
+def test_the_frame_reaches_vllm_at_the_size_sent(vllm, cli_env):
+    """FastVLM's tower makes one image token per 64x64 pixels: a frame sent at 64 px is 1
+    token, at 128 px 4 (the server keeps pete-osc's size: no resize to 1024 px, which
+    would make both 256). The server's own prompt-token count says which it used."""
+    per_request = {}
+    for size in (64, 128):
+        before = metric(vllm, "vllm:prompt_tokens_total")
+        proc = pete_run("run", "--engine", "remote", "--server", vllm, "--source", "none",
+                        "--size", str(size), "--max-frames", "2", "--fps", "0", "--no-warmup",
+                        "--constrain", "off", "--max-tokens", "4", env=cli_env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        per_request[size] = (metric(vllm, "vllm:prompt_tokens_total") - before) / 2
+    assert per_request[128] - per_request[64] == 3, per_request
