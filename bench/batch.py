@@ -19,7 +19,6 @@ unless --model is given; grammar on, 128 px) and measures:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
-from common import commit, scratch  # noqa: E402
+from common import commit, report_json, scratch  # noqa: E402
 
 from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines.base import GenerationSettings, Prompt  # noqa: E402
@@ -181,9 +180,7 @@ def main() -> None:
     result["rows_per_step"] = batch.rows_per_step
     result["memory_mb"] = (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                            if device.type == "cuda" else None)
-    print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import platform
 import shutil
@@ -70,6 +71,14 @@ def report(lines: list[str], out: str | None = None, write: bool = False) -> int
         Path(out).write_text(table)
     if write:
         append(table)
+    return 0
+
+
+def report_json(result: dict, out: str | None = None) -> int:
+    """Print a benchmark's result as JSON; also into ``out`` (--json FILE)."""
+    print(json.dumps(result))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from common import commit, cpu, scratch  # noqa: E402
+from common import commit, cpu, report_json, scratch  # noqa: E402
 
 OSC = """osc:
   out: {host: 127.0.0.1, port: 9}
@@ -91,9 +91,7 @@ def main() -> None:
               f"{result['with_ms'][-1]} ms", file=sys.stderr)
     a, b = statistics.median(result["without_ms"]), statistics.median(result["with_ms"])
     result["ratio"] = round(b / a, 3)
-    print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

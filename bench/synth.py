@@ -17,7 +17,6 @@ render puts each note where its message is.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import mido  # noqa: E402
 import numpy as np  # noqa: E402
-from common import commit, cpu  # noqa: E402
+from common import commit, cpu, report_json  # noqa: E402
 
 from pete_osc.outputs.synth import CHUNK, RATE, Synth, render_timed  # noqa: E402
 
@@ -78,9 +77,7 @@ def main() -> None:
     result["offline_onset_ms"] = {"median": round(median, 3), "worst": round(worst, 3)}
     print(f"offline render: onset {median:.3f} ms from its message (median), {worst:.3f} "
           "worst", file=sys.stderr)
-    print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ ring (FILL, 1024 frames) after it; JACK's dummy driver at 256-frame periods adds
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import commit, cpu, scratch  # noqa: E402
+from common import commit, cpu, report_json, scratch  # noqa: E402
 
 
 def main() -> int:
@@ -74,9 +73,7 @@ def main() -> int:
     result = {"machine": cpu(), "commit": commit(), "notes": args.notes,
               "median_ms": round(statistics.median(delays_ms), 2),
               "worst_ms": round(delays_ms[-1], 2), "best_ms": round(delays_ms[0], 2)}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    report_json(result, args.json)
     return 0
 
 

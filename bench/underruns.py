@@ -15,7 +15,6 @@ answered, the synth client's xruns (target 0), and any the JACK server had itsel
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from common import commit, cpu, scratch  # noqa: E402
+from common import commit, cpu, report_json, scratch  # noqa: E402
 
 
 def main() -> int:
@@ -91,9 +90,7 @@ def main() -> int:
               "frames": frames, "synth_xruns": xruns, "other_xruns": other,
               "model": args.model or "FastVLM-0.5B shapes, random weights (int8)",
               "source": source, "mapping": args.mapping}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    report_json(result, args.json)
     return 0
 
 
