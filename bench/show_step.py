@@ -57,6 +57,19 @@ def main() -> int:
     timed(torch_rows.TorchRows, "run", "model call")
     timed(torch_rows.TorchRows, "choose", "choose")
     timed(torch_rows, "fill_rows", "  of which masks")
+    from pete_osc.engines import constrain
+
+    if hasattr(constrain, "Masks"):  # masks kept by grammar state (session 14)
+        timed(constrain.Masks, "keep", "  masks computed")
+        copy = constrain.Masks.copy
+
+        def counted(self, *args):
+            found = copy(self, *args)
+            CALLS["  masks copied"] += found
+            TIMES.setdefault("  masks copied", 0.0)
+            return found
+
+        constrain.Masks.copy = counted
     timed(batch.Batch, "_prefill", "frames joining")
     timed(decode.Answer, "choose", "answers")
     timed(show.Show, "_pass", "records out")
