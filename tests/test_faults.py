@@ -272,6 +272,32 @@ def test_ableton_that_never_answers_is_one_warning_after_a_few_seconds(cli_env, 
 
 # ---- the server goes away mid-show and comes back; the OSC host likewise --------------------
 
+def test_one_outage_of_a_server_is_one_line_whatever_it_fails_with(caplog):
+    """vLLM killed fails a frame with its engine gone, the next with connections refused,
+    the next with a time-out while it starts again: one outage, one line, then one line
+    when frames come back. A local engine's different errors are each said."""
+    import logging
+
+    from pete_osc.records import FrameReport
+    from pete_osc.run.summary import Failures
+
+    url = "http://127.0.0.1:8000"
+    failures = Failures()
+    with caplog.at_level(logging.INFO, logger="pete_osc"):
+        for i, error in enumerate([f"RemoteError: {url}: APIError: EngineCore encountered an issue",
+                                   f"RemoteError: {url}: connection failed (Connection error.)",
+                                   f"RemoteError: {url}: no answer within 2 s (timed out)",
+                                   None, "RuntimeError: CUDA error: out of memory",
+                                   "ValueError: the image is empty", None]):
+            failures.add(FrameReport(i, 0.0, error=error))
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 5, said
+    assert "EngineCore" in said[0] and "2 failed meanwhile" not in said[1]
+    assert said[1].startswith("frames are answered again (3 failed meanwhile: RemoteError")
+    assert "CUDA" in said[2] and "image is empty" in said[3]
+    assert "1 failed meanwhile: ValueError" in said[4]
+
+
 def test_a_server_down_mid_show_is_one_line_and_frames_come_back(cli_env, tmp_path):
     from support.peers import oscdump
 

