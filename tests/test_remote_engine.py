@@ -110,6 +110,30 @@ def test_a_server_of_a_model_that_takes_no_images_is_one_line_at_start(cli_env):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("usage", ["sizes", "scaled", None])
+def test_a_server_that_scales_every_frame_to_one_size_is_said_at_start(cli_env, usage):
+    """At start the engine asks the server's prompt-token count for a frame at --size and
+    at half of it: the same count (a server that scales every frame to 1024 px, as vLLM
+    with the checkpoint's processor does) is one line naming the server and the vLLM flag;
+    a count that follows the size, or none counted, says nothing. The show goes on."""
+    with Server([["color: red\n", "stop"]], usage=usage) as server:
+        proc = run("--engine", "remote", "--server", server.url, "--source", "none",
+                   "--size", "128", "--max-frames", "1", "--constrain", "off", env=cli_env,
+                   timeout=60)
+        asked = [r for r in server.handler.requests if r.get("stream_options")]
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "scales every frame" in line]
+    if usage == "scaled":
+        assert said == [f"pete-osc: {server.url} scales every frame to one size: a 128 px and "
+                        "a 64 px frame are both 356 prompt tokens, so --size 128 does not "
+                        "reach the model and each frame costs the server's size (vLLM: "
+                        "--mm-processor-kwargs '{\"do_resize\": false, \"do_center_crop\": "
+                        "false}', see the README)"], proc.stderr
+    else:
+        assert said == [], proc.stderr
+    assert len(asked) == 2  # the two sizes, once, at start
+
+
 @pytest.mark.parametrize("takes, dialect", [
     (("structured_outputs",), "structured_outputs grammar"),  # vLLM since 0.12
     (("guided_regex",), "guided_regex"),  # vLLM before

@@ -106,6 +106,7 @@ def test_two_sources_through_vllm_with_its_grammar(vllm, cli_env):
     assert ("decoding constrained to the DIRECTOR.md schema by the server "
             "(structured_outputs grammar)") in proc.stderr, proc.stderr
     assert "2 sources answered together" in proc.stderr
+    assert "scales every frame" not in proc.stderr  # (vLLM keeps the size sent)
     assert "lines rejected: 0" in proc.stderr and "failed: 0" in proc.stderr, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     by_source = {s: [e for e in events if e["source"] == s] for s in ("a", "b")}

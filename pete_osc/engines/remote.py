@@ -154,7 +154,42 @@ class RemoteEngine(BaseEngine):
             raise PeteError(f"--server {exc} (a {self.settings.size} px frame at start): it "
                             f"must serve FastVLM, a model that takes images; it serves "
                             f"{self.model_id}") from None
+        self._check_sizes()
         return time.perf_counter() - t0
+
+    def _check_sizes(self) -> None:
+        """A frame's size must reach the model: FastVLM makes one image token per 64x64
+        pixels, so a frame of another size is another prompt length. A server that scales
+        every frame to one size (vLLM with the checkpoint's processor: 1024 px, 256 image
+        tokens; mlx_vlm.server likewise) is said in one line: --size has no effect there,
+        and the frame costs what that size costs. (A warning, not a stop: mlx_vlm.server
+        always scales, and answers all the same.) Where the server does not count its
+        prompt tokens, nothing is said."""
+        size = self.settings.size
+        other = size * 2 if size <= 64 else size // 2
+        counts = [self._prompt_tokens(s) for s in (size, other)]
+        if None not in counts and counts[0] == counts[1]:
+            log.warning("%s scales every frame to one size: a %d px and a %d px frame are "
+                        "both %d prompt tokens, so --size %d does not reach the model and "
+                        "each frame costs the server's size (vLLM: --mm-processor-kwargs "
+                        "'{\"do_resize\": false, \"do_center_crop\": false}', see the "
+                        "README)", self.server, size, other, counts[0], size)
+
+    def _prompt_tokens(self, size: int) -> int | None:
+        """The prompt tokens the server counts for a blank frame of ``size`` px (one
+        token asked for); None where it does not say."""
+        blank = np.zeros((size, size, 3), np.uint8)
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model_id, messages=_messages(blank, self.current), stream=True,
+                max_tokens=1, temperature=0, stream_options={"include_usage": True})
+            usage = None
+            with response:
+                for chunk in response:
+                    usage = getattr(chunk, "usage", None) or usage
+        except Exception:  # (a server that takes no stream_options: it does not say)
+            return None
+        return getattr(usage, "prompt_tokens", None)
 
     def use_prompt(self, prompt: Prompt) -> float:
         """The server caches prefixes itself (vLLM's and SGLang's prefix caching): the
@@ -188,16 +223,7 @@ class RemoteEngine(BaseEngine):
             request = self._request
             self.aborted.clear()
         aborted = request.aborted
-        # The context before the image, as the local engines place it: a server's prefix
-        # cache then keeps the system prompt (and the context, while it stays the same).
-        lead = [{"type": "text", "text": prompt.context}] if prompt.context else []
-        messages = [
-            {"role": "system", "content": prompt.system},
-            {"role": "user", "content": lead + [
-                {"type": "image_url", "image_url": {"url": jpeg_data_url(image_rgb)}},
-                {"type": "text", "text": prompt.instruction},
-            ]},
-        ]
+        messages = _messages(image_rgb, prompt)
         prefill = Prefill(time.perf_counter())
         index = 0
         try:
@@ -253,6 +279,20 @@ class RemoteEngine(BaseEngine):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _messages(image_rgb: np.ndarray, prompt: Prompt) -> list[dict]:
+    """A frame's chat messages. The context goes before the image, as the local engines
+    place it: a server's prefix cache then keeps the system prompt (and the context, while
+    it stays the same)."""
+    lead = [{"type": "text", "text": prompt.context}] if prompt.context else []
+    return [
+        {"role": "system", "content": prompt.system},
+        {"role": "user", "content": lead + [
+            {"type": "image_url", "image_url": {"url": jpeg_data_url(image_rgb)}},
+            {"type": "text", "text": prompt.instruction},
+        ]},
+    ]
 
 
 def jpeg_data_url(image_rgb: np.ndarray) -> str:

@@ -31,6 +31,10 @@ class Scripted(BaseHTTPRequestHandler):
     closed: list = []  # time.monotonic() when a client closed a stalled answer's connection
     models_delay = 0.0
     images = True  # False: a text model's server, which refuses a frame (HTTP 400, as vLLM)
+    # Prompt tokens counted where a request asks (stream_options.include_usage), as vLLM
+    # does: None, not counted; "sizes", FastVLM's one image token per 64x64 pixels of the
+    # frame sent; "scaled", every frame scaled to 1024 px first (256 tokens).
+    usage: str | None = None
 
     def _stall(self, seconds: float) -> None:
         """No bytes for ``seconds``, noting when the client closes the connection."""
@@ -77,9 +81,26 @@ class Scripted(BaseHTTPRequestHandler):
             return
         answer = cls.script[min(len(cls.requests), len(cls.script) - 1)]
         cls.requests.append(body)
-        self._answer(answer)
+        self._answer(answer, self._prompt_tokens(body))
 
-    def _answer(self, answer: list) -> None:
+    def _prompt_tokens(self, body: dict) -> int | None:
+        if not (self.usage and body.get("stream_options", {}).get("include_usage")):
+            return None
+        import base64
+
+        import cv2
+        import numpy as np
+
+        for message in body["messages"]:
+            for part in message["content"] if isinstance(message["content"], list) else []:
+                if part.get("type") == "image_url":
+                    jpeg = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                    side = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[0]
+                    side = 1024 if self.usage == "scaled" else side
+                    return 100 + (side // 64) ** 2
+        return 100
+
+    def _answer(self, answer: list, prompt_tokens: int | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -101,6 +122,12 @@ class Scripted(BaseHTTPRequestHandler):
                                       "finish_reason": finish}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
+            if prompt_tokens is not None:
+                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                         "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                  "completion_tokens": 1,
+                                                  "total_tokens": prompt_tokens + 1}}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
         except OSError:
             pass
@@ -109,10 +136,11 @@ class Scripted(BaseHTTPRequestHandler):
 class Server:
     """A :class:`Scripted` server on a free local port (``with``: started and stopped)."""
 
-    def __init__(self, script, models_delay=0.0, images=True):
+    def __init__(self, script, models_delay=0.0, images=True, usage=None):
         self.handler = type("Handler", (Scripted,), {"script": script, "requests": [],
                                                      "closed": [], "models_delay": models_delay,
-                                                     "probes": [], "images": images})
+                                                     "probes": [], "images": images,
+                                                     "usage": usage})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
