@@ -410,7 +410,9 @@ def test_the_page_shows_every_key_an_output_that_is_off_and_skipped_frames(
         assert not button.is_enabled() and "MIDI is off here" in button.get_attribute("title")
         assert page.find_element(By.ID, "learn-0").is_enabled()
         wait(lambda: int(page.find_element(By.ID, "skipped").text) > 10, what="skipped frames")
-        assert page.find_element(By.ID, "dropped").text == "0"
+        # Frames skipped by --fps are not dropped frames (a loaded machine may drop one or
+        # two for real while a slow answer runs; skipped counted as dropped would be > 10).
+        assert int(page.find_element(By.ID, "dropped").text) <= 2
         page.save_screenshot(str(tmp_path / "monitor-off.png"))
         if os.environ.get("PETE_SCREENSHOT_OFF"):
             shutil.copy(tmp_path / "monitor-off.png", os.environ["PETE_SCREENSHOT_OFF"])
