@@ -110,6 +110,45 @@ def test_a_server_of_a_model_that_takes_no_images_is_one_line_at_start(cli_env):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_server_that_answers_in_another_format_is_one_line_at_start(cli_env):
+    """A web server that answers the chat request with a page, not a stream of chat
+    completion chunks: one line naming the server and the API it must speak, exit 2."""
+
+    class Page(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            send_error(self, 404, "not found") if "models" not in self.path else self._models()
+
+        def _models(self):
+            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            page = b"<html><body>Welcome to nginx</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    with serving(Page) as url:
+        proc = run("--engine", "remote", "--server", url, "--source", "none", "--size", "64",
+                   env=cli_env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"pete-osc: error: --server {url}: ") and last.endswith(
+        "(a 64 px frame at start): no chat-completion stream came back: it must speak "
+        "OpenAI's streaming chat API (/v1/chat/completions)"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("usage", ["sizes", "scaled", None])
 def test_a_server_that_scales_every_frame_to_one_size_is_said_at_start(cli_env, usage):
     """At start the engine asks the server's prompt-token count for a frame at --size and

@@ -150,10 +150,17 @@ class RemoteEngine(BaseEngine):
         try:
             for _ in self._stream(blank, max_tokens=1):
                 pass
-        except RemoteError as exc:  # (a server of a model that takes no images, say)
-            raise PeteError(f"--server {exc} (a {self.settings.size} px frame at start): it "
-                            f"must serve FastVLM, a model that takes images; it serves "
-                            f"{self.model_id}") from None
+        except RemoteError as exc:
+            said = str(exc)
+            if re.search(r"server error 4(00|22)\b", said):  # (vLLM: "not a multimodal model")
+                lacks = f"it must serve FastVLM, a model that takes images; it serves {self.model_id}"
+            elif "after 0 tokens" in said:  # (a web server, not an OpenAI-compatible one)
+                lacks = ("no chat-completion stream came back: it must speak OpenAI's "
+                         "streaming chat API (/v1/chat/completions)")
+            else:
+                lacks = "a frame cannot be answered there"
+            raise PeteError(f"--server {said} (a {self.settings.size} px frame at start): "
+                            f"{lacks}") from None
         self._check_sizes()
         return time.perf_counter() - t0
 
