@@ -200,27 +200,34 @@ def test_vllm_killed_mid_show_and_started_again_is_one_line_then_frames_again(vl
 def test_pete_oscs_model_for_vllm_answers_as_vllms_transformers_backend(vllm, cli_env, tmp_path):
     """The tests' server runs pete-osc's own FastVLM model for vLLM (the plugin that
     bench/vllm_cpu.sh installs: its log says so). vLLM's Transformers backend on the same
-    checkpoint (a second server, --model-impl transformers) counts the same prompt tokens
-    for the same frames (the same image tokens) and gives the same greedy answers, event
-    for event."""
+    checkpoint (--model-impl transformers) counts the same prompt tokens for the same
+    frames (the same image tokens) and gives the same greedy answers, event for event.
+    One server at a time: two vLLM CPU servers starting side by side on a 24 GiB machine
+    had the first one's worker killed for memory (exit -9) in a clean-clone run."""
     assert "FastVLM served by pete-osc's model for vLLM" in START[vllm][2].read_text()
     other = f"http://127.0.0.1:{free_port(kind=1)}"
     START[other] = (START[vllm][0], int(other.rsplit(":", 1)[1]), tmp_path / "backend.log",
                     ["--model-impl", "transformers"])
     answers, prompts = {}, {}
+
+    def answer(url):
+        before = metric(url, "vllm:prompt_tokens_total")
+        proc = pete_run("run", "--engine", "remote", "--server", url, "--source",
+                        f"clip={CLIP}", "--size", "128", "--max-frames", "3", "--fps", "0",
+                        "--every-frame", "--no-warmup", "--json", env=cli_env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        answers[url] = [(e["frame"], e["key"], e["value"])
+                        for e in map(json.loads, proc.stdout.splitlines())]
+        prompts[url] = metric(url, "vllm:prompt_tokens_total") - before
+
+    answer(vllm)
+    stop_group(SERVERS[vllm])
     try:
         serve(other)
         assert "Using Transformers modeling backend" in START[other][2].read_text()
-        for url in (vllm, other):
-            before = metric(url, "vllm:prompt_tokens_total")
-            proc = pete_run("run", "--engine", "remote", "--server", url, "--source",
-                            f"clip={CLIP}", "--size", "128", "--max-frames", "3", "--fps", "0",
-                            "--every-frame", "--no-warmup", "--json", env=cli_env, timeout=300)
-            assert proc.returncode == 0, proc.stderr
-            answers[url] = [(e["frame"], e["key"], e["value"])
-                            for e in map(json.loads, proc.stdout.splitlines())]
-            prompts[url] = metric(url, "vllm:prompt_tokens_total") - before
+        answer(other)
     finally:
         stop_group(SERVERS.pop(other))
+        serve(vllm)  # (the module's server again, for whatever runs after)
     assert len(answers[vllm]) == 27 and answers[vllm] == answers[other]
     assert prompts[vllm] == prompts[other] > 0
