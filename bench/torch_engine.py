@@ -31,7 +31,8 @@ from support.models import FULL, build_fastvlm_torch  # noqa: E402
 
 from pete_osc.director.schema import load_director  # noqa: E402
 from pete_osc.engines import GenerationSettings  # noqa: E402
-from pete_osc.engines.torch_engine import TorchEngine, split_prompt  # noqa: E402
+from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
+from pete_osc.engines.torch_setup import split_prompt  # noqa: E402
 
 SHORT_PROMPT = "Describe the frame in key: value lines: color, mood, energy, tempo."
 

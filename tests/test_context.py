@@ -163,7 +163,7 @@ def test_previous_answers_before_the_image_are_prefilled_ahead(scripted_torch_mo
     from transformers import AutoTokenizer
 
     from pete_osc.director.schema import load_director
-    from pete_osc.engines.torch_engine import split_prompt
+    from pete_osc.engines.torch_setup import split_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(str(scripted_torch_model))
     parsed = load_director(director)

@@ -38,9 +38,10 @@ def answers(engine, images):
 @pytest.mark.parametrize("constrained", [False, True], ids=["free", "grammar+jump-forward"])
 def test_fused_steps_answer_as_transformers_steps(tiny_torch_model, constrained):
     """Greedy answers with the fused step equal those of transformers' step, frame after
-    frame, over one static cache; with the grammar, transformers' padded forced runs and
-    the fused single steps take turns on it. Every single-token step ran fused (none of
-    transformers' one-token passes), and its logits match transformers' closely. (Run in
+    frame, over one static cache; with the grammar, the forced runs (the batch's fused
+    kernels as one row) and the fused single steps take turns on it. Every single-token
+    step and every forced run ran fused (transformers ran the prefills only), and their
+    logits match transformers' closely. (Run in
     a process of its own: Triton's interpreter must be chosen before Triton is imported.)"""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
     proc = subprocess.run([sys.executable, __file__, str(tiny_torch_model), str(constrained)],
@@ -74,13 +75,14 @@ def check(model: str, constrained: bool) -> None:
         if kernels == "fused":
             assert isinstance(engine._fused, interpreted.FusedDecoder)
             steps = sum(r[2] for r in results[kernels])
-            # transformers ran the prefills and the padded forced runs only (no pass of
-            # one token); every single-token step was fused
+            # transformers ran the prefills only (no pass of one token, no forced run);
+            # every single-token step was fused, every forced run too
             assert 1 not in passes[kernels] and engine.fused_steps > 0
             if not constrained:
-                assert engine.fused_steps == steps
-            else:  # forced runs (padded to 8) took turns with the fused steps
-                assert 8 in passes[kernels]
+                assert engine.fused_steps == steps and engine._forced.kernels.calls == 0
+            else:  # forced runs (the batch's kernels, one row) took turns with the fused steps
+                assert engine._forced.kernels.calls > 0 and 8 not in passes[kernels]
+                assert 8 in passes["off"]
             # one more step from the same point: fused logits against transformers' own
             position = engine.prefix_len + 1 + engine._suffix.shape[1] + 3
             with torch.inference_mode():
@@ -91,6 +93,27 @@ def check(model: str, constrained: bool) -> None:
             assert float(cos) > 0.99999 and torch.allclose(reference.float(), fused, atol=1e-4)
             # and the fused step left transformers' write position after it
             assert all(int(layer.cumulative_length) == position + 1
+                       for layer in engine.cache.layers)
+            # other launch shapes (down's K in fp32 parts added by a second kernel, more
+            # attention blocks, other rows per program): the same step, the same logits
+            engine._fused.reshape(down_parts=4, splits=16, down_rows=2, down_block=256,
+                                  o_rows=8, qkv_rows=4, gate_rows=8)
+            with torch.inference_mode():
+                engine._rewind(to=position)
+                again = engine._fused.step(5, position).clone()
+            assert torch.allclose(reference.float(), again, atol=1e-4), \
+                float((reference.float() - again).abs().max())
+            # a forced run of three tokens, fused against transformers' padded pass
+            ids = [5, 9, 11]
+            with torch.inference_mode():
+                engine._rewind(to=position)
+                reference = engine._wide_step(torch.tensor([ids + [11] * 5]),
+                                              engine._positions(position, 8),
+                                              torch.tensor([2])).clone()
+                fused = engine._run(ids, position).clone()
+            assert torch.allclose(reference.float(), fused, atol=1e-4), \
+                float((reference.float() - fused).abs().max())
+            assert all(int(layer.cumulative_length) == position + 3
                        for layer in engine.cache.layers)
     assert results["fused"] == results["off"]
     assert all(len(set(r[0])) > 5 for r in results["off"])  # real, varied text

@@ -55,7 +55,7 @@ def test_cached_prefix_gives_the_same_tokens_as_a_full_prefill(engine_at, static
     engine = engine_at(64, static=static)
     image = frame(64, seed=3)
     # From scratch: the full prompt's embeddings, no cache, recomputed for every token.
-    from pete_osc.engines.torch_engine import split_prompt
+    from pete_osc.engines.torch_setup import split_prompt
 
     prefix, _, suffix = split_prompt(engine.tokenizer, director.prompt, director.instruction)
     model = engine.model
@@ -172,7 +172,7 @@ def _from_scratch(engine, image, prompt, steps=12):
     sequence (prefix, context, image, instruction) recomputed for every token."""
     import torch
 
-    from pete_osc.engines.torch_engine import split_prompt
+    from pete_osc.engines.torch_setup import split_prompt
 
     prefix, context, suffix = split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
                                            prompt.context)
@@ -198,7 +198,8 @@ def test_context_before_the_image_is_prefilled_ahead(tiny_torch_model, director,
     instruction, and its answer is the one of the whole prompt computed from scratch. A
     context the engine was not given ahead is prefilled with the frame, on its time."""
     from pete_osc.engines import Prompt
-    from pete_osc.engines.torch_engine import TorchEngine, split_prompt
+    from pete_osc.engines.torch_engine import TorchEngine
+    from pete_osc.engines.torch_setup import split_prompt
 
     engine = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
                          GenerationSettings(12, 0.0, 64), static=static)

@@ -30,7 +30,13 @@ import math
 import triton
 import triton.language as tl
 
-SPLITS = 8  # attention blocks per head (each takes a contiguous part of the positions)
+SPLITS = 32  # the most attention blocks per head (each a contiguous part of the positions)
+# Launch shapes (``FusedDecoder.shapes``; ``bench/fused_decode.py --tune`` tries others):
+# rows of a head per q/k/v program, attention blocks per head, rows per program of o,
+# gate/up and down, down's K block, the parts down's K is split in (1: one kernel adding
+# to h; more: fp32 parts added by a second), and warps per program.
+SHAPES = dict(qkv_rows=8, splits=8, o_rows=4, gate_rows=16, down_rows=4, down_block=512,
+              down_parts=1, qkv_warps=4, attend_warps=2, o_warps=4, gate_warps=4, down_warps=4)
 
 
 @triton.jit
@@ -186,6 +192,36 @@ def _down(x_ptr, w_ptr, h_ptr, K: tl.constexpr, ROWS: tl.constexpr, BLOCK_K: tl.
 
 
 @triton.jit
+def _down_part(x_ptr, w_ptr, part_ptr, K: tl.constexpr, N: tl.constexpr, ROWS: tl.constexpr,
+               BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
+    """Program (rows, part): the down projection's sums over one part of K (fp32), added
+    in order by :func:`_finish`: 4x the programs where a program's long rows took ~10 µs."""
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    part = tl.program_id(1)
+    acc = tl.zeros((ROWS,), tl.float32)
+    for at in tl.static_range(0, CHUNK, BLOCK_K):
+        k = part * CHUNK + at + tl.arange(0, BLOCK_K)
+        inside = (k < K) & (k < part * CHUNK + CHUNK)
+        x = tl.load(x_ptr + k, mask=inside, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + row[:, None] * K + k[None, :], mask=inside[None, :], other=0.0)
+        acc += tl.sum(w.to(tl.float32) * x[None, :], 1)
+    tl.store(part_ptr + part * N + row, acc)
+
+
+@triton.jit
+def _finish(part_ptr, h_ptr, N: tl.constexpr, PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    """h += the parts' sum, rounded to bf16 as transformers' projection output."""
+    row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = row < N
+    y = tl.zeros((BLOCK,), tl.float32)
+    for part in tl.static_range(PARTS):
+        y += tl.load(part_ptr + part * N + row, mask=inside, other=0.0)
+    out_ty = h_ptr.dtype.element_ty
+    h = tl.load(h_ptr + row, mask=inside, other=0.0)
+    tl.store(h_ptr + row, (h + y.to(out_ty)).to(out_ty), mask=inside)
+
+
+@triton.jit
 def _head(h_ptr, ln_ptr, w_ptr, out_ptr, eps, K: tl.constexpr, N, ROWS: tl.constexpr,
           BLOCK_K: tl.constexpr):
     """Rows of the logits: the output projection of the final norm (fp32 out)."""
@@ -237,7 +273,9 @@ class FusedDecoder:
         self.acc = torch.zeros(self.heads * SPLITS * self.head_dim, dtype=torch.float32, device=device)
         self.mlp = torch.zeros(self.inter, dtype=dtype, device=device)
         self.logits = torch.zeros(1, self.vocab, dtype=torch.float32, device=device)
+        self.parts = torch.zeros(8 * self.hidden, dtype=torch.float32, device=device)
         self.block_k = triton.next_power_of_2(self.hidden)
+        self.shapes = dict(SHAPES)
         self.use_graph = graph
         self.graph = None
         self.cache = None
@@ -278,30 +316,46 @@ class FusedDecoder:
         torch = self.torch
         H, D, K, KV = self.heads, self.head_dim, self.hidden, self.kv_heads
         torch.index_select(self.embed, 0, self.token, out=self.h)
-        h = self.h
-        rows = min(8, D // 2)
+        h, c = self.h, self.shapes
+        rows, splits, parts = min(c["qkv_rows"], D // 2), c["splits"], c["down_parts"]
+        chunk = triton.cdiv(triton.cdiv(self.inter, parts), 16) * 16  # (K of a down part)
         for (ln1, qkv, bias, wo, ln2, gate_up, down), layer in zip(self.layers, self.cache.layers):
             max_len = layer.keys.shape[2]
             _qkv_rope[(H + 2 * KV, D // 2 // rows)](
                 h, ln1, qkv, bias, self.inv_freq, self.pos, self.q, layer.keys, layer.values,
                 max_len, self.eps, K=K, HEADS=H, KV_HEADS=KV, D=D, ROWS=rows,
-                BLOCK_K=self.block_k, num_warps=4)
-            _attend[(H, SPLITS)](
+                BLOCK_K=self.block_k, num_warps=c["qkv_warps"])
+            _attend[(H, splits)](
                 self.q, layer.keys, layer.values, self.pos, self.m, self.l, self.acc, max_len,
-                self.scale, GROUP=H // KV, D=D, SPLIT=SPLITS, BLOCK_L=32, num_warps=2)
-            _out_proj[(K // 4,)](
-                self.m, self.l, self.acc, wo, h, K=K, D=D, SPLIT=SPLITS, ROWS=4,
-                BLOCK_K=self.block_k, num_warps=4)
-            _gate_up[(self.inter // 16,)](
-                h, ln2, gate_up, self.mlp, self.eps, K=K, N=self.inter, ROWS=16,
-                BLOCK_K=self.block_k, num_warps=4)
-            _down[(K // 4,)](self.mlp, down, h, K=self.inter, ROWS=4, BLOCK_K=512, num_warps=4)
+                self.scale, GROUP=H // KV, D=D, SPLIT=splits, BLOCK_L=32,
+                num_warps=c["attend_warps"])
+            _out_proj[(K // c["o_rows"],)](
+                self.m, self.l, self.acc, wo, h, K=K, D=D, SPLIT=splits, ROWS=c["o_rows"],
+                BLOCK_K=self.block_k, num_warps=c["o_warps"])
+            _gate_up[(self.inter // c["gate_rows"],)](
+                h, ln2, gate_up, self.mlp, self.eps, K=K, N=self.inter, ROWS=c["gate_rows"],
+                BLOCK_K=self.block_k, num_warps=c["gate_warps"])
+            if parts == 1:
+                _down[(K // c["down_rows"],)](self.mlp, down, h, K=self.inter,
+                                              ROWS=c["down_rows"], BLOCK_K=c["down_block"],
+                                              num_warps=c["down_warps"])
+            else:
+                _down_part[(K // c["down_rows"], parts)](
+                    self.mlp, down, self.parts, K=self.inter, N=K, ROWS=c["down_rows"],
+                    BLOCK_K=c["down_block"], CHUNK=chunk, num_warps=c["down_warps"])
+                _finish[(triton.cdiv(K, 256),)](self.parts, h, N=K, PARTS=parts, BLOCK=256)
         _head[(triton.cdiv(self.vocab, 32),)](
             h, self.norm, self.head, self.logits, self.eps, K=K, N=self.vocab, ROWS=32,
             BLOCK_K=self.block_k, num_warps=4)
         # transformers' own steps (a forced run, the next frame) write from here on
         after = (self.pos + 1).view(())
         torch._foreach_copy_(self.lengths, [after] * len(self.lengths))
+
+    def reshape(self, **shapes) -> None:
+        """Other launch shapes (see SHAPES); on CUDA the step is captured again."""
+        self.shapes.update(shapes)
+        if self.graph is not None:
+            self._capture()
 
     def _capture(self) -> None:
         torch = self.torch

@@ -5,9 +5,10 @@ prefix (system prompt and the start of the user turn) is run through the model o
 load and its KV cache reused, cut back to the prefix after each frame. The frame reaches
 the vision encoder at the chosen size, giving (size/64)^2 image tokens.
 
-On CUDA the decode step runs from a static KV cache through ``torch.compile``'s
-"reduce-overhead" mode (CUDA graphs): eager decode of a 0.5B model is bound by kernel
-launches, not by the GPU. Compilation happens in ``warm_up`` at start, not on stage.
+On CUDA everything runs from a static KV cache as recorded CUDA graphs (eager decode of a
+0.5B model is bound by kernel launches, not by the GPU): the vision tower, the prefill
+(``torch.compile``), the fused decode step and forced runs (engines.fused, fused_rows);
+all recorded in ``warm_up`` at start, not on stage.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import numpy as np
 
 from ..errors import PeteError
 from ..records import Prefill, Token
+from . import torch_setup as setup
 from .base import BaseEngine, GenerationSettings, Prompt, model_source, require
 from .decode import IncrementalDecoder, decode
 from .models import DEFAULT_MODELS
-from .torch_setup import fused_decoder, int8_language_model, pick_device, split_prompt
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class TorchEngine(BaseEngine):
         self.model_id = model
         self.settings = settings
         self.progress = progress
-        self.device = pick_device(torch, device)
+        self.device = setup.pick_device(torch, device)
         self.dtype = {"cuda": torch.bfloat16, "mps": torch.float16}.get(self.device.type, torch.float32)
         source = model_source(path or model)
         transformers.utils.logging.disable_progress_bar()  # stderr is for our status lines
@@ -73,7 +74,7 @@ class TorchEngine(BaseEngine):
             raise PeteError(f"model {model} could not be loaded by transformers' FastVLM: "
                             f"{type(exc).__name__}: {reason[:200]}. Offline? Download it once "
                             f"(pete-osc download {DEFAULT_MODEL}) or pass a local folder") from None
-        self.int8 = int8_language_model(self, weights)
+        self.int8 = setup.int8_language_model(self, weights)
         # The cache argument's name in this transformers (past_key_values, later cache).
         import inspect
 
@@ -106,10 +107,12 @@ class TorchEngine(BaseEngine):
             # step each become one replayed CUDA graph instead of hundreds of launches.
             compiled = lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False)  # noqa: E731
             self._step, self._vision, self._prefill, self._wide = (
-                compiled(self._decode_step), compiled(self._encode), compiled(self._forward),
-                compiled(self._wide_step))
-        # The decode step as fused Triton kernels in one CUDA graph (see engines.fused).
-        self._fused = fused_decoder(self, kernels)
+                compiled(self._decode_step), setup.Graphed(torch, self._encode),
+                compiled(self._forward), compiled(self._wide_step))
+        # The decode step as fused Triton kernels in one CUDA graph (see engines.fused),
+        # and the grammar's forced runs in the batch's (engines.fused_rows).
+        self._fused = setup.fused_decoder(self, kernels)
+        self._forced = setup.fused_forced(self)
         self.fused_steps = 0
         self.use_prompt(Prompt(system_prompt, instruction))
 
@@ -131,8 +134,8 @@ class TorchEngine(BaseEngine):
             return 0.0
         torch = self.torch
         t0 = time.perf_counter()
-        prefix, context, suffix = split_prompt(self.tokenizer, prompt.system,
-                                               prompt.instruction, prompt.context)
+        prefix, context, suffix = setup.split_prompt(self.tokenizer, prompt.system,
+                                                     prompt.instruction, prompt.context)
         need = self._need(len(prefix) + len(context) + self.image_tokens + len(suffix))
         self._suffix = torch.tensor([suffix], device=self.device)
         grow = need > self.max_len
@@ -221,11 +224,12 @@ class TorchEngine(BaseEngine):
                 self.progress(f"compiling the decode step ({i + 1}/{rounds}) ...")
             for _ in self._generate(blank, max_tokens=min(8, self.settings.max_tokens)):
                 pass
-        if self.fast:  # the padded step for forced text: its own graph, recorded now too
+        if self.fast:  # the steps for forced text: their own graphs, recorded now too
             with self.torch.inference_mode():
                 for _ in range(rounds):
-                    self._rewind()
-                    self._run([0, 0], self.prefix_len)
+                    for width in setup.FusedForced.WIDTHS:
+                        self._rewind()
+                        self._run([0] * width, self.prefix_len)
                 self._rewind()
         return time.perf_counter() - t0
 
@@ -285,20 +289,19 @@ class TorchEngine(BaseEngine):
 
     def _run(self, ids: list[int], position: int):
         """Run ``ids`` (a chosen token and the forced ones after it) at ``position``; the
-        logits after the last. One token: the decode step. More: one pass, padded to
-        FORCED_WIDTH for a static cache (CUDA graphs need one shape; its junk tail is overwritten by the next
-        step and hidden by the causal mask meanwhile)."""
+        logits after the last. One token: the decode step. More: the fused forced runs, or
+        one pass, padded to FORCED_WIDTH for a static cache (CUDA graphs need one shape;
+        the junk tail is overwritten by the next step, hidden by the causal mask till then)."""
         torch = self.torch
         if len(ids) == 1 and self._fused is not None:
             self._fused.bind(self.cache)
             self.fused_steps += 1
             return self._fused.step(ids[0], position)
-        if len(ids) == 1:
-            return self._step(torch.tensor([ids], device=self.device),
-                              torch.tensor([position], device=self.device))
-        if not self.static:
-            return self._decode_step(torch.tensor([ids], device=self.device),
-                                     self._positions(position, len(ids)))
+        if len(ids) > 1 and self._forced is not None:
+            return self._forced.runs(ids, position)
+        if len(ids) == 1 or not self.static:
+            step = self._step if len(ids) == 1 else self._decode_step
+            return step(torch.tensor([ids], device=self.device), self._positions(position, len(ids)))
         for at in range(0, len(ids), FORCED_WIDTH):
             chunk = ids[at:at + FORCED_WIDTH]
             padded = chunk + [chunk[-1]] * (FORCED_WIDTH - len(chunk))
@@ -309,12 +312,9 @@ class TorchEngine(BaseEngine):
         return logits
 
     def _rewind(self, to: int | None = None) -> None:
-        """Back to the end of the DIRECTOR prefix, keeping the prefix's keys and values.
-
-        A dynamic cache is cropped. A static one keeps its buffers (CUDA graphs hold their
-        addresses): its write position goes back to the prefix's end and the next frame
-        overwrites the rest; the causal mask, built from positions, hides what is stale.
-        """
+        """Back to the end of the DIRECTOR prefix (or ``to``), keeping its keys and values:
+        a dynamic cache is cropped; a static one (CUDA graphs hold its addresses) only
+        moves its write position, the causal mask hiding what is stale till overwritten."""
         to = self.prefix_len if to is None else to
         if not self.static:
             extra = self.cache.get_seq_length() - to
@@ -338,8 +338,7 @@ class TorchEngine(BaseEngine):
         return self.model.get_input_embeddings()(ids)
 
     def _positions(self, start: int, length: int):
-        # A tensor made outside the compiled prefill: an int would be specialised on, and
-        # a DIRECTOR.md of another length would recompile (36 s on an H100) after a reload.
+        # (a tensor made outside the compiled prefill: a DIRECTOR.md of another length would recompile)
         return self.torch.arange(start, start + length, device=self.device)
 
     def _forward(self, ids=None, embeds=None, pos=None):

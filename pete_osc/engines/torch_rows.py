@@ -26,6 +26,7 @@ import numpy as np
 
 from .batch import TAIL_HEADROOM, Batch, Slots
 from .constrain import fill_rows
+from .torch_setup import record, split_prompt
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ WIDTHS = (1, 4, 8, 16, 32, 64)
 def open_batch(engine, slots: int):
     """The torch engine's :class:`~pete_osc.engines.batch.Batch` of ``slots`` rows (on
     CUDA its decode graphs are recorded now, not on stage)."""
-    from .torch_setup import split_prompt
-
     def parts(prompt):
         return split_prompt(engine.tokenizer, prompt.system, prompt.instruction,
                             prompt.context)
@@ -193,28 +192,13 @@ class TorchRows(Slots):
         if bucket not in self._vision_graphs:
             buffer = torch.zeros((bucket, *pixels.shape[1:]), dtype=pixels.dtype,
                                  device=self.device)
-            graph, out = self._record(lambda: self._encode(buffer))
+            graph, out = record(self.torch, lambda: self._encode(buffer))
             self._vision_graphs[bucket] = (graph, buffer, out)
         graph, buffer, out = self._vision_graphs[bucket]
         buffer[:n] = pixels
         buffer[n:] = pixels[:1]
         graph.replay()
         return list(out[:n])
-
-    def _record(self, body):
-        """``body`` recorded as a CUDA graph (after two runs on a side stream, as
-        torch.cuda.graphs asks): (the graph, its output)."""
-        torch = self.torch
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                body()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = body()
-        return graph, out
 
     def run(self, slots: list[int], ids: list[list[int]]):
         """Run each row's ids (a chosen token and the grammar's forced text) at its next
@@ -320,7 +304,7 @@ class TorchRows(Slots):
         if not self.graph:
             self.graphs[(rows, width)] = (None, (x, meta), body)
             return
-        graph, out = self._record(body)
+        graph, out = record(self.torch, body)
         self.graphs[(rows, width)] = (graph, (x, meta), out)
 
     def warm_up(self) -> None:

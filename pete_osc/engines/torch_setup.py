@@ -85,6 +85,19 @@ def fused_decoder(engine, kernels: str):
     return decoder
 
 
+
+def fused_forced(engine):
+    """The forced runs' fused kernels (:class:`FusedForced`) where the decode step is
+    fused, else None (transformers' padded graph)."""
+    if engine._fused is None:
+        return None
+    try:
+        return FusedForced(engine, engine._fused)
+    except ValueError as exc:
+        log.info("forced runs in transformers' padded graph (%s)", exc)
+        return None
+
+
 def split_prompt(tokenizer, system_prompt: str, instruction: str,
                  context: str = "") -> tuple[list[int], list[int], list[int]]:
     """Token ids of the chat prompt: the DIRECTOR prefix (the system prompt and the
@@ -104,3 +117,111 @@ def split_prompt(tokenizer, system_prompt: str, instruction: str,
     system = before[:len(before) - len(lead)]
     encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
     return encode(system), encode(lead), encode(after)
+
+
+def record(torch, body):
+    """``body`` recorded as a CUDA graph (after two runs on a side stream, as
+    torch.cuda.graphs asks): (the graph, its output)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            body()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
+
+
+class Graphed:
+    """``fn(x)`` as one recorded CUDA graph per shape of ``x`` (the single frame's vision
+    tower: FastViT under torch.compile breaks into pieces, 7.5-8 ms at 128 px on an H200;
+    recorded whole, ~2 ms). The output is the graph's own tensor: read it before the next
+    call. A tower that cannot be recorded runs as it is (said once)."""
+
+    def __init__(self, torch, fn):
+        self.torch, self.fn = torch, fn
+        self.graphs: dict | None = {}
+
+    def __call__(self, x):
+        if self.graphs is None:
+            return self.fn(x)
+        key = tuple(x.shape)
+        if key not in self.graphs:
+            buffer = x.clone()
+            try:
+                self.graphs[key] = (*record(self.torch, lambda: self.fn(buffer)), buffer)
+            except Exception as exc:
+                log.warning("the vision tower could not be recorded as one CUDA graph "
+                            "(%s: %s); it runs as it is", type(exc).__name__, exc)
+                self.graphs = None
+                return self.fn(x)
+        graph, out, buffer = self.graphs[key]
+        buffer.copy_(x)
+        graph.replay()
+        return out
+
+
+class FusedForced:
+    """The single frame's forced runs (the chosen token and the grammar's forced text
+    after it) in the batch's fused kernels (engines.fused_rows) over the engine's static
+    cache, as one row with no shared prefix: a run of up to 8 tokens in one call, where
+    transformers' padded graph took 2.5-3 ms on an H200. On CUDA one recorded graph per
+    width in WIDTHS (a run is padded to the next; the padding's keys and values land past
+    the run, overwritten by the next step and never read before)."""
+
+    WIDTHS = (2, 4, 8)
+
+    def __init__(self, engine, decoder):
+        from .fused_rows import FusedRows
+
+        self.engine, self.torch = engine, engine.torch
+        self.graph = engine.device.type == "cuda"
+        self.k = self.v = self.pk = self.pv = []
+        self.tail, self.prefix_len, self.cache = 0, 0, None
+        self.scale = 1.0 / decoder.head_dim ** 0.5
+        self.kernels = FusedRows(self, decoder)
+        self.graphs: dict = {}  # width -> (graph, logits, (x, start, last))
+
+    def bind(self, cache) -> None:
+        """Run over ``cache`` (the engine's StaticCache): its layers as slot 0's tail."""
+        if cache is self.cache:
+            return
+        self.cache, self.graphs = cache, {}
+        self.k = self.pk = [layer.keys for layer in cache.layers]
+        self.v = self.pv = [layer.values for layer in cache.layers]
+        self.tail = cache.layers[0].keys.shape[2]
+
+    def runs(self, ids: list[int], position: int):
+        """``ids`` at ``position`` on, in runs of up to 8; the logits after the last.
+        transformers' write position is left after them (the next frame's, a fallback's)."""
+        self.bind(self.engine.cache)
+        top = self.WIDTHS[-1]
+        for at in range(0, len(ids), top):
+            logits = self.run(ids[at:at + top], position + at)
+        self.engine._rewind(to=position + len(ids))
+        return logits
+
+    def run(self, ids: list[int], position: int):
+        """The logits (1, vocab) after ``ids`` (at most the widest of WIDTHS) written at
+        ``position`` on. On CUDA the tensor is a graph's own: read it before the next run."""
+        torch, engine = self.torch, self.engine
+        width = next(w for w in self.WIDTHS if w >= len(ids))
+        padded = ids + [ids[-1]] * (width - len(ids))
+        x = engine._embed(torch.tensor([padded], device=engine.device))
+        at = torch.tensor([position], device=engine.device)
+        last = torch.tensor([len(ids) - 1], device=engine.device)
+        if not self.graph:
+            return self.kernels.forward(x, torch.zeros_like(at), at, last)
+        if width not in self.graphs:
+            inputs = (x.clone(), torch.full_like(at, self.tail - width), last.clone())
+            slot = torch.zeros_like(at)
+            graph, out = record(torch, lambda: self.kernels.forward(inputs[0], slot, *inputs[1:]))
+            self.graphs[width] = (graph, out, inputs)
+        graph, out, (gx, gat, glast) = self.graphs[width]
+        gx.copy_(x)
+        gat.copy_(at)
+        glast.copy_(last)
+        graph.replay()
+        return out

@@ -90,6 +90,8 @@ def _run(n: int, reports: list[FrameReport], took: float, batched: bool = False)
             "per_source": per_source,
             "ttft_ms": _ms([r.ttft for r in answered if r.ttft is not None]),
             "tbt_ms": _ms(steps),
+            "tbt_p90_ms": round(sorted(steps)[int(0.9 * (len(steps) - 1))] * 1000, 2)
+            if steps else None,
             "first_event_ms": _ms([r.first_event_at - r.captured_at for r in answered
                                    if r.first_event_at is not None]),
             "tokens_per_frame": round(statistics.mean(r.tokens for r in answered), 1)
@@ -175,7 +177,8 @@ def block(result: dict) -> str:
         how = "together" if run.get("together") else ("alone" if run["sources"] == 1
                                                        else "in turn")
         lines.append(f"| {run['sources']} | {how} | {_num(run['frames_per_s'])} | {share} | "
-                     f"{_num(run['ttft_ms'], ' ms')} | {_num(run['tbt_ms'], ' ms')} | "
+                     f"{_num(run['ttft_ms'], ' ms')} | {_num(run['tbt_ms'], ' ms')} "
+                     f"(p90 {_num(run.get('tbt_p90_ms'))}) | "
                      f"{_num(run['first_event_ms'], ' ms')} | {_num(run['tokens_per_frame'])} "
                      f"| {run['failed']} |")
     return "\n".join(lines)
