@@ -105,7 +105,7 @@ def main() -> int:
     return report(lines, args.out, args.write)
 
 
-CHOICES = dict(qkv_rows=(2, 4, 8, 16), splits=(4, 8, 16, 32), o_rows=(1, 2, 4, 8),
+CHOICES = dict(qkv_rows=(2, 4, 8, 16), splits=(4, 8, 16, 32), o_rows=(1, 2, 4, 8), o_merged=(0, 1),
                gate_rows=(4, 8, 16, 32), down_rows=(1, 2, 4, 8, 16),
                down_block=(256, 512, 1024, 2048), down_parts=(1, 2, 4, 8),
                qkv_warps=(1, 2, 4, 8), attend_warps=(1, 2, 4), o_warps=(1, 2, 4, 8),

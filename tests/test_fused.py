@@ -94,10 +94,11 @@ def check(model: str, constrained: bool) -> None:
             # and the fused step left transformers' write position after it
             assert all(int(layer.cumulative_length) == position + 1
                        for layer in engine.cache.layers)
-            # other launch shapes (down's K in fp32 parts added by a second kernel, more
-            # attention blocks, other rows per program): the same step, the same logits
+            # other launch shapes (down's K in fp32 parts added by a second kernel, the
+            # attention merged before o, more attention blocks, other rows per program):
+            # the same step, the same logits
             engine._fused.reshape(down_parts=4, splits=16, down_rows=2, down_block=256,
-                                  o_rows=8, qkv_rows=4, gate_rows=8)
+                                  o_rows=8, o_merged=1, qkv_rows=4, gate_rows=8)
             with torch.inference_mode():
                 engine._rewind(to=position)
                 again = engine._fused.step(5, position).clone()

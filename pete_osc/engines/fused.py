@@ -1,11 +1,9 @@
 """One decode step of FastVLM's language model (Qwen2) in a few fused Triton kernels.
 
-At batch 1 a decode step reads every weight once (0.92 GiB for FastVLM-0.5B) and does
-little else, so its floor is the memory bandwidth: 0.33 ms on an H100. Run as
-transformers writes it, the step is ~470 small kernels (separate q, k, v projections
-with their biases, RoPE, the cache write, attention, the norms, the MLP's pieces), whose
-launches and tails cost more than the reading. Here each layer is five kernels, all of
-them shaped for one row of activations:
+At batch 1 a step reads every weight once (0.92 GiB) and does little else: its floor is
+the memory bandwidth (0.33 ms on an H100). As transformers writes it, the step is ~470
+small kernels whose launches cost more than the reading. Here each layer is five kernels
+(a few more with other SHAPES), all shaped for one row of activations:
 
 1. RMSNorm + the q/k/v projections (one stacked weight) + bias + RoPE, writing k and v
    straight into the KV cache at the position;
@@ -14,10 +12,9 @@ them shaped for one row of activations:
 4. RMSNorm + gate and up projections + SiLU(gate) * up; then
 5. the down projection + the residual add.
 
-plus the embedding row before and RMSNorm + the output projection after; the whole step
-is one CUDA graph. The position comes from a device tensor, so one graph serves every
-step. Weights stay the model's own tensors: q/k/v and gate/up are stacked once at set-up
-and the model's modules are pointed at views of the stacks (no second copy).
+plus the embedding row before and RMSNorm + the head after; the step is one CUDA graph,
+the position a device tensor (one graph serves every step). q/k/v and gate/up are
+stacked once, the model's modules pointed at views of the stacks (no second copy).
 
 Numerics follow transformers' bf16 path where it rounds (the norm's output, each
 projection's output, the attention output); the sums are fp32. The logits are fp32.
@@ -31,12 +28,12 @@ import triton
 import triton.language as tl
 
 SPLITS = 32  # the most attention blocks per head (each a contiguous part of the positions)
-# Launch shapes (``FusedDecoder.shapes``; ``bench/fused_decode.py --tune`` tries others):
-# rows of a head per q/k/v program, attention blocks per head, rows per program of o,
-# gate/up and down, down's K block, the parts down's K is split in (1: one kernel adding
-# to h; more: fp32 parts added by a second), and warps per program.
-SHAPES = dict(qkv_rows=8, splits=8, o_rows=4, gate_rows=16, down_rows=4, down_block=512,
-              down_parts=1, qkv_warps=4, attend_warps=2, o_warps=4, gate_warps=4, down_warps=4)
+# Launch shapes (``bench/fused_decode.py --tune`` tries others): rows per program (of a
+# head for q/k/v), attention blocks per head, the attention merged before o (1) or in each
+# o program (0), down's K block and parts (>1: fp32 parts added by a second kernel), warps.
+SHAPES = dict(qkv_rows=8, splits=8, o_rows=4, o_merged=0, gate_rows=16, down_rows=4,
+              down_block=512, down_parts=1, qkv_warps=4, attend_warps=2, o_warps=4,
+              gate_warps=4, down_warps=4)
 
 
 @triton.jit
@@ -159,6 +156,19 @@ def _out_proj(m_ptr, l_ptr, acc_ptr, w_ptr, h_ptr, K: tl.constexpr, D: tl.conste
 
 
 @triton.jit
+def _merge(m_ptr, l_ptr, acc_ptr, a_ptr, D: tl.constexpr, SPLIT: tl.constexpr):
+    """Program (head): the splits merged once, rounded to bf16 (``o_merged``)."""
+    head = tl.program_id(0)
+    s = tl.arange(0, SPLIT)
+    d = tl.arange(0, D)
+    ms = tl.load(m_ptr + head * SPLIT + s)
+    weight = tl.where(ms == -float("inf"), 0.0, tl.exp(ms - tl.max(ms, 0)))
+    total = tl.sum(weight * tl.load(l_ptr + head * SPLIT + s), 0)
+    acc = tl.load(acc_ptr + (head * SPLIT + s)[:, None] * D + d[None, :])
+    tl.store(a_ptr + head * D + d, (tl.sum(weight[:, None] * acc, 0) / total).to(a_ptr.dtype.element_ty))
+
+
+@triton.jit
 def _gate_up(h_ptr, ln_ptr, w_ptr, out_ptr, eps, K: tl.constexpr, N: tl.constexpr,
              ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
     """Rows of SiLU(gate(norm(h))) * up(norm(h)); gate and up are one stacked weight."""
@@ -194,8 +204,7 @@ def _down(x_ptr, w_ptr, h_ptr, K: tl.constexpr, ROWS: tl.constexpr, BLOCK_K: tl.
 @triton.jit
 def _down_part(x_ptr, w_ptr, part_ptr, K: tl.constexpr, N: tl.constexpr, ROWS: tl.constexpr,
                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
-    """Program (rows, part): the down projection's sums over one part of K (fp32), added
-    in order by :func:`_finish`: 4x the programs where a program's long rows took ~10 µs."""
+    """Program (rows, part): down's sums over one part of K (fp32), added by _finish."""
     row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     part = tl.program_id(1)
     acc = tl.zeros((ROWS,), tl.float32)
@@ -329,9 +338,14 @@ class FusedDecoder:
                 self.q, layer.keys, layer.values, self.pos, self.m, self.l, self.acc, max_len,
                 self.scale, GROUP=H // KV, D=D, SPLIT=splits, BLOCK_L=32,
                 num_warps=c["attend_warps"])
-            _out_proj[(K // c["o_rows"],)](
-                self.m, self.l, self.acc, wo, h, K=K, D=D, SPLIT=splits, ROWS=c["o_rows"],
-                BLOCK_K=self.block_k, num_warps=c["o_warps"])
+            if c["o_merged"]:
+                _merge[(H,)](self.m, self.l, self.acc, self.q, D=D, SPLIT=splits)
+                _down[(K // c["o_rows"],)](self.q, wo, h, K=K, ROWS=c["o_rows"],
+                                           BLOCK_K=self.block_k, num_warps=c["o_warps"])
+            else:
+                _out_proj[(K // c["o_rows"],)](
+                    self.m, self.l, self.acc, wo, h, K=K, D=D, SPLIT=splits, ROWS=c["o_rows"],
+                    BLOCK_K=self.block_k, num_warps=c["o_warps"])
             _gate_up[(self.inter // c["gate_rows"],)](
                 h, ln2, gate_up, self.mlp, self.eps, K=K, N=self.inter, ROWS=c["gate_rows"],
                 BLOCK_K=self.block_k, num_warps=c["gate_warps"])
