@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -157,6 +158,7 @@ def tune(engine, torch, position):
         print(f"fastest so far {best_ms:.3f} ms: {best}", file=sys.stderr)
     with torch.inference_mode():
         fused.reshape(**best)
+    print(f"shapes: {json.dumps(best)}", file=sys.stderr)
     rows = [(", ".join(f"{k}={v}" for k, v in key if SHAPES[k] != v), ms)
             for key, ms in tried.items() if ms < float("inf")]
     return sorted(rows, key=lambda r: r[1])
