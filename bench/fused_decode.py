@@ -42,11 +42,12 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--model", default=None, help="a FastVLM-0.5B-shaped folder (default: built)")
     args = ap.parse_args()
     import torch
 
-    model = build_fastvlm_torch(scratch("fastvlm-full-"), FULL,
-                                qwen=qwen_ranks() if args.qwen else None)
+    model = args.model or build_fastvlm_torch(scratch("fastvlm-full-"), FULL,
+                                              qwen=qwen_ranks() if args.qwen else None)
     director = load_director(ROOT / "DIRECTOR.md")
     engine = TorchEngine(str(model), director.prompt, director.instruction,
                          GenerationSettings(8, 0.0, args.size), kernels="fused")
