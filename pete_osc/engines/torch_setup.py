@@ -136,9 +136,9 @@ def record(torch, body):
 
 class Graphed:
     """``fn(x)`` as one recorded CUDA graph per shape of ``x`` (the single frame's vision
-    tower: FastViT under torch.compile breaks into pieces, 7.5-8 ms at 128 px on an H200;
-    recorded whole, ~2 ms). The output is the graph's own tensor: read it before the next
-    call. A tower that cannot be recorded runs as it is (said once)."""
+    tower: under torch.compile 7.5-8 ms at 128 px on an H200; recorded whole, the batch's
+    took ~2 ms). The output is the graph's own tensor: read it before the next call. A
+    tower that cannot be recorded runs as it is (said once)."""
 
     def __init__(self, torch, fn):
         self.torch, self.fn = torch, fn
