@@ -144,6 +144,7 @@ def tune(engine, torch, position):
                     fused.reshape(**shapes)
                     fused.step(0, position)
                     tried[key] = replayed(torch, fused.graph, 100)
+                print(f"tried {tried[key]:.4f} ms: {shapes}", file=sys.stderr, flush=True)
             except Exception as exc:  # (a shape Triton cannot build: out of resources)
                 print(f"{shapes}: {type(exc).__name__}", file=sys.stderr)
                 tried[key] = float("inf")
