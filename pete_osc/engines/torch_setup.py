@@ -198,8 +198,14 @@ class FusedForced:
         transformers' write position is left after them (the next frame's, a fallback's)."""
         self.bind(self.engine.cache)
         top = self.WIDTHS[-1]
-        for at in range(0, len(ids), top):
-            logits = self.run(ids[at:at + top], position + at)
+        try:
+            for at in range(0, len(ids), top):
+                logits = self.run(ids[at:at + top], position + at)
+        except Exception as exc:  # (first met at warm-up, where every width is recorded)
+            log.warning("forced runs cannot run in the fused kernels here (%s: %s); "
+                        "transformers' padded pass takes them", type(exc).__name__, exc)
+            self.engine._forced = None
+            return self.engine._run(ids, position)
         self.engine._rewind(to=position + len(ids))
         return logits
 
