@@ -27,6 +27,9 @@ import math
 import triton
 import triton.language as tl
 
+# (the batch's kernels that add a projection's K parts, and merge the attention's splits)
+from .fused_rows import _add, _merge
+
 SPLITS = 32  # the most attention blocks per head (each a contiguous part of the positions)
 # Launch shapes (``bench/fused_decode.py --tune`` tries others): rows per program (of a
 # head for q/k/v), attention blocks per head, the attention merged before o (1) or in each
@@ -156,19 +159,6 @@ def _out_proj(m_ptr, l_ptr, acc_ptr, w_ptr, h_ptr, K: tl.constexpr, D: tl.conste
 
 
 @triton.jit
-def _merge(m_ptr, l_ptr, acc_ptr, a_ptr, D: tl.constexpr, SPLIT: tl.constexpr):
-    """Program (head): the splits merged once, rounded to bf16 (``o_merged``)."""
-    head = tl.program_id(0)
-    s = tl.arange(0, SPLIT)
-    d = tl.arange(0, D)
-    ms = tl.load(m_ptr + head * SPLIT + s)
-    weight = tl.where(ms == -float("inf"), 0.0, tl.exp(ms - tl.max(ms, 0)))
-    total = tl.sum(weight * tl.load(l_ptr + head * SPLIT + s), 0)
-    acc = tl.load(acc_ptr + (head * SPLIT + s)[:, None] * D + d[None, :])
-    tl.store(a_ptr + head * D + d, (tl.sum(weight[:, None] * acc, 0) / total).to(a_ptr.dtype.element_ty))
-
-
-@triton.jit
 def _gate_up(h_ptr, ln_ptr, w_ptr, out_ptr, eps, K: tl.constexpr, N: tl.constexpr,
              ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
     """Rows of SiLU(gate(norm(h))) * up(norm(h)); gate and up are one stacked weight."""
@@ -204,7 +194,7 @@ def _down(x_ptr, w_ptr, h_ptr, K: tl.constexpr, ROWS: tl.constexpr, BLOCK_K: tl.
 @triton.jit
 def _down_part(x_ptr, w_ptr, part_ptr, K: tl.constexpr, N: tl.constexpr, ROWS: tl.constexpr,
                BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):
-    """Program (rows, part): down's sums over one part of K (fp32), added by _finish."""
+    """Program (rows, part): down's sums over one part of K (fp32), added by _add."""
     row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     part = tl.program_id(1)
     acc = tl.zeros((ROWS,), tl.float32)
@@ -215,19 +205,6 @@ def _down_part(x_ptr, w_ptr, part_ptr, K: tl.constexpr, N: tl.constexpr, ROWS: t
         w = tl.load(w_ptr + row[:, None] * K + k[None, :], mask=inside[None, :], other=0.0)
         acc += tl.sum(w.to(tl.float32) * x[None, :], 1)
     tl.store(part_ptr + part * N + row, acc)
-
-
-@triton.jit
-def _finish(part_ptr, h_ptr, N: tl.constexpr, PARTS: tl.constexpr, BLOCK: tl.constexpr):
-    """h += the parts' sum, rounded to bf16 as transformers' projection output."""
-    row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = row < N
-    y = tl.zeros((BLOCK,), tl.float32)
-    for part in tl.static_range(PARTS):
-        y += tl.load(part_ptr + part * N + row, mask=inside, other=0.0)
-    out_ty = h_ptr.dtype.element_ty
-    h = tl.load(h_ptr + row, mask=inside, other=0.0)
-    tl.store(h_ptr + row, (h + y.to(out_ty)).to(out_ty), mask=inside)
 
 
 @triton.jit
@@ -339,7 +316,7 @@ class FusedDecoder:
                 self.scale, GROUP=H // KV, D=D, SPLIT=splits, BLOCK_L=32,
                 num_warps=c["attend_warps"])
             if c["o_merged"]:
-                _merge[(H,)](self.m, self.l, self.acc, self.q, D=D, SPLIT=splits)
+                _merge[(1, H)](self.m, self.l, self.acc, self.q, HEADS=H, D=D, SPLIT=splits)
                 _down[(K // c["o_rows"],)](self.q, wo, h, K=K, ROWS=c["o_rows"],
                                            BLOCK_K=self.block_k, num_warps=c["o_warps"])
             else:
@@ -357,7 +334,7 @@ class FusedDecoder:
                 _down_part[(K // c["down_rows"], parts)](
                     self.mlp, down, self.parts, K=self.inter, N=K, ROWS=c["down_rows"],
                     BLOCK_K=c["down_block"], CHUNK=chunk, num_warps=c["down_warps"])
-                _finish[(triton.cdiv(K, 256),)](self.parts, h, N=K, PARTS=parts, BLOCK=256)
+                _add[(triton.cdiv(K, 256),)](self.parts, h, K, SPLITK=parts, TILE_N=K, BLOCK=256)
         _head[(triton.cdiv(self.vocab, 32),)](
             h, self.norm, self.head, self.logits, self.eps, K=K, N=self.vocab, ROWS=32,
             BLOCK_K=self.block_k, num_warps=4)
