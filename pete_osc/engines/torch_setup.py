@@ -85,7 +85,6 @@ def fused_decoder(engine, kernels: str):
     return decoder
 
 
-
 def fused_forced(engine):
     """The forced runs' fused kernels (:class:`FusedForced`) where the decode step is
     fused, else None (transformers' padded graph)."""
