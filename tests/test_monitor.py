@@ -316,10 +316,11 @@ def test_learn_sends_only_the_chosen_osc_route(cli_env, tmp_path):
 
 
 def learnt_through_jack(mapping, route: str, seconds: float, cli_env) -> list:
-    """``pete-osc learn`` of one route into the JACK loopback: the messages read back."""
+    """``pete-osc learn`` of one route into the JACK loopback: the messages read back.
+    (Three seconds before it sends: time to connect on a loaded machine.)"""
     env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
     proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
-                                    route, "--seconds", str(seconds)],
+                                    route, "--seconds", str(seconds), "--delay", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     backend = jack_backend()
     wait_for_port(backend, "pete-osc:Pete Sounds")
