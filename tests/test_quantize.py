@@ -154,3 +154,62 @@ def test_each_output_row_has_its_own_scale():
     small = slice(16, 32)
     error = (got[:, small] - exact[:, small]).norm() / exact[:, small].norm()
     assert error < 0.05, float(error)
+
+
+def test_the_output_layer_reads_only_the_rows_the_grammar_allows(qwen_torch_model, director,
+                                                                  monkeypatch):
+    """Where the grammar allows a few tokens next, the int8 output layer reads only their
+    rows: their logits are the whole layer's numbers, every other token's is minus
+    infinity, and the answers are the ones the whole layer gives; a free-text word's
+    step (tens of thousands allowed) reads every row."""
+    import torch
+
+    from pete_osc.engines.torch_setup import SparseHead
+
+    engine = TorchEngine_with_grammar(qwen_torch_model, director)
+    head = engine.model.lm_head
+    assert isinstance(engine._sparse, SparseHead)
+    x = torch.randn(1, 3, head.in_features)
+    whole = head(x)
+    allowed = torch.tensor([0, 7, 198, 1000, head.out_features - 1])
+    head.only = allowed
+    try:
+        part = head(x)
+    finally:
+        head.only = None
+    assert torch.equal(part[..., allowed], whole[..., allowed])
+    rest = torch.ones(whole.shape[-1], dtype=torch.bool)
+    rest[allowed] = False
+    assert torch.isneginf(part[..., rest]).all()
+
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(3)]
+
+    def answers(engine):
+        passes = []  # rows the output layer computed, per pass
+        hook = engine.model.lm_head.register_forward_hook(
+            lambda module, args, out: passes.append(
+                module.out_features if module.only is None else len(module.only)))
+        texts = ["".join(t.text for t in engine.stream(f)) for f in frames]
+        hook.remove()
+        return texts, passes
+
+    sparse, passes = answers(engine)
+    assert all(t.startswith("color: ") and "\nobject: " in t for t in sparse), sparse
+    few = [n for n in passes if n <= SparseHead.LIMIT]
+    # at least the first token of each value that is not free text (six keys of nine)
+    assert engine._sparse.steps == len(few) and len(few) >= 6 * len(frames), passes
+    assert max(passes) == head.out_features  # the free-text words: every row
+    monkeypatch.setattr(SparseHead, "LIMIT", 0)  # every pass reads every row
+    whole_answers, passes = answers(TorchEngine_with_grammar(qwen_torch_model, director))
+    assert set(passes) == {head.out_features}
+    assert whole_answers == sparse
+
+
+def TorchEngine_with_grammar(model, director):
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(str(model), director.prompt, director.instruction,
+                         GenerationSettings(100, 0.0, 64))
+    engine.constrain(director)
+    engine.set_max_tokens(engine.constraint.longest)
+    return engine

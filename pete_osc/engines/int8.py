@@ -48,9 +48,18 @@ def int8_linear_class(torch):
             self.register_buffer("bias", None if bias is None else bias.detach().clone())
             self.in_features, self.out_features = linear.in_features, linear.out_features
 
+        # The output rows to compute (token ids, sorted), the rest minus infinity; None:
+        # all. Set for one step by engines.torch_setup.SparseHead.
+        only = None
+
         def forward(self, x):
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
-            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scale)
+            if self.only is None:
+                y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scale)
+            else:  # the same rows' numbers, read from a gathered copy of theirs alone
+                y = rows.new_full((rows.shape[0], self.out_features), float("-inf"))
+                y[:, self.only] = torch.ops.aten._weight_int8pack_mm(
+                    rows, self.weight.index_select(0, self.only), self.scale.index_select(0, self.only))
             y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
             return y if self.bias is None else y + self.bias
 

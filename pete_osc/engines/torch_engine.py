@@ -90,8 +90,7 @@ class TorchEngine(BaseEngine):
         self.fast = compile and self.device.type == "cuda"
         # A static cache for the compiled path (and, for tests, on request anywhere).
         self.static = self.fast if static is None else static
-        self.max_len = 0
-        self.cache = None
+        self.max_len, self.cache = 0, None
         self.prefix_prefills = 0  # DIRECTOR prefixes run through the model (not per frame)
         self.prompt_positions = 0  # positions run by use_prompt (prefixes and contexts)
         self.prompt: Prompt | None = None
@@ -113,6 +112,7 @@ class TorchEngine(BaseEngine):
         # and the grammar's forced runs in the batch's (engines.fused_rows).
         self._fused = setup.fused_decoder(self, kernels)
         self._forced = setup.fused_forced(self)
+        self._sparse = setup.sparse_head(self)  # (the CPU's int8 output layer, see there)
         self.fused_steps = 0
         self.use_prompt(Prompt(system_prompt, instruction))
 
@@ -278,7 +278,8 @@ class TorchEngine(BaseEngine):
                 ids = torch.cat([ids, torch.tensor([start], device=self.device)], dim=1)
             embeds = torch.cat([features.to(self.dtype), self._embed(ids)], dim=1)
             position = self.prefix_len
-            logits = self._prefill(embeds=embeds, pos=self._positions(position, embeds.shape[1]))
+            with self._sparse():
+                logits = self._prefill(embeds=embeds, pos=self._positions(position, embeds.shape[1]))
             position += embeds.shape[1]
             first = self._choose(logits)
         prefill = Prefill(started, position - len(start), prefilled + embeds.shape[1], vision,
@@ -386,7 +387,7 @@ class _Steps:
         self.position = position
 
     def run(self, ids: list[int]):
-        with self.engine.torch.inference_mode():
+        with self.engine.torch.inference_mode(), self.engine._sparse():
             logits = self.engine._run(ids, self.position)
         self.position += len(ids)
         return logits
