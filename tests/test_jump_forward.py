@@ -168,6 +168,8 @@ def test_torch_jump_forward_matches_step_by_step(qwen_torch_model, director, sta
             seen.append(x.shape[1])
 
         engine.model.model.language_model.register_forward_pre_hook(count, with_kwargs=True)
+        heads: list[int] = []  # positions the output layer made logits for, per pass
+        engine.model.lm_head.register_forward_pre_hook(lambda m, args: heads.append(args[0].shape[1]))
         results[jump], calls[jump] = [], []
         for image in frames():
             seen.clear()
@@ -179,6 +181,8 @@ def test_torch_jump_forward_matches_step_by_step(qwen_torch_model, director, sta
         assert times.steps <= 0.6 * n_b, (times.steps, n_b)
     # The work done: one prefill and one pass per step; forced text rode along (passes
     # wider than one token, padded on the static cache); step by step every pass is one.
+    # Only the last position's logits are made, a forced run's too (where padded: on CUDA).
+    assert heads and set(heads) == ({1} if not static else {1, FORCED_WIDTH}), heads
     for (_, _, n, times), passes in zip(results[True], calls[True]):
         assert len(passes) == 1 + times.steps
         wide = [p for p in passes[1:] if p > 1]

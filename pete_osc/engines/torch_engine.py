@@ -355,9 +355,9 @@ class TorchEngine(BaseEngine):
                          use_cache=True, **{self._cache_arg: self.cache})
         return out.logits[0].index_select(0, last)
 
-    def _decode_step(self, token, pos):
+    def _decode_step(self, token, pos):  # (a forced run too: only its last logits are made)
         out = self.model(input_ids=token, cache_position=pos, position_ids=pos[None],
-                         use_cache=True, **{self._cache_arg: self.cache})
+                         use_cache=True, logits_to_keep=1, **{self._cache_arg: self.cache})
         return out.logits[:, -1, :]
 
     def _choose(self, logits):
