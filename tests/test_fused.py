@@ -43,11 +43,33 @@ def test_fused_steps_answer_as_transformers_steps(tiny_torch_model, constrained)
     step and every forced run ran fused (transformers ran the prefills only), and their
     logits match transformers' closely. (Run in
     a process of its own: Triton's interpreter must be chosen before Triton is imported.)"""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}",
+               PETE_OSC_TRY="fused-forced")  # (off unless asked: see torch_setup.TRY)
     proc = subprocess.run([sys.executable, __file__, str(tiny_torch_model), str(constrained)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("fused steps agree")
+
+
+def test_the_paths_not_yet_run_on_a_gpu_are_off_unless_asked(monkeypatch):
+    """The fused forced runs and the single frame's vision graph ended the process on an
+    H100 (session 16): a show keeps transformers' padded pass and the compiled tower
+    unless PETE_OSC_TRY names them."""
+    from types import SimpleNamespace
+
+    from pete_osc.engines import torch_setup
+
+    monkeypatch.delenv(torch_setup.TRY, raising=False)
+    engine = SimpleNamespace(_fused=object())
+    assert torch_setup.fused_forced(engine) is None
+    compiled = lambda fn: ("compiled", fn)  # noqa: E731
+    assert torch_setup.vision(None, print, compiled) == ("compiled", print)
+    monkeypatch.setenv(torch_setup.TRY, "vision-graph")
+    assert isinstance(torch_setup.vision(None, print, compiled), torch_setup.Graphed)
+    assert torch_setup.fused_forced(engine) is None  # not named
+    monkeypatch.setenv(torch_setup.TRY, "vision-graph,fused-forced")
+    monkeypatch.setattr(torch_setup, "FusedForced", lambda engine, decoder: ("built", decoder))
+    assert torch_setup.fused_forced(engine) == ("built", engine._fused)
 
 
 def check(model: str, constrained: bool) -> None:

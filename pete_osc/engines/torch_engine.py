@@ -106,10 +106,10 @@ class TorchEngine(BaseEngine):
             # step each become one replayed CUDA graph instead of hundreds of launches.
             compiled = lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False)  # noqa: E731
             self._step, self._vision, self._prefill, self._wide = (
-                compiled(self._decode_step), setup.Graphed(torch, self._encode),
+                compiled(self._decode_step), setup.vision(torch, self._encode, compiled),
                 compiled(self._forward), compiled(self._wide_step))
-        # The decode step as fused Triton kernels in one CUDA graph (see engines.fused),
-        # and the grammar's forced runs in the batch's (engines.fused_rows).
+        # The decode step as fused Triton kernels in one CUDA graph (see engines.fused);
+        # the forced runs in the batch's kernels only where asked (torch_setup.TRY).
         self._fused = setup.fused_decoder(self, kernels)
         self._forced = setup.fused_forced(self)
         self._sparse = setup.sparse_head(self)  # (the CPU's int8 output layer, see there)
@@ -227,7 +227,7 @@ class TorchEngine(BaseEngine):
         if self.fast:  # the steps for forced text: their own graphs, recorded now too
             with self.torch.inference_mode():
                 for _ in range(rounds):
-                    for width in setup.FusedForced.WIDTHS:
+                    for width in (setup.FusedForced.WIDTHS if self._forced else (2,)):
                         self._rewind()
                         self._run([0] * width, self.prefix_len)
                 self._rewind()

@@ -4,6 +4,7 @@ the fused decode step (``--kernels``), and the chat prompt split around the imag
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -124,10 +125,32 @@ def fused_decoder(engine, kernels: str):
     return decoder
 
 
+# Session 15's two CUDA paths for the single frame, off unless named in PETE_OSC_TRY
+# (comma-separated): "fused-forced" (FusedForced) and "vision-graph" (Graphed). Both pass
+# their tests in Triton's interpreter on the CPU, but their first run on a GPU (an H100,
+# session 16, both on) ended the process in warm-up: an illegal memory access in the
+# first fused forced run, and with the grammar an illegal instruction on the second frame.
+# The vision graph ran three warm-up frames there without a fault, but it was never
+# measured or checked against the compiled tower's output. A show keeps the paths that
+# have run on a GPU.
+TRY = "PETE_OSC_TRY"
+
+
+def trying(name: str) -> bool:
+    """``name`` is named in PETE_OSC_TRY: an untried path is asked for (benchmarks)."""
+    return name in os.environ.get(TRY, "").split(",")
+
+
+def vision(torch, encode, compiled):
+    """The single frame's vision tower on CUDA: compiled (torch.compile's CUDA graphs), or
+    :class:`Graphed` where PETE_OSC_TRY names vision-graph."""
+    return Graphed(torch, encode) if trying("vision-graph") else compiled(encode)
+
+
 def fused_forced(engine):
     """The forced runs' fused kernels (:class:`FusedForced`) where the decode step is
-    fused, else None (transformers' padded graph)."""
-    if engine._fused is None:
+    fused and PETE_OSC_TRY names fused-forced, else None (transformers' padded graph)."""
+    if engine._fused is None or not trying("fused-forced"):
         return None
     try:
         return FusedForced(engine, engine._fused)
