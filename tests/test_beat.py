@@ -134,11 +134,13 @@ def test_a_second_link_peer_hears_the_changes_on_its_beats(tmp_path, cli_env):
         beats = 4 if g["address"] == "/e" else 1
         # seconds off its boundary on the peer's timeline
         off.append((g["address"], g["beat"], (g["beat"] - round(g["beat"] / beats) * beats) * 0.5))
-    # Within 5 ms of the beat (or bar); on a loaded 2-core CI machine the sender thread
-    # can be preempted once for ~10 ms (seen once in a clean-clone CI run: 9.2 ms), so one
-    # message of six may be up to 15 ms off, never more.
+    # On its beat (or bar), not somewhere in it: unquantised, a message lands anywhere in
+    # the 500 ms beat, so six within 25 ms of their boundaries do not happen by chance
+    # (about 1 in 10^6). Tighter is this machine's scheduling, not the feature: on an idle
+    # machine they are under 1 ms off; on a loaded 2-core CI machine, where this peer and
+    # the sender both wait for a core, one clean-clone run had all six 3-14 ms late.
     lateness = sorted(abs(late) for _, _, late in off)
-    assert lateness[-2] <= 0.005 and lateness[-1] <= 0.015, off
+    assert lateness[-1] <= 0.025, off
 
 
 def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env):
@@ -182,17 +184,27 @@ def test_a_bar_quantised_note_lands_on_the_bar_of_a_midi_clock(tmp_path, cli_env
                     heard.extend(port.iter_pending())
                     time.sleep(0.002)
 
+            def notes():
+                return sum(m.type == "note_on" and m.velocity > 0 for m in heard)
+
+            def listen_until(done, seconds):
+                end = time.monotonic() + seconds
+                while not done() and time.monotonic() < end:
+                    listen(0.01)
+
             # JACK applies a new connection at a later cycle than jack_connect's return:
             # a Start sent at once was lost once in a clean-clone run.
             listen(0.3)
             source.stdin.write("go\n")
             source.stdin.flush()
-            listen(1.0)
-            for line in ("mood: tense", "mood: calm", "mood: tense"):
+            listen_until(lambda: sum(m.type == "clock" for m in heard) >= 24, 10)
+            # Each line anywhere in a bar, once the last one's note is heard: each has a bar
+            # of its own whatever the load (sent on a timer alone, two once shared a bar).
+            for n, line in enumerate(("mood: tense", "mood: calm", "mood: tense"), 1):
+                listen(random.Random(line + str(n)).uniform(0.1, 1.6))
                 send.stdin.write(line + "\n")
                 send.stdin.flush()
-                listen(random.Random(line).uniform(0.3, 1.2))
-            listen(2.3)  # the last one waits up to a bar (2 s at 120 BPM)
+                listen_until(lambda: notes() >= n, 10)  # a bar is 2 s at 120 BPM
             send.stdin.close()
             assert send.wait(30) == 0, send.stderr.read()
             listen(0.2)
