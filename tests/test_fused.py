@@ -2,7 +2,8 @@
 through Triton's interpreter on the CPU: the same answers as transformers' own step, over
 a static cache shared with transformers' prefill and forced runs, and the work done; and
 the batch's fused step (pete_osc/engines/fused_rows.py), the same answers as each frame
-alone."""
+alone. Every load and store of every kernel is checked to stay inside the tensors it was
+given (tests/support/bounds.py)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,52 @@ def test_the_paths_not_yet_run_on_a_gpu_are_off_unless_asked(monkeypatch):
     monkeypatch.setenv(torch_setup.TRY, "vision-graph,fused-forced")
     monkeypatch.setattr(torch_setup, "FusedForced", lambda engine, decoder: ("built", decoder))
     assert torch_setup.fused_forced(engine) == ("built", engine._fused)
+
+
+def test_a_recorded_forced_run_keeps_every_tensor_it_reads(tiny_torch_model, monkeypatch):
+    """On CUDA each forced-run width is one recorded graph, which reads its inputs' memory
+    at every replay: every tensor given to the kernels while recording must live as long
+    as the graph. (Session 16's H100 run: the row's slot index was a temporary, its memory
+    soon another tensor's, and the kernels wrote the keys wherever that pointed: an
+    illegal memory access.) The recording is stood in for here; what it would read is
+    checked, by weak references, after the runs and a collection."""
+    import gc
+    import weakref
+
+    import torch
+
+    from pete_osc.director.schema import load_director
+    from pete_osc.engines import torch_setup
+    from pete_osc.engines.torch_engine import TorchEngine
+
+    monkeypatch.setenv(torch_setup.TRY, "fused-forced")
+    director = load_director(ROOT / "DIRECTOR.md")
+    engine = TorchEngine(str(tiny_torch_model), director.prompt, director.instruction,
+                         GenerationSettings(16, 0.0, 64), static=True, kernels="fused",
+                         weights="off")
+    forced = engine._forced
+    forced.bind(engine.cache)
+    forced.graph = True  # (as on CUDA)
+    read = []
+
+    def forward(*tensors):
+        read.extend(weakref.ref(t) for t in tensors)
+        return torch.zeros(1, forced.kernels.vocab)
+
+    class Recorded:
+        replays = 0
+
+        def replay(self):
+            Recorded.replays += 1
+
+    monkeypatch.setattr(forced.kernels, "forward", forward)
+    monkeypatch.setattr(torch_setup, "record", lambda torch, body: (Recorded(), body()))
+    for ids in ([5, 9], [5, 9, 11], [5] * 7, [5, 9]):
+        forced.run(ids, engine.prefix_len)
+    gc.collect()
+    assert sorted(forced.graphs) == [2, 4, 8] and Recorded.replays == 4
+    assert len(read) == 12 and all(ref() is not None for ref in read), \
+        [i % 4 for i, ref in enumerate(read) if ref() is None]
 
 
 def check(model: str, constrained: bool) -> None:
@@ -211,7 +258,13 @@ def check_batch(model: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[2] == "batch":
-        check_batch(sys.argv[1])
-    else:
-        check(sys.argv[1], sys.argv[2] == "True")
+    from support.bounds import bounds_checked
+
+    # Every load and store of every kernel inside its tensors (the interpreter does not
+    # check; a GPU ends the process).
+    with bounds_checked() as checked:
+        if sys.argv[2] == "batch":
+            check_batch(sys.argv[1])
+        else:
+            check(sys.argv[1], sys.argv[2] == "True")
+    assert checked.accesses > 1000, checked.accesses

@@ -181,10 +181,11 @@ def test_play_follows_the_picture_through_a_model_that_sees_it(seeing_torch_mode
 def test_play_through_jack_in_real_time(tmp_path, cli_env):
     """--play jack: the synth is a JACK client (miniaudio's JACK backend) on a private
     ``jackd -d dummy`` (256-frame periods); jack_rec records its ports while the show
-    runs: the notes arrive, and JACK's log counts few xruns of the synth's client while
-    the show's threads are busy (3 at most in the 4 s recorded: alone here 0-2 in 20 s,
-    more with the rest of the suite's processes about; a callback that makes the sound
-    instead of copying it, or waits, misses nearly every period)."""
+    runs: the notes arrive, and JACK's log counts no xrun of the synth's client while the
+    show's threads are busy (a callback that makes the sound instead of copying it, or
+    waits, misses nearly every period). Where JACK's own dummy driver missed its deadline
+    in those seconds (this VM's scheduling: its thread runs at real-time priority), the
+    client's count says nothing of the synth, and the check is skipped with the counts."""
     from support.peers import need, stop_process
 
     jackd, jack_rec = need("jackd", "jackd2"), need("jack_rec", "jackd2")
@@ -206,11 +207,12 @@ def test_play_through_jack_in_real_time(tmp_path, cli_env):
                                 stderr=subprocess.PIPE, text=True, env=env)
         time.sleep(4)  # started, the JACK client connected
         ours = "XRun: client = pete-osc"  # (jack_rec has xruns of its own here)
-        before = log_path.read_text().count(ours)
+        driver = "JackTimedDriver::Process XRun"
+        before = [log_path.read_text().count(s) for s in (ours, driver)]
         recorded = tmp_path / "jack.wav"
         subprocess.run([jack_rec, "-f", str(recorded), "-d", "4", "pete-osc:playback0",
                         "pete-osc:playback1"], env=env, capture_output=True, timeout=30)
-        xruns = log_path.read_text().count(ours) - before
+        xruns, late = (log_path.read_text().count(s) - b for s, b in zip((ours, driver), before))
         _, stderr = show.communicate(timeout=60)
         assert show.returncode == 0, stderr
     finally:
@@ -219,7 +221,10 @@ def test_play_through_jack_in_real_time(tmp_path, cli_env):
         stop_process(server)
     sound = read_wav(recorded)
     assert len(sound) >= 3 * RATE and np.abs(sound).max() > 0.05  # the notes arrived
-    assert xruns <= 3, log_path.read_text()[-2000:]
+    if xruns and late:
+        pytest.skip(f"JACK's own dummy driver missed {late} deadline(s) while the synth's "
+                    f"client had {xruns} xrun(s): this machine's scheduling")
+    assert xruns == 0, log_path.read_text()[-2000:]
 
 
 def test_synth_targets_without_play_need_the_default_device(tmp_path, cli_env):

@@ -131,8 +131,10 @@ def fused_decoder(engine, kernels: str):
 # session 16, both on) ended the process in warm-up: an illegal memory access in the
 # first fused forced run, and with the grammar an illegal instruction on the second frame.
 # The vision graph ran three warm-up frames there without a fault, but it was never
-# measured or checked against the compiled tower's output. A show keeps the paths that
-# have run on a GPU.
+# measured or checked against the compiled tower's output. (Session 17 found the likely
+# cause on the CPU: FusedForced.run's recorded graphs read a slot tensor that was freed
+# after recording. Fixed; not yet run on a GPU.) A show keeps the paths that have run on
+# a GPU.
 TRY = "PETE_OSC_TRY"
 
 
@@ -282,11 +284,13 @@ class FusedForced:
         if not self.graph:
             return self.kernels.forward(x, torch.zeros_like(at), at, last)
         if width not in self.graphs:
-            inputs = (x.clone(), torch.full_like(at, self.tail - width), last.clone())
-            slot = torch.zeros_like(at)
-            graph, out = record(torch, lambda: self.kernels.forward(inputs[0], slot, *inputs[1:]))
+            # Every tensor the graph reads is kept with it: one freed is soon another's
+            # memory, read at each replay (the slot index was, in session 16's crash).
+            inputs = (x.clone(), torch.zeros_like(at), torch.full_like(at, self.tail - width),
+                      last.clone())
+            graph, out = record(torch, lambda: self.kernels.forward(*inputs))
             self.graphs[width] = (graph, out, inputs)
-        graph, out, (gx, gat, glast) = self.graphs[width]
+        graph, out, (gx, _, gat, glast) = self.graphs[width]
         gx.copy_(x)
         gat.copy_(at)
         glast.copy_(last)
