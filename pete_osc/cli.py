@@ -199,7 +199,9 @@ def cmd_learn(args) -> int:
             say(f"route {i + 1} in {args.delay:g} s: {describe_route(routes[i])}")
             time.sleep(args.delay)
             say(f"sending route {i + 1} alone for {args.seconds:g} s: {sender.learn(0, args.seconds)}")
-            time.sleep(args.seconds + 0.3)
+            # Till its sweep is over and its notes released (a busy machine runs late).
+            if not sender.learnt(args.seconds + 10):
+                say(f"route {i + 1}: the sweep did not end in time; stopping it")
         except KeyboardInterrupt:
             break
         finally:

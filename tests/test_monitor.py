@@ -315,9 +315,13 @@ def test_learn_sends_only_the_chosen_osc_route(cli_env, tmp_path):
     assert got == [f'/m s "{word}"' for word in moods]
 
 
-def learnt_through_jack(mapping, route: str, seconds: float, cli_env) -> list:
+def learnt_through_jack(mapping, route: str, seconds: float, cli_env,
+                        interrupt: float | None = None) -> list:
     """``pete-osc learn`` of one route into the JACK loopback: the messages read back.
-    (Three seconds before it sends: time to connect on a loaded machine.)"""
+    (Three seconds before it sends: time to connect on a loaded machine.) ``interrupt``:
+    Ctrl-C that many seconds into the sweep."""
+    import signal
+
     env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
     proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
                                     route, "--seconds", str(seconds), "--delay", "3"],
@@ -325,10 +329,16 @@ def learnt_through_jack(mapping, route: str, seconds: float, cli_env) -> list:
     backend = jack_backend()
     wait_for_port(backend, "pete-osc:Pete Sounds")
     with backend.open_input("pete-osc:Pete Sounds") as port:
-        received, end = [], time.monotonic() + seconds + 6
+        received, end, began = [], time.monotonic() + seconds + 6, None
         while time.monotonic() < end and proc.poll() is None:
             received += list(port.iter_pending())
+            if received and began is None:
+                began = time.monotonic()  # the sweep's first message
+            if interrupt is not None and began is not None and time.monotonic() > began + interrupt:
+                proc.send_signal(signal.SIGINT)
+                interrupt = None
             time.sleep(0.01)
+        time.sleep(0.1)  # (JACK delivers what was sent last at its next cycle)
         received += list(port.iter_pending())
     assert proc.wait(10) == 0, proc.stderr.read()
     return received
@@ -347,6 +357,23 @@ def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
     assert values[0] == 0 and values[-1] == 0 and top > 5, values
     assert values[:top + 1] == sorted(values[:top + 1])
     assert values[top:] == sorted(values[top:], reverse=True)
+
+
+def test_ctrl_c_in_a_chord_learn_releases_every_note(jack, cli_env, tmp_path):
+    """Stopped mid-sweep, learn releases the chord it sounds with a note-off for each note
+    (not only the channel's all-notes-off, which some synths ignore)."""
+    mapping = tmp_path / "chords.yaml"
+    mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 2}\nroutes:\n"
+                       "  - chord:\n      root: {from: color, notes: [C, G, D, A, E, B, F#, C#, G#, D#, A#, F]}\n"
+                       "      quality: {from: mood, table: {calm: maj7, sad: min}}\n")
+    received = learnt_through_jack(mapping, "1", 8.0, cli_env, interrupt=1.5)
+    notes = [m for m in received if m.type in ("note_on", "note_off")]
+    assert 4 <= len(notes) < 40, notes  # a chord or two of the sweep's eight, not all
+    sounding = set()
+    for m in notes:
+        (sounding.add if m.type == "note_on" and m.velocity > 0 else sounding.discard)(m.note)
+    assert not sounding, (sounding, notes[-8:])
+    assert ("control_change", 123) in {(m.type, getattr(m, "control", None)) for m in received}
 
 
 def test_a_sparkline_keeps_one_point_per_quarter_second():

@@ -50,6 +50,13 @@ class Learning:
             self.done = True
         return out
 
+    def stop(self) -> list[Message]:
+        """Ended before its sweep is over (learn or the show stopping): the closing
+        messages, every note it sounds released."""
+        self._due = []
+        self.done = True
+        return self.router.closing()
+
 
 def learn_events(route, mapping: MappingConfig, seconds: float = 2.0) -> list[tuple[float, Event]]:
     """Events that walk ``route`` through its values over ``seconds``, as (offset, event):

@@ -73,6 +73,8 @@ class Sender:
         # target -> [messages sent, the last one in words, when (time.time())]
         self._activity: dict[str, list] = {}
         self._learning: Learning | None = None  # a route alone (see learn)
+        self._learnt = threading.Event()  # set while no learning is queued or sounding
+        self._learnt.set()
         self.muted = 0  # events not sent while a route was being learnt
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -171,8 +173,14 @@ class Sender:
         off = self.off_reason(chosen.target)
         if off is not None:
             raise PeteError(f"route {route + 1} ({describe_route(chosen)}) cannot be sent: {off}")
+        self._learnt.clear()
         self._queue.put(Learning(self.mapping, route, seconds))
         return describe_route(chosen)
+
+    def learnt(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until the route :meth:`learn` sends has been swept
+        and closed, its notes released: True if it has."""
+        return self._learnt.wait(timeout)
 
     def routes(self) -> list[dict]:
         """The mapping's routes, numbered as :meth:`learn` takes them: each in words, and
@@ -256,7 +264,11 @@ class Sender:
                     self._deliver(name, pace.drain())
                 self._coalesced_before = self.coalesced
                 self._paces = {}
-                self._send(self.router.closing() + self._all_notes_off())
+                # A route being learnt is stopped mid-sweep: its own notes released too.
+                learning = self._learning.stop() if self._learning is not None else []
+                self._learning = None
+                self._send(learning + self.router.closing() + self._all_notes_off())
+                self._learnt.set()
                 return
             try:
                 self._send(self._due())
@@ -280,6 +292,7 @@ class Sender:
                         self._send(self._learning.step(now))
                         if self._learning.done:
                             self._learning = None
+                            self._learnt.set()
                     self._send(self.router.tick(now))
                     for name, pace in self._paces.items():
                         self._deliver(name, pace.due(now))
