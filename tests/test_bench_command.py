@@ -29,6 +29,7 @@ def test_bench_measures_one_and_several_sources_on_the_shipped_frames(tiny_torch
         assert run["failed"] == 0 and run["frames_per_s"] > 0
         assert 0 < run["tbt_ms"] < run["ttft_ms"] and run["first_event_ms"] > 0
         assert run["tbt_ms"] <= run["tbt_p90_ms"]
+        assert run["first_event_ms"] <= run["first_event_p90_ms"]
         assert run["tokens_per_frame"] > 1
     # The model was loaded (and warmed up) once for both runs.
     assert proc.stderr.count("warm-up took") == 1 and proc.stderr.count("loading ") == 1

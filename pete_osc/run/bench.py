@@ -11,6 +11,7 @@ input size and the peak memory (process, and the GPU's where there is one).
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import sys
@@ -81,6 +82,8 @@ def _run(n: int, reports: list[FrameReport], took: float, batched: bool = False)
     ended = max((r.started_at + r.token_times[-1] for r in answered
                  if r.started_at and r.token_times), default=None)
     span = (ended - began) if began is not None and ended and ended > began else took
+    firsts = [r.first_event_at - r.captured_at for r in answered
+              if r.first_event_at is not None]
     per_source: dict[str, int] = {}
     for r in answered:
         per_source[r.source] = per_source.get(r.source, 0) + 1
@@ -90,16 +93,20 @@ def _run(n: int, reports: list[FrameReport], took: float, batched: bool = False)
             "per_source": per_source,
             "ttft_ms": _ms([r.ttft for r in answered if r.ttft is not None]),
             "tbt_ms": _ms(steps),
-            "tbt_p90_ms": round(sorted(steps)[int(0.9 * (len(steps) - 1))] * 1000, 2)
-            if steps else None,
-            "first_event_ms": _ms([r.first_event_at - r.captured_at for r in answered
-                                   if r.first_event_at is not None]),
+            "tbt_p90_ms": _p90(steps),
+            "first_event_ms": _ms(firsts),
+            "first_event_p90_ms": _p90(firsts),
             "tokens_per_frame": round(statistics.mean(r.tokens for r in answered), 1)
             if answered else None}
 
 
 def _ms(values: list[float]) -> float | None:
     return round(statistics.median(values) * 1000, 2) if values else None
+
+
+def _p90(values: list[float]) -> float | None:
+    """The 90th percentile by nearest rank (of 2 values, the larger)."""
+    return round(sorted(values)[math.ceil(0.9 * len(values)) - 1] * 1000, 2) if values else None
 
 
 def cpu_name() -> str:
@@ -179,7 +186,8 @@ def block(result: dict) -> str:
         lines.append(f"| {run['sources']} | {how} | {_num(run['frames_per_s'])} | {share} | "
                      f"{_num(run['ttft_ms'], ' ms')} | {_num(run['tbt_ms'], ' ms')} "
                      f"(p90 {_num(run.get('tbt_p90_ms'))}) | "
-                     f"{_num(run['first_event_ms'], ' ms')} | {_num(run['tokens_per_frame'])} "
+                     f"{_num(run['first_event_ms'], ' ms')} (p90 {_num(run.get('first_event_p90_ms'))}) | "
+                     f"{_num(run['tokens_per_frame'])} "
                      f"| {run['failed']} |")
     return "\n".join(lines)
 
