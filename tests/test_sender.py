@@ -7,11 +7,11 @@ import sys
 import threading
 import time
 
-from support.peers import free_port
+from support.peers import free_port, oscdump
 
 from pete_osc.mapping.load import parse_mapping
 from pete_osc.outputs.sender import Sender
-from pete_osc.records import OscMessage
+from pete_osc.records import Event, OscMessage
 
 MAPPING = "osc:\n  main: {port: %d}\nroutes:\n  - {event: energy, address: /e}\n"
 
@@ -29,6 +29,31 @@ def test_a_reload_that_keeps_an_output_keeps_it_open(director):
         assert [c.split(" ")[0] for c in sender.reload(moved)] == ["opened", "closed"]
     finally:
         sender.close()
+
+
+def test_a_reload_mid_learn_ends_the_learning_and_the_show_is_heard_again(director):
+    """The mapping edited while a route is being learnt: the sweep (a route of the mapping
+    being replaced) stops there, its closing sent, and the show's events go out again."""
+    port = free_port()
+    dump = oscdump(port)
+    text = MAPPING % port + "  - {event: tempo, address: /t}\n"
+    sender = Sender(parse_mapping(text, director)).start()
+    try:
+        sender.learn(1, seconds=8.0)  # tempo, swept 60 -> 180 -> 60 over 8 s
+        began = dump.take(3, timeout=3)
+        assert [l.split(" ")[1] for l in began] == ["/t"] * 3, began
+        sender.reload(parse_mapping(text.replace("/e", "/energy"), director))
+        assert sender.learnt(1.0), "the learning went on after the mapping was reloaded"
+        time.sleep(0.2)
+        dump.take(1000, timeout=0.1)  # what left before the reload
+        t0 = time.time()
+        sender.event(Event("energy", "number", 0.5, "0.5", 1, 1, "cam", t0, t0))
+        sender.end_frame(1)
+        after = dump.take(1000, timeout=1.0)
+    finally:
+        sender.close()
+        dump.stop()
+    assert [l.split(" ")[1] for l in after] == ["/energy"], after
 
 
 def test_the_first_message_of_a_frame_keeps_its_time(director):

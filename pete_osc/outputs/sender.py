@@ -317,6 +317,10 @@ class Sender:
         return self.router.due(now + 0.0005)
 
     def _swap(self, reload: _Reload) -> None:
+        if self._learning is not None:  # its route is the old mapping's: it ends here
+            self._send(self._learning.stop())
+            self._learning = None
+            self._learnt.set()
         if reload.mapping.clock != self.mapping.clock:
             if self.beat is not None:
                 self.beat.close()
