@@ -44,8 +44,8 @@ def test_a_reload_mid_learn_ends_the_learning_and_the_show_is_heard_again(direct
         assert [l.split(" ")[1] for l in began] == ["/t"] * 3, began
         sender.reload(parse_mapping(text.replace("/e", "/energy"), director))
         assert sender.learnt(1.0), "the learning went on after the mapping was reloaded"
-        time.sleep(0.2)
-        dump.take(1000, timeout=0.1)  # what left before the reload
+        while dump.take(1000, timeout=0.3):  # what left before the reload, until quiet
+            pass
         t0 = time.time()
         sender.event(Event("energy", "number", 0.5, "0.5", 1, 1, "cam", t0, t0))
         sender.end_frame(1)
