@@ -264,10 +264,7 @@ class Sender:
                     self._deliver(name, pace.drain())
                 self._coalesced_before = self.coalesced
                 self._paces = {}
-                # A route being learnt is stopped mid-sweep: its own notes released too.
-                learning = self._learning.stop() if self._learning is not None else []
-                self._learning = None
-                self._send(learning + self.router.closing() + self._all_notes_off())
+                self._send(self._end_learning() + self.router.closing() + self._all_notes_off())
                 self._learnt.set()
                 return
             try:
@@ -316,10 +313,15 @@ class Sender:
         # Changes for the same boundary may differ by microseconds: one boundary, one send.
         return self.router.due(now + 0.0005)
 
+    def _end_learning(self) -> list[Message]:
+        """A route being learnt, stopped mid-sweep (the show stopping, its mapping
+        replaced): its closing messages, every note it sounds released."""
+        learning, self._learning = self._learning, None
+        return learning.stop() if learning is not None else []
+
     def _swap(self, reload: _Reload) -> None:
         if self._learning is not None:  # its route is the old mapping's: it ends here
-            self._send(self._learning.stop())
-            self._learning = None
+            self._send(self._end_learning())
             self._learnt.set()
         if reload.mapping.clock != self.mapping.clock:
             if self.beat is not None:
