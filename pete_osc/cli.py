@@ -24,10 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="pete-osc: %(message)s", stream=sys.stderr,
     )
-    if args.command == "run":
+    if args.command in ("run", "send", "learn"):
         from .run.stopping import interrupt_on_signals
 
-        interrupt_on_signals()  # SIGTERM as Ctrl-C, from the first moment of the run
+        # SIGTERM as Ctrl-C, from the first moment, in every command that sounds notes
+        # (so a stop releases them); and Ctrl-C's own handler even where the shell that
+        # started it in the background had it ignored.
+        interrupt_on_signals()
     try:
         code = COMMANDS[args.command](args)
         if args.command == "run":
@@ -173,6 +176,7 @@ def cmd_learn(args) -> int:
 
     from .mapping.learn import describe_route
     from .outputs.sender import open_sender
+    from .run.stopping import signals_held
     from .shipped import read_director, read_mapping
 
     director = read_director(args.director)
@@ -185,29 +189,31 @@ def cmd_learn(args) -> int:
         return 0
     chosen = [_route_number(mapping, routes, text) for text in args.routes]
     _check_learnable(mapping, [routes[i] for i in chosen], chosen, args.midi_api)
-    for n, i in enumerate(chosen):
-        # the route and its own target alone (no other output opens, no other exit value)
-        target = routes[i].target
-        alone = replace(mapping, routes=(routes[i],),
-                        osc={k: v for k, v in mapping.osc.items() if k == target},
-                        midi={k: v for k, v in mapping.midi.items() if k == target})
-        sender = open_sender(alone, args.midi_api)
-        for line in sender.describe():
-            say(f"sending {line}")
-        try:
-            # Time to arm the DAW's learn (and for a new virtual port to be connected).
-            say(f"route {i + 1} in {args.delay:g} s: {describe_route(routes[i])}")
-            time.sleep(args.delay)
-            say(f"sending route {i + 1} alone for {args.seconds:g} s: {sender.learn(0, args.seconds)}")
-            # Till its sweep is over and its notes released (a busy machine runs late).
-            if not sender.learnt(args.seconds + 10):
-                say(f"route {i + 1}: the sweep did not end in time; stopping it")
-        except KeyboardInterrupt:
-            break
-        finally:
-            sender.close()
-        if n + 1 < len(chosen):
-            time.sleep(args.gap)
+    try:
+        for n, i in enumerate(chosen):
+            if n:
+                time.sleep(args.gap)
+            # the route and its own target alone (no other output opens, no other exit value)
+            target = routes[i].target
+            alone = replace(mapping, routes=(routes[i],),
+                            osc={k: v for k, v in mapping.osc.items() if k == target},
+                            midi={k: v for k, v in mapping.midi.items() if k == target})
+            sender = open_sender(alone, args.midi_api)
+            for line in sender.describe():
+                say(f"sending {line}")
+            try:
+                # Time to arm the DAW's learn (and for a new virtual port to be connected).
+                say(f"route {i + 1} in {args.delay:g} s: {describe_route(routes[i])}")
+                time.sleep(args.delay)
+                say(f"sending route {i + 1} alone for {args.seconds:g} s: {sender.learn(0, args.seconds)}")
+                # Till its sweep is over and its notes released (a busy machine runs late).
+                if not sender.learnt(args.seconds + 10):
+                    say(f"route {i + 1}: the sweep did not end in time; stopping it")
+            finally:
+                with signals_held(doing="releasing the route's notes"):
+                    sender.close()
+    except KeyboardInterrupt as exc:
+        say(f"{exc or 'SIGINT'} received; stopped, every note it sounded released")
     return 0
 
 
@@ -267,6 +273,7 @@ def cmd_send(args) -> int:
     """``pete-osc send``: DIRECTOR text from a file or stdin out through a mapping."""
     from .director.parser import parse_text_stream
     from .records import Event, FrameEnd, Rejection
+    from .run.stopping import signals_held
     from .shipped import read_director, read_mapping
 
     director = read_director(args.director)
@@ -287,7 +294,8 @@ def cmd_send(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        sender.close()
+        with signals_held(doing="releasing the notes"):
+            sender.close()
     say(f"done: {sender.events} events, {sender.summary()}")
     return 0
 

@@ -1,6 +1,7 @@
 """MIDI through a real JACK server (jackd -d dummy), read back on a real rtmidi input."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +57,35 @@ def test_cc_glide_program_note_and_exit(tmp_path, jack, cli_env):
     assert rest == [[0xC2, 12], [0x92, 60, 90],          # program, then the note (channel 3)
                     [0x82, 60, 0], [0xB2, 123, 0]]       # at exit: note off, all notes off
     assert cc[-1] == 64                                  # and the cutoff's exit value
+
+
+def test_sigterm_mid_note_releases_it(tmp_path, jack, cli_env):
+    """``pete-osc send`` stopped by a service manager (SIGTERM) while a note sounds: the
+    note is released and the command ends as on Ctrl-C, not killed with the note on."""
+    path = tmp_path / "synth.yaml"
+    path.write_text("midi:\n  synth: {port: Pete Sounds}\nroutes:\n"
+                    "  - {event: mood, note: {tense: C3}, length: 30}\n")
+    env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
+    proc = pete("send", "--mapping", str(path), "--midi-api", "jack", env=env)
+    backend = jack_backend()
+    try:
+        wait_for_port(backend, "pete-osc:Pete Sounds")
+        with backend.open_input("pete-osc:Pete Sounds") as port:
+            time.sleep(0.3)  # JACK connects on its next cycle
+            proc.stdin.write("mood: tense\n")
+            proc.stdin.flush()
+            received, deadline = [], time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                received += [m.bytes() for m in port.iter_pending()]
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)  # stdin still open: the note would sound on
+            code = proc.wait(10)
+            time.sleep(0.3)  # (JACK delivers what was sent last at its next cycle)
+            received += [m.bytes() for m in port.iter_pending()]
+    finally:
+        proc.kill()
+    assert code == 0, proc.stderr.read()
+    assert received[0] == [0x90, 60, 100] and [0x80, 60, 0] in received, received
 
 
 def test_existing_port_by_name_and_missing_port(tmp_path, jack, cli_env):

@@ -5,6 +5,7 @@ with a tiny model on the shared clip; who may open it; and learn mode on real re
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -316,16 +317,18 @@ def test_learn_sends_only_the_chosen_osc_route(cli_env, tmp_path):
 
 
 def learnt_through_jack(mapping, route: str, seconds: float, cli_env,
-                        interrupt: float | None = None) -> list:
+                        interrupt: float | None = None, signum=signal.SIGINT,
+                        ignored: bool = False) -> list:
     """``pete-osc learn`` of one route into the JACK loopback: the messages read back.
     (Three seconds before it sends: time to connect on a loaded machine.) ``interrupt``:
-    Ctrl-C that many seconds into the sweep."""
-    import signal
-
+    ``signum`` that many seconds into the sweep; ``ignored``: started with SIGINT ignored,
+    as a shell without job control starts a command put in the background."""
     env = dict(cli_env, **{k: os.environ[k] for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")})
     proc = subprocess.Popen(PETE + ["learn", "--mapping", str(mapping), "--midi-api", "jack",
                                     route, "--seconds", str(seconds), "--delay", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            if ignored else None)
     backend = jack_backend()
     wait_for_port(backend, "pete-osc:Pete Sounds")
     with backend.open_input("pete-osc:Pete Sounds") as port:
@@ -335,7 +338,7 @@ def learnt_through_jack(mapping, route: str, seconds: float, cli_env,
             if received and began is None:
                 began = time.monotonic()  # the sweep's first message
             if interrupt is not None and began is not None and time.monotonic() > began + interrupt:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signum)
                 interrupt = None
             time.sleep(0.01)
         time.sleep(0.1)  # (JACK delivers what was sent last at its next cycle)
@@ -359,16 +362,20 @@ def test_learn_sweeps_one_cc_through_the_jack_loopback(jack, cli_env, tmp_path):
     assert values[top:] == sorted(values[top:], reverse=True)
 
 
-def test_ctrl_c_in_a_chord_learn_releases_every_note(jack, cli_env, tmp_path):
+@pytest.mark.parametrize("signum, ignored", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["SIGINT-started-ignored", "SIGTERM"])
+def test_ctrl_c_in_a_chord_learn_releases_every_note(jack, cli_env, tmp_path, signum, ignored):
     """Stopped mid-sweep, learn releases the chord it sounds with a note-off for each note
-    (not only the channel's all-notes-off, which some synths ignore)."""
+    (not only the channel's all-notes-off, which some synths ignore): on Ctrl-C, also where
+    the shell that started it had SIGINT ignored, and on a service manager's SIGTERM."""
     mapping = tmp_path / "chords.yaml"
     mapping.write_text("midi:\n  synth: {port: Pete Sounds, channel: 2}\nroutes:\n"
                        "  - chord:\n      root: {from: color, notes: [C, G, D, A, E, B, F#, C#, G#, D#, A#, F]}\n"
                        "      quality: {from: mood, table: {calm: maj7, sad: min}}\n")
-    received = learnt_through_jack(mapping, "1", 8.0, cli_env, interrupt=1.5)
+    received = learnt_through_jack(mapping, "1", 8.0, cli_env, interrupt=1.5, signum=signum,
+                                   ignored=ignored)
     notes = [m for m in received if m.type in ("note_on", "note_off")]
-    assert 4 <= len(notes) < 40, notes  # a chord or two of the sweep's eight, not all
+    assert 4 <= len(notes) < 40, notes  # a chord or two of the sweep's eight (40 notes), not all
     sounding = set()
     for m in notes:
         (sounding.add if m.type == "note_on" and m.velocity > 0 else sounding.discard)(m.note)
