@@ -24,15 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))  # the random-weight model builders (tests/support)
 
-from common import commit, cpu, report, scratch  # noqa: E402
-from sparse_head import answer, bench_frames  # noqa: E402
-from support.models import FULL, build_fastvlm_torch, qwen_ranks  # noqa: E402
-
-from pete_osc.director.schema import load_director  # noqa: E402
-from pete_osc.engines import GenerationSettings  # noqa: E402
-from pete_osc.engines.torch_engine import TorchEngine  # noqa: E402
+from common import commit, cpu, report  # noqa: E402
+from sparse_head import answer, full_engine  # noqa: E402
 
 GROUPS = [
     ("int8 matrices (`_weight_int8pack_mm`)", ("aten::_weight_int8pack_mm",)),
@@ -52,13 +46,7 @@ def main() -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    model = args.model or build_fastvlm_torch(scratch("fastvlm-full-"), FULL, qwen=qwen_ranks())
-    director = load_director(ROOT / "DIRECTOR.md")
-    engine = TorchEngine(str(model), director.prompt, director.instruction,
-                         GenerationSettings(100, 0.0, 128), device="cpu")
-    engine.constrain(director)
-    engine.set_max_tokens(engine.constraint.longest)
-    frames = bench_frames(128)
+    engine, frames = full_engine(args.model)
     answer(engine, frames[0])  # warm
     plain = [answer(engine, frames[i % len(frames)])[1:] for i in range(args.frames)]
     for ttft, per_pass, passes in plain:

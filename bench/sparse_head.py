@@ -51,6 +51,18 @@ def answer(engine, frame) -> tuple[str, float, float, int]:
     return "".join(t.text for t in tokens), first - started, (tokens[-1].at - first) / passes, passes
 
 
+def full_engine(model: str | None):
+    """The torch engine on the CPU over ``model`` (a FastVLM-0.5B of random weights built
+    if None), the grammar on, at most its longest answer; and the shipped frames, 128 px."""
+    model = model or build_fastvlm_torch(scratch("fastvlm-full-"), FULL, qwen=qwen_ranks())
+    director = load_director(ROOT / "DIRECTOR.md")
+    engine = TorchEngine(str(model), director.prompt, director.instruction,
+                         GenerationSettings(100, 0.0, 128), device="cpu")
+    engine.constrain(director)
+    engine.set_max_tokens(engine.constraint.longest)
+    return engine, bench_frames(128)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=8)
@@ -60,13 +72,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    model = args.model or build_fastvlm_torch(scratch("fastvlm-full-"), FULL, qwen=qwen_ranks())
-    director = load_director(ROOT / "DIRECTOR.md")
-    engine = TorchEngine(str(model), director.prompt, director.instruction,
-                         GenerationSettings(100, 0.0, 128), device="cpu")
-    engine.constrain(director)
-    engine.set_max_tokens(engine.constraint.longest)
-    frames = bench_frames(128)
+    engine, frames = full_engine(args.model)
     limit = SparseHead.LIMIT
     answer(engine, frames[0])  # warm
     results = {"few rows read": [], "every row read": []}
